@@ -1,0 +1,399 @@
+//! The CLI's commands and output. Human output by default, `--json` for
+//! scripts. Exit codes: 0 success, 1 verify found a difference, 2 error.
+
+mod render;
+
+use std::io::IsTerminal;
+
+use clap::{Args, Parser, Subcommand};
+use cutover_proto::v1 as pb;
+use pb::orchestrator_client::OrchestratorClient;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cutover",
+    version,
+    about = "Migrate Kafka topics between clusters with identical offsets"
+)]
+pub struct Cli {
+    /// Orchestrator gRPC endpoint.
+    #[arg(
+        long,
+        global = true,
+        env = "CUTOVER_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+    /// Machine-readable output (JSON).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Links: named (source, target) cluster pairs.
+    #[command(subcommand)]
+    Link(LinkCmd),
+    /// Mirror topics over a link.
+    #[command(subcommand)]
+    Mirror(MirrorCmd),
+    /// Progress per topic and partition.
+    Status(StatusArgs),
+    /// Compare source and target record by record.
+    Verify(VerifyArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LinkCmd {
+    Create {
+        name: String,
+        /// Source bootstrap servers, comma separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        source: Vec<String>,
+        /// Target bootstrap servers, comma separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        target: Vec<String>,
+        /// Bytes per second for the whole link (0 = unlimited).
+        #[arg(long, default_value_t = 0)]
+        bandwidth_limit: u64,
+    },
+    Get {
+        name: String,
+    },
+    List,
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct Selection {
+    #[arg(long)]
+    pub link: String,
+    /// Mirror topics to act on.
+    pub topics: Vec<String>,
+    /// Every mirror topic of the link.
+    #[arg(long, conflicts_with = "topics")]
+    pub all: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MirrorCmd {
+    Add {
+        #[arg(long)]
+        link: String,
+        /// Topic names.
+        topics: Vec<String>,
+        /// Regex matched against whole source topic names (repeatable).
+        #[arg(long = "include")]
+        include: Vec<String>,
+        /// Skip topics matching this regex (repeatable).
+        #[arg(long = "exclude")]
+        exclude: Vec<String>,
+        /// Show what would be mirrored; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    List {
+        #[arg(long)]
+        link: String,
+    },
+    Pause(Selection),
+    Resume(Selection),
+    Remove(Selection),
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[arg(long)]
+    pub link: String,
+    pub topics: Vec<String>,
+    /// Keep refreshing until interrupted (or until in sync with --until-in-sync).
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch: stop once every partition is in sync.
+    #[arg(long, requires = "watch")]
+    pub until_in_sync: bool,
+    #[arg(long, default_value_t = 1000)]
+    pub interval_ms: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[arg(long)]
+    pub link: String,
+    #[arg(long)]
+    pub topic: String,
+    /// Partitions to check (repeatable; default all).
+    #[arg(long = "partition")]
+    pub partitions: Vec<i32>,
+    #[arg(long)]
+    pub from: Option<i64>,
+    #[arg(long)]
+    pub to: Option<i64>,
+    /// At most this many records per partition (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub max_records: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot reach the orchestrator at {server}: {cause}. Is it running? Set --server or CUTOVER_SERVER.")]
+    Connect { server: String, cause: String },
+    #[error("{}", .0.message())]
+    Api(#[from] tonic::Status),
+    #[error("{0}")]
+    Output(String),
+}
+
+/// Runs the command, prints its result, returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    match execute(&cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            if cli.json {
+                let code = match &e {
+                    CliError::Api(s) => format!("{:?}", s.code()),
+                    CliError::Connect { .. } => "Unavailable".into(),
+                    CliError::Output(_) => "Internal".into(),
+                };
+                println!(
+                    "{}",
+                    serde_json::json!({"error": e.to_string(), "code": code})
+                );
+            } else {
+                eprintln!("error: {e}");
+            }
+            2
+        }
+    }
+}
+
+async fn client(server: &str) -> Result<OrchestratorClient<Channel>, CliError> {
+    let endpoint = Channel::from_shared(server.to_string())
+        .map_err(|e| CliError::Connect {
+            server: server.into(),
+            cause: e.to_string(),
+        })?
+        .connect_timeout(std::time::Duration::from_secs(5));
+    let channel = endpoint.connect().await.map_err(|e| CliError::Connect {
+        server: server.into(),
+        cause: format!("{e}"),
+    })?;
+    Ok(OrchestratorClient::new(channel))
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| CliError::Output(e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}
+
+fn cluster(servers: &[String]) -> pb::ClusterSpec {
+    pb::ClusterSpec {
+        bootstrap_servers: servers.to_vec(),
+        properties: Default::default(),
+    }
+}
+
+async fn execute(cli: &Cli) -> Result<i32, CliError> {
+    let mut c = client(&cli.server).await?;
+    let json = cli.json;
+    match &cli.command {
+        Command::Link(LinkCmd::Create {
+            name,
+            source,
+            target,
+            bandwidth_limit,
+        }) => {
+            let l = c
+                .create_link(pb::CreateLinkRequest {
+                    name: name.clone(),
+                    source: Some(cluster(source)),
+                    target: Some(cluster(target)),
+                    options: Some(pb::LinkOptions {
+                        bandwidth_limit_bytes_per_sec: *bandwidth_limit,
+                    }),
+                })
+                .await?
+                .into_inner();
+            if json {
+                print_json(&render::link_json(&l))?
+            } else {
+                println!("created link {}", render::link_line(&l))
+            }
+        }
+        Command::Link(LinkCmd::Get { name }) => {
+            let l = c
+                .get_link(pb::GetLinkRequest { name: name.clone() })
+                .await?
+                .into_inner();
+            if json {
+                print_json(&render::link_json(&l))?
+            } else {
+                println!("{}", render::link_line(&l))
+            }
+        }
+        Command::Link(LinkCmd::List) => {
+            let ls = c
+                .list_links(pb::ListLinksRequest {})
+                .await?
+                .into_inner()
+                .links;
+            if json {
+                print_json(&ls.iter().map(render::link_json).collect::<Vec<_>>())?
+            } else if ls.is_empty() {
+                println!("no links; create one with `cutover link create NAME --source HOST:PORT --target HOST:PORT`");
+            } else {
+                ls.iter().for_each(|l| println!("{}", render::link_line(l)));
+            }
+        }
+        Command::Link(LinkCmd::Delete { name }) => {
+            c.delete_link(pb::DeleteLinkRequest { name: name.clone() })
+                .await?;
+            if json {
+                print_json(&serde_json::json!({"deleted": name}))?
+            } else {
+                println!("deleted link {name}")
+            }
+        }
+        Command::Mirror(MirrorCmd::Add {
+            link,
+            topics,
+            include,
+            exclude,
+            dry_run,
+        }) => {
+            let r = c
+                .add_mirrors(pb::AddMirrorsRequest {
+                    link: link.clone(),
+                    topics: topics.clone(),
+                    include_regex: include.clone(),
+                    exclude_regex: exclude.clone(),
+                    dry_run: *dry_run,
+                })
+                .await?
+                .into_inner();
+            if json {
+                print_json(
+                    &serde_json::json!({"dry_run": r.dry_run, "mirrors": r.added.iter().map(render::mirror_json).collect::<Vec<_>>()}),
+                )?
+            } else {
+                let verb = if r.dry_run {
+                    "would mirror"
+                } else {
+                    "mirroring"
+                };
+                for m in &r.added {
+                    println!("{verb} {} ({} partitions)", m.topic, m.partitions);
+                }
+            }
+        }
+        Command::Mirror(MirrorCmd::List { link }) => {
+            let ms = c
+                .list_mirrors(pb::ListMirrorsRequest { link: link.clone() })
+                .await?
+                .into_inner()
+                .mirrors;
+            if json {
+                print_json(&ms.iter().map(render::mirror_json).collect::<Vec<_>>())?
+            } else {
+                ms.iter()
+                    .for_each(|m| println!("{}", render::mirror_line(m)));
+            }
+        }
+        Command::Mirror(MirrorCmd::Pause(s))
+        | Command::Mirror(MirrorCmd::Resume(s))
+        | Command::Mirror(MirrorCmd::Remove(s)) => {
+            let sel = pb::MirrorSelection {
+                link: s.link.clone(),
+                topics: s.topics.clone(),
+                all: s.all,
+            };
+            let (verb, r) = match &cli.command {
+                Command::Mirror(MirrorCmd::Pause(_)) => ("paused", c.pause_mirrors(sel).await?),
+                Command::Mirror(MirrorCmd::Resume(_)) => ("resumed", c.resume_mirrors(sel).await?),
+                _ => ("removed", c.remove_mirrors(sel).await?),
+            };
+            let ms = r.into_inner().mirrors;
+            if json {
+                print_json(
+                    &serde_json::json!({verb: ms.iter().map(|m| m.topic.clone()).collect::<Vec<_>>()}),
+                )?
+            } else {
+                ms.iter().for_each(|m| println!("{verb} {}", m.topic));
+            }
+        }
+        Command::Status(a) => {
+            let req = pb::StatusRequest {
+                link: a.link.clone(),
+                topics: a.topics.clone(),
+            };
+            if !a.watch {
+                let s = c.get_status(req).await?.into_inner();
+                if json {
+                    print_json(&render::status_json(&s))?
+                } else {
+                    print!("{}", render::status_text(&s))
+                }
+            } else {
+                let mut stream = c
+                    .watch_status(pb::WatchStatusRequest {
+                        request: Some(req),
+                        interval_ms: a.interval_ms,
+                    })
+                    .await?
+                    .into_inner();
+                let tty = std::io::stdout().is_terminal() && !json;
+                while let Some(item) = stream.next().await {
+                    let s = item?;
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string(&render::status_json(&s))
+                                .map_err(|e| CliError::Output(e.to_string()))?
+                        );
+                    } else {
+                        if tty {
+                            // Redraw in place.
+                            print!("\x1b[2J\x1b[H");
+                        }
+                        print!("{}", render::status_text(&s));
+                        if !tty {
+                            println!();
+                        }
+                    }
+                    if a.until_in_sync && render::all_in_sync(&s) {
+                        break;
+                    }
+                }
+            }
+        }
+        Command::Verify(a) => {
+            let r = c
+                .verify(pb::VerifyRequest {
+                    link: a.link.clone(),
+                    topic: a.topic.clone(),
+                    partitions: a.partitions.clone(),
+                    from_offset: a.from,
+                    to_offset: a.to,
+                    max_records: a.max_records,
+                })
+                .await?
+                .into_inner();
+            if json {
+                print_json(&render::verify_json(&r))?
+            } else {
+                print!("{}", render::verify_text(&a.topic, &r))
+            }
+            if !r.identical {
+                return Ok(1);
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,226 @@
+//! Human and JSON renderings of API responses.
+
+use cutover_proto::v1 as pb;
+use serde_json::{json, Value};
+
+pub fn link_line(l: &pb::Link) -> String {
+    let s = l
+        .source
+        .as_ref()
+        .map(|c| c.bootstrap_servers.join(","))
+        .unwrap_or_default();
+    let t = l
+        .target
+        .as_ref()
+        .map(|c| c.bootstrap_servers.join(","))
+        .unwrap_or_default();
+    let bw = l
+        .options
+        .as_ref()
+        .map_or(0, |o| o.bandwidth_limit_bytes_per_sec);
+    let limit = if bw == 0 {
+        "unlimited".to_string()
+    } else {
+        format!("{bw} B/s")
+    };
+    format!(
+        "{}  source={s}  target={t}  mirrors={}  bandwidth={limit}",
+        l.name, l.mirror_count
+    )
+}
+
+pub fn link_json(l: &pb::Link) -> Value {
+    json!({
+        "name": l.name,
+        "source": l.source.as_ref().map(|c| c.bootstrap_servers.clone()),
+        "target": l.target.as_ref().map(|c| c.bootstrap_servers.clone()),
+        "bandwidth_limit_bytes_per_sec": l.options.as_ref().map_or(0, |o| o.bandwidth_limit_bytes_per_sec),
+        "mirror_count": l.mirror_count,
+        "created_at_ms": l.created_at_ms,
+    })
+}
+
+fn mirror_state(s: i32) -> String {
+    pb::MirrorState::try_from(s)
+        .map(|s| s.as_str_name().to_string())
+        .unwrap_or_else(|_| format!("UNKNOWN({s})"))
+}
+
+fn partition_state(s: i32) -> String {
+    pb::PartitionState::try_from(s)
+        .map(|s| s.as_str_name().trim_start_matches("PARTITION_").to_string())
+        .unwrap_or_else(|_| format!("UNKNOWN({s})"))
+}
+
+pub fn mirror_line(m: &pb::MirrorTopic) -> String {
+    let reason = if m.reason.is_empty() {
+        String::new()
+    } else {
+        format!("  ({})", m.reason)
+    };
+    format!(
+        "{}  partitions={}  state={}{reason}",
+        m.topic,
+        m.partitions,
+        mirror_state(m.state)
+    )
+}
+
+pub fn mirror_json(m: &pb::MirrorTopic) -> Value {
+    json!({"link": m.link, "topic": m.topic, "partitions": m.partitions, "state": mirror_state(m.state), "reason": m.reason})
+}
+
+fn bar(done: f64, width: usize) -> String {
+    let filled = ((done.clamp(0.0, 1.0)) * width as f64).round() as usize;
+    format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled))
+}
+
+/// Share of the source's records already on the target.
+fn fraction(p: &pb::PartitionStatus) -> f64 {
+    let total = p.source_log_end - p.source_log_start;
+    if total <= 0 {
+        return 1.0;
+    }
+    ((p.target_log_end - p.source_log_start) as f64 / total as f64).clamp(0.0, 1.0)
+}
+
+pub fn status_text(s: &pb::StatusResponse) -> String {
+    let mut out = String::new();
+    if s.topics.is_empty() {
+        out.push_str("no mirror topics; add some with `cutover mirror add --link LINK TOPIC`\n");
+    }
+    for t in &s.topics {
+        let reason = if t.reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", t.reason)
+        };
+        out.push_str(&format!(
+            "{}  {}  lag={}{reason}\n",
+            t.topic,
+            mirror_state(t.state),
+            t.total_lag
+        ));
+        for p in &t.partitions {
+            out.push_str(&format!(
+                "  p{:<3} {} {:>5.1}%  target={} source={} lag={} {} owner={}\n",
+                p.partition,
+                bar(fraction(p), 24),
+                fraction(p) * 100.0,
+                p.target_log_end,
+                p.source_log_end,
+                p.lag,
+                partition_state(p.state),
+                if p.owner.is_empty() { "-" } else { &p.owner },
+            ));
+            for l in &p.lost {
+                out.push_str(&format!("        LOST offsets [{}, {}) deleted by source retention before they were copied\n", l.from, l.to));
+            }
+            if !p.error.is_empty() {
+                out.push_str(&format!("        error: {}\n", p.error));
+            }
+        }
+    }
+    out
+}
+
+pub fn status_json(s: &pb::StatusResponse) -> Value {
+    json!({
+        "at_ms": s.at_ms,
+        "topics": s.topics.iter().map(|t| json!({
+            "link": t.link, "topic": t.topic, "state": mirror_state(t.state), "reason": t.reason, "total_lag": t.total_lag,
+            "partitions": t.partitions.iter().map(|p| json!({
+                "partition": p.partition, "state": partition_state(p.state),
+                "source_log_start": p.source_log_start, "source_log_end": p.source_log_end,
+                "target_log_end": p.target_log_end, "lag": p.lag, "owner": p.owner,
+                "lost": p.lost.iter().map(|l| json!({"from": l.from, "to": l.to})).collect::<Vec<_>>(),
+                "error": p.error, "bytes_copied": p.bytes_copied, "records_copied": p.records_copied,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn all_in_sync(s: &pb::StatusResponse) -> bool {
+    s.topics.iter().all(|t| {
+        t.partitions
+            .iter()
+            .all(|p| p.state == pb::PartitionState::InSync as i32 && p.lag == 0)
+    })
+}
+
+pub fn verify_text(topic: &str, r: &pb::VerifyResponse) -> String {
+    let mut out = String::new();
+    for p in &r.partitions {
+        if p.first_difference.is_empty() {
+            out.push_str(&format!(
+                "{topic}/{}: offsets [{}, {}) identical: {} records, {} fillers\n",
+                p.partition, p.from_offset, p.to_offset, p.records_identical, p.fillers_skipped
+            ));
+        } else {
+            out.push_str(&format!(
+                "{topic}/{}: DIFFERENT after {} identical records: {}\n",
+                p.partition, p.records_identical, p.first_difference
+            ));
+        }
+    }
+    let total: u64 = r.partitions.iter().map(|p| p.records_identical).sum();
+    out.push_str(&if r.identical {
+        format!(
+            "identical: {total} records proved identical across {} partitions\n",
+            r.partitions.len()
+        )
+    } else {
+        "DIFFERENCES FOUND\n".to_string()
+    });
+    out
+}
+
+pub fn verify_json(r: &pb::VerifyResponse) -> Value {
+    json!({
+        "identical": r.identical,
+        "partitions": r.partitions.iter().map(|p| json!({
+            "partition": p.partition, "from": p.from_offset, "to": p.to_offset,
+            "records_identical": p.records_identical, "fillers_skipped": p.fillers_skipped,
+            "first_difference": p.first_difference, "first_difference_offset": p.first_difference_offset,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bar_and_fraction() {
+        assert_eq!(bar(0.5, 4), "[##--]");
+        let p = pb::PartitionStatus {
+            source_log_start: 100,
+            source_log_end: 200,
+            target_log_end: 150,
+            ..Default::default()
+        };
+        assert!((fraction(&p) - 0.5).abs() < 1e-9);
+        let empty = pb::PartitionStatus::default();
+        assert_eq!(fraction(&empty), 1.0);
+    }
+
+    #[test]
+    fn status_text_shows_lost_ranges_and_errors() {
+        let s = pb::StatusResponse {
+            topics: vec![pb::TopicStatus {
+                topic: "t".into(),
+                partitions: vec![pb::PartitionStatus {
+                    lost: vec![pb::OffsetRange { from: 5, to: 9 }],
+                    error: "boom".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            at_ms: 0,
+        };
+        let text = status_text(&s);
+        assert!(text.contains("LOST offsets [5, 9)"), "{text}");
+        assert!(text.contains("error: boom"), "{text}");
+        assert!(!all_in_sync(&s));
+    }
+}

@@ -1,0 +1,250 @@
+//! Our own services on a [`Bed`]: the orchestrator and fetchers as real
+//! processes on free ports, and the real `cutover` CLI.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use serde_json::Value;
+
+use crate::bed::Bed;
+use crate::process::{bin_path, free_port, http_get, ServiceProcess};
+
+/// A fetcher process and its ports.
+pub struct Fetcher {
+    pub id: String,
+    pub process: ServiceProcess,
+    pub http: String,
+    pub grpc: String,
+}
+
+impl Fetcher {
+    /// The fetcher's Prometheus text.
+    pub fn metrics(&self) -> Result<String> {
+        let r = http_get(
+            &format!("http://{}/metrics", self.http),
+            Duration::from_secs(5),
+        )?;
+        Ok(r.body)
+    }
+
+    /// Sum of one metric over all label sets (0 when absent).
+    pub fn metric_sum(&self, name: &str) -> Result<f64> {
+        Ok(sum_metric(&self.metrics()?, name))
+    }
+}
+
+/// Sums every sample of `name` in Prometheus text format.
+pub fn sum_metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The orchestrator of a test, plus any number of fetchers.
+pub struct Cutover {
+    pub orchestrator: ServiceProcess,
+    pub server: String,
+    pub fetchers: Vec<Fetcher>,
+    etcd: String,
+    log_dir: std::path::PathBuf,
+    next_fetcher: usize,
+    /// Extra flags for every fetcher started from now on.
+    pub fetcher_flags: Vec<String>,
+}
+
+const READY: Duration = Duration::from_secs(30);
+
+impl Cutover {
+    /// Starts the orchestrator and waits until it is ready.
+    pub fn start(bed: &Bed) -> Result<Cutover> {
+        let grpc = format!("127.0.0.1:{}", free_port()?);
+        let http = format!("127.0.0.1:{}", free_port()?);
+        let orchestrator = ServiceProcess::spawn(
+            "orchestrator",
+            "cutover-orchestrator",
+            &[
+                "--etcd".into(),
+                bed.etcd_endpoint().into(),
+                "--grpc-addr".into(),
+                grpc.clone(),
+                "--http-addr".into(),
+                http.clone(),
+                "--sync-interval-ms".into(),
+                "1000".into(),
+            ],
+            bed.log_dir(),
+        )?;
+        orchestrator.wait_http_ok(&format!("http://{http}/healthz"), READY)?;
+        Ok(Cutover {
+            orchestrator,
+            server: format!("http://{grpc}"),
+            fetchers: Vec::new(),
+            etcd: bed.etcd_endpoint().to_string(),
+            log_dir: bed.log_dir().to_path_buf(),
+            next_fetcher: 1,
+            fetcher_flags: vec![
+                "--lease-ttl-secs".into(),
+                "3".into(),
+                "--rebalance-interval-ms".into(),
+                "500".into(),
+                "--progress-interval-ms".into(),
+                "300".into(),
+            ],
+        })
+    }
+
+    /// Starts one more fetcher and waits until it is ready.
+    pub fn add_fetcher(&mut self) -> Result<&Fetcher> {
+        let id = format!("fetcher-{}", self.next_fetcher);
+        self.next_fetcher += 1;
+        let grpc = format!("127.0.0.1:{}", free_port()?);
+        let http = format!("127.0.0.1:{}", free_port()?);
+        let mut args = vec![
+            "--id".into(),
+            id.clone(),
+            "--etcd".into(),
+            self.etcd.clone(),
+            "--grpc-addr".into(),
+            grpc.clone(),
+            "--http-addr".into(),
+            http.clone(),
+        ];
+        args.extend(self.fetcher_flags.iter().cloned());
+        let process = ServiceProcess::spawn(&id, "cutover-fetcher", &args, &self.log_dir)?;
+        process.wait_http_ok(&format!("http://{http}/healthz"), READY)?;
+        self.fetchers.push(Fetcher {
+            id,
+            process,
+            http,
+            grpc,
+        });
+        self.fetchers
+            .last()
+            .ok_or_else(|| anyhow!("fetcher list empty"))
+    }
+
+    /// Runs the real CLI; returns (exit code, stdout, stderr).
+    pub fn cli_raw(&self, args: &[&str]) -> Result<(i32, String, String)> {
+        let out = Command::new(bin_path("cutover")?)
+            .arg("--server")
+            .arg(&self.server)
+            .args(args)
+            .output()
+            .context("running the cutover CLI")?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// Runs the CLI with `--json` and parses its output; fails on a non-zero exit.
+    pub fn cli_json(&self, args: &[&str]) -> Result<Value> {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = self.cli_raw(&all)?;
+        if code != 0 {
+            bail!("cutover {} exited {code}: {out}{err}", args.join(" "));
+        }
+        serde_json::from_str(&out).with_context(|| format!("parsing CLI output: {out}"))
+    }
+
+    /// Polls `cutover status` until every partition of the link is in sync
+    /// with the source's current end (the source must be quiet).
+    pub fn wait_in_sync(&self, link: &str, timeout: Duration) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            let s = self.cli_json(&["status", "--link", link])?;
+            let topics = s["topics"].as_array().cloned().unwrap_or_default();
+            let all = !topics.is_empty()
+                && topics.iter().all(|t| {
+                    t["partitions"].as_array().is_some_and(|ps| {
+                        ps.iter().all(|p| {
+                            p["state"] == "IN_SYNC"
+                                && p["lag"] == 0
+                                && p["target_log_end"] == p["source_log_end"]
+                        })
+                    })
+                });
+            if all {
+                return Ok(s);
+            }
+            if topics.iter().any(|t| {
+                t["partitions"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|p| p["state"] == "FAILED"))
+            }) {
+                bail!("a partition FAILED: {s:#}");
+            }
+            last = s;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!("not in sync after {timeout:?}; last status: {last:#}")
+    }
+}
+
+/// Asserts that the target holds, at every offset both clusters still keep,
+/// exactly the source's record (key, value, headers, timestamp) and that both
+/// end at the same offset. Returns the number of records compared.
+pub fn assert_mirrored(bed: &Bed, topic: &str, partition: i32) -> Result<u64> {
+    let (s_low, s_high) = crate::clients::watermarks(bed.source_bootstrap(), topic, partition)?;
+    let (t_low, t_high) = crate::clients::watermarks(bed.target_bootstrap(), topic, partition)?;
+    if s_high != t_high {
+        bail!("{topic}/{partition}: source ends at {s_high}, target at {t_high}");
+    }
+    let from = s_low.max(t_low);
+    let source =
+        crate::clients::read_partition(bed.source_bootstrap(), topic, partition, from, s_high)?;
+    let target =
+        crate::clients::read_partition(bed.target_bootstrap(), topic, partition, from, t_high)?;
+    crate::records::assert_identical(&source, &target);
+    Ok(source.len() as u64)
+}
+
+/// Partitions owned per fetcher id in a `cutover status --json` document.
+pub fn owners(status: &Value) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for t in status["topics"].as_array().into_iter().flatten() {
+        for p in t["partitions"].as_array().into_iter().flatten() {
+            if let Some(o) = p["owner"].as_str().filter(|o| !o.is_empty()) {
+                *m.entry(o.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    m
+}
+
+impl Cutover {
+    /// Polls status until `pred` holds for the owner counts; returns them and
+    /// the time it took.
+    pub fn wait_owners(
+        &self,
+        link: &str,
+        timeout: Duration,
+        pred: impl Fn(&std::collections::BTreeMap<String, usize>) -> bool,
+    ) -> Result<(std::collections::BTreeMap<String, usize>, Duration)> {
+        let start = Instant::now();
+        let mut last = Default::default();
+        while start.elapsed() < timeout {
+            let s = self.cli_json(&["status", "--link", link])?;
+            last = owners(&s);
+            if pred(&last) {
+                return Ok((last, start.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("ownership did not converge within {timeout:?}; last owners {last:?}")
+    }
+
+    /// The fetcher with this id.
+    pub fn fetcher(&self, id: &str) -> Result<&Fetcher> {
+        self.fetchers
+            .iter()
+            .find(|f| f.id == id)
+            .ok_or_else(|| anyhow!("no fetcher {id}"))
+    }
+}

@@ -1,0 +1,189 @@
+//! Fetchers sharing partitions through etcd leases, with real processes.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use cutover_integration_tests::cutover::{assert_mirrored, Cutover};
+use cutover_integration_tests::*;
+
+fn live_spec() -> ProduceSpec {
+    ProduceSpec {
+        codec: Codec::Lz4,
+        mode: ProduceMode::Idempotent,
+        first_seq: 1_000_000,
+        ..ProduceSpec::default()
+    }
+}
+
+/// Polls a condition that has no event to await (a metric in another process).
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f()? {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+#[test]
+fn killed_fetcher_is_replaced_within_the_lease_timeout_without_gap_or_duplicate() -> Result<()> {
+    const TOPIC: &str = "events";
+    const N: i32 = 6;
+    let lease_ttl = Duration::from_secs(3);
+    let bed = Bed::start("ownership_kill9")?;
+    bed.clusters.create_topic_both(TOPIC, N)?;
+    let history = ProduceSpec {
+        codec: Codec::Zstd,
+        mode: ProduceMode::Idempotent,
+        ..ProduceSpec::default()
+    };
+    for p in 0..N {
+        produce(bed.source_bootstrap(), TOPIC, p, 5_000, &history)?;
+    }
+    let mut cutover = Cutover::start(&bed)?;
+    cutover.fetcher_flags = vec![
+        "--lease-ttl-secs".into(),
+        lease_ttl.as_secs().to_string(),
+        "--rebalance-interval-ms".into(),
+        "500".into(),
+        "--progress-interval-ms".into(),
+        "200".into(),
+    ];
+    cutover.add_fetcher()?;
+    cutover.add_fetcher()?;
+    cutover.cli_json(&[
+        "link",
+        "create",
+        "l1",
+        "--source",
+        bed.source_bootstrap(),
+        "--target",
+        bed.target_bootstrap(),
+    ])?;
+    cutover.cli_json(&["mirror", "add", "--link", "l1", TOPIC])?;
+
+    let parts: Vec<(String, i32)> = (0..N).map(|p| (TOPIC.to_string(), p)).collect();
+    let load = LoadGenerator::start(bed.source_bootstrap(), &parts, 3_000, live_spec())?;
+    cutover.wait_owners("l1", Duration::from_secs(30), |o| {
+        o.len() == 2 && o.values().sum::<usize>() == N as usize
+    })?;
+    // The victim is replicating when it dies.
+    let victim = cutover.fetcher("fetcher-1")?;
+    wait_until("fetcher-1 to copy records", Duration::from_secs(30), || {
+        Ok(victim.metric_sum("cutover_fetcher_records_total")? > 0.0)
+    })?;
+    load.wait_acked(3_000, Duration::from_secs(30))?;
+
+    victim.process.kill9()?;
+    let (owners, took) = cutover.wait_owners("l1", Duration::from_secs(30), |o| {
+        o.get("fetcher-2") == Some(&(N as usize)) && o.len() == 1
+    })?;
+    assert!(
+        took <= lease_ttl + Duration::from_secs(5),
+        "takeover took {took:?} (lease {lease_ttl:?}); owners {owners:?}"
+    );
+
+    load.wait_acked(load.acked() + 3_000, Duration::from_secs(30))?;
+    let report = load.stop()?;
+    assert_eq!(
+        report.total_failed(),
+        0,
+        "the live producer lost writes: {report:?}"
+    );
+    cutover.wait_in_sync("l1", Duration::from_secs(120))?;
+    let mut compared = 0;
+    for p in 0..N {
+        compared += assert_mirrored(&bed, TOPIC, p)?;
+    }
+    assert!(
+        compared >= 30_000 + report.total_acked(),
+        "compared {compared}"
+    );
+    Ok(())
+}
+
+#[test]
+fn fetchers_share_fairly_and_sigterm_hands_over_before_the_lease_could_expire() -> Result<()> {
+    const TOPIC: &str = "shared";
+    const N: i32 = 9;
+    let lease_ttl = Duration::from_secs(15);
+    let bed = Bed::start("ownership_share")?;
+    bed.clusters.create_topic_both(TOPIC, N)?;
+    for p in 0..N {
+        produce(
+            bed.source_bootstrap(),
+            TOPIC,
+            p,
+            2_000,
+            &ProduceSpec::default(),
+        )?;
+    }
+    let mut cutover = Cutover::start(&bed)?;
+    cutover.fetcher_flags = vec![
+        "--lease-ttl-secs".into(),
+        lease_ttl.as_secs().to_string(),
+        "--rebalance-interval-ms".into(),
+        "500".into(),
+        "--progress-interval-ms".into(),
+        "200".into(),
+    ];
+    cutover.add_fetcher()?;
+    cutover.cli_json(&[
+        "link",
+        "create",
+        "l1",
+        "--source",
+        bed.source_bootstrap(),
+        "--target",
+        bed.target_bootstrap(),
+    ])?;
+    cutover.cli_json(&["mirror", "add", "--link", "l1", TOPIC])?;
+    let n = N as usize;
+    cutover.wait_owners("l1", Duration::from_secs(30), |o| {
+        o.get("fetcher-1") == Some(&n)
+    })?;
+
+    let parts: Vec<(String, i32)> = (0..N).map(|p| (TOPIC.to_string(), p)).collect();
+    let load = LoadGenerator::start(bed.source_bootstrap(), &parts, 2_000, live_spec())?;
+
+    cutover.add_fetcher()?;
+    let (o, _) = cutover.wait_owners("l1", Duration::from_secs(30), |o| {
+        o.len() == 2 && o.values().sum::<usize>() == n && o.values().all(|&c| c == 4 || c == 5)
+    })?;
+    assert_eq!(o.values().sum::<usize>(), n);
+    cutover.add_fetcher()?;
+    cutover.wait_owners("l1", Duration::from_secs(30), |o| {
+        o.len() == 3 && o.values().all(|&c| c == 3)
+    })?;
+
+    // SIGTERM: the fetcher stops its partitions, releases them and exits 0;
+    // the others take them well before its lease could have expired.
+    let leaving = cutover.fetcher("fetcher-2")?;
+    leaving.process.sigterm()?;
+    let status = leaving.process.wait_exit(Duration::from_secs(20))?;
+    assert!(
+        status.success(),
+        "fetcher-2 exited with {status:?}: {}",
+        leaving.process.log_tail(20)
+    );
+    let (o, took) = cutover.wait_owners("l1", Duration::from_secs(30), |o| {
+        !o.contains_key("fetcher-2")
+            && o.values().sum::<usize>() == n
+            && o.values().all(|&c| c == 4 || c == 5)
+    })?;
+    assert!(
+        took < lease_ttl,
+        "handover took {took:?}, as long as a lease expiry ({lease_ttl:?}): {o:?}"
+    );
+
+    load.wait_acked(load.acked() + 2_000, Duration::from_secs(30))?;
+    let report = load.stop()?;
+    assert_eq!(report.total_failed(), 0);
+    cutover.wait_in_sync("l1", Duration::from_secs(120))?;
+    for p in 0..N {
+        assert_mirrored(&bed, TOPIC, p)?;
+    }
+    Ok(())
+}

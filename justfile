@@ -1,0 +1,41 @@
+# Cutover developer commands. `just --list` shows them all.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Run every test (unit, crate integration, end to end with real etcd, mock Kafka clusters and our binaries).
+test: build
+    cargo test --workspace --exclude cutover-integration-tests
+    # End-to-end tests start etcd, two mock clusters and several service processes each: two at a time on 2 cores.
+    cargo test -p cutover-integration-tests -- --test-threads=2
+
+# Build every binary the end-to-end tests and the demo start.
+build:
+    cargo build --workspace --bins
+
+# A live migration end to end on local embedded clusters, with a report.
+demo: build
+    cargo run -q -p cutover-integration-tests --bin cutover-demo
+
+# Formatting and lints, as CI runs them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# What CI runs.
+ci: lint test
+
+# Fetcher CPU per byte and throughput versus a librdkafka consume-then-produce copy (MirrorMaker's way).
+bench-fetcher:
+    cargo build --release --workspace --bins
+    cargo run --release -q -p cutover-integration-tests --bin cutover-bench-fetcher
+
+# All benchmarks.
+bench: bench-fetcher
+
+# Fuzz the record batch decoder and the transformation (needs nightly and cargo-fuzz).
+fuzz target="batches" seconds="60":
+    cd fuzz && cargo +nightly fuzz run {{target}} -- -max_total_time={{seconds}}
+
+# Start etcd and two embedded clusters and keep them up (for running services by hand).
+testbed *args:
+    cargo run -q -p cutover-integration-tests --bin cutover-testbed -- {{args}}

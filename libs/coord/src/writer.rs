@@ -1,0 +1,175 @@
+use std::future::Future;
+
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::client::{decode, encode, first_range_kv, Coord};
+use crate::error::CoordError;
+use crate::ownership::owner_key;
+use crate::session::Session;
+
+/// The Kafka producer identity a partition's single writer uses on the
+/// target. A higher epoch for the same producer id makes the broker reject
+/// late writes from the previous owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterIdentity {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+
+/// `writers/<resource>` (relative). Not attached to any lease: the
+/// identity must outlive every owner.
+pub fn writer_key(resource: &str) -> String {
+    format!("writers/{resource}")
+}
+
+/// The stored identity, if any.
+pub async fn writer_identity(
+    coord: &Coord,
+    resource: &str,
+) -> Result<Option<WriterIdentity>, CoordError> {
+    Ok(coord
+        .get::<WriterIdentity>(&writer_key(resource))
+        .await?
+        .map(|v| v.value))
+}
+
+const MAX_ATTEMPTS: u32 = 8;
+
+/// Takes the next writer identity for `resource`, in one etcd txn that
+/// succeeds only while `owners/<resource>` holds `owner` under this
+/// session's lease, so a stale owner can never move the epoch.
+///
+/// - Identity stored and epoch below `i16::MAX`: same producer id, epoch + 1.
+///   `new_producer_id` is ignored: keeping the producer id is what lets
+///   the broker fence the previous owner.
+/// - Nothing stored: `new_producer_id` at epoch 0, or
+///   [`CoordError::NoWriterIdentity`] when it is `None`.
+/// - Epoch exhausted: `new_producer_id` (if it differs from the stored
+///   one) at epoch 0, else [`CoordError::EpochExhausted`].
+///
+/// So the usual call passes `None` and allocates a producer id from Kafka
+/// only on those two errors (or use [`bump_writer_epoch_with`]).
+///
+/// Errors: [`CoordError::NotOwner`] (nothing written) when the ownership
+/// is not (or no longer) this owner's; [`CoordError::LeaseLost`] when the
+/// session is not alive.
+pub async fn bump_writer_epoch(
+    coord: &Coord,
+    session: &Session,
+    resource: &str,
+    owner: &str,
+    new_producer_id: Option<i64>,
+) -> Result<WriterIdentity, CoordError> {
+    let owner_full = coord.key(&owner_key(resource));
+    let writer_full = coord.key(&writer_key(resource));
+    for _ in 0..MAX_ATTEMPTS {
+        session.ensure_alive()?;
+        let current = coord.get_raw(&writer_full, None).await?;
+        let (next, guard) = match current.kvs().first() {
+            None => match new_producer_id {
+                Some(pid) => (
+                    WriterIdentity {
+                        producer_id: pid,
+                        producer_epoch: 0,
+                    },
+                    Compare::create_revision(writer_full.clone(), CompareOp::Equal, 0),
+                ),
+                None => {
+                    return Err(CoordError::NoWriterIdentity {
+                        resource: resource.to_owned(),
+                    })
+                }
+            },
+            Some(kv) => {
+                let stored: WriterIdentity = decode(&writer_full, kv.value())?;
+                let next = match stored.producer_epoch.checked_add(1) {
+                    Some(epoch) => WriterIdentity {
+                        producer_id: stored.producer_id,
+                        producer_epoch: epoch,
+                    },
+                    None => match new_producer_id {
+                        Some(pid) if pid != stored.producer_id => WriterIdentity {
+                            producer_id: pid,
+                            producer_epoch: 0,
+                        },
+                        _ => {
+                            return Err(CoordError::EpochExhausted {
+                                resource: resource.to_owned(),
+                            })
+                        }
+                    },
+                };
+                (
+                    next,
+                    Compare::mod_revision(writer_full.clone(), CompareOp::Equal, kv.mod_revision()),
+                )
+            }
+        };
+        let txn = Txn::new()
+            .when([
+                Compare::value(owner_full.clone(), CompareOp::Equal, owner),
+                Compare::lease(owner_full.clone(), CompareOp::Equal, session.lease_id()),
+                guard,
+            ])
+            .and_then([TxnOp::put(
+                writer_full.clone(),
+                encode(&writer_full, &next)?,
+                None,
+            )])
+            .or_else([TxnOp::get(owner_full.clone(), None)]);
+        let resp = coord.txn_raw("bump writer epoch", txn).await?;
+        if resp.succeeded() {
+            info!(
+                resource,
+                owner,
+                producer_id = next.producer_id,
+                producer_epoch = next.producer_epoch,
+                "writer epoch bumped"
+            );
+            return Ok(next);
+        }
+        let still_owner = first_range_kv(&resp)
+            .is_some_and(|kv| kv.value() == owner.as_bytes() && kv.lease() == session.lease_id());
+        if !still_owner {
+            return Err(CoordError::NotOwner {
+                resource: resource.to_owned(),
+            });
+        }
+        // Only the writer key moved under us (another bump by this same
+        // owner); read it again.
+    }
+    Err(CoordError::Contended {
+        key: writer_full,
+        attempts: MAX_ATTEMPTS,
+    })
+}
+
+/// [`bump_writer_epoch`] that calls `allocate` (e.g. Kafka
+/// InitProducerId) only when no usable producer id is stored.
+pub async fn bump_writer_epoch_with<F, Fut, E>(
+    coord: &Coord,
+    session: &Session,
+    resource: &str,
+    owner: &str,
+    allocate: F,
+) -> Result<WriterIdentity, CoordError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<i64, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match bump_writer_epoch(coord, session, resource, owner, None).await {
+        Err(CoordError::NoWriterIdentity { .. }) | Err(CoordError::EpochExhausted { .. }) => {
+            let pid = allocate()
+                .await
+                .map_err(|e| CoordError::ProducerIdAllocation {
+                    resource: resource.to_owned(),
+                    source: Box::new(e),
+                })?;
+            bump_writer_epoch(coord, session, resource, owner, Some(pid)).await
+        }
+        other => other,
+    }
+}

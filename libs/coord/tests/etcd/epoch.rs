@@ -1,0 +1,169 @@
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{connect, etcd, TTL};
+use cutover_coord::{
+    bump_writer_epoch, bump_writer_epoch_with, release, try_claim, writer_identity, writer_key,
+    CoordError, WriterIdentity,
+};
+
+const RES: &str = "fetch/link1/orders/3";
+
+fn id(producer_id: i64, producer_epoch: i16) -> WriterIdentity {
+    WriterIdentity {
+        producer_id,
+        producer_epoch,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("kafka said no")]
+struct KafkaError;
+
+#[tokio::test]
+async fn epochs_strictly_increase_across_owners() {
+    let etcd = etcd().await;
+    let coord = connect(etcd.endpoint()).await;
+    let s1 = coord.session(TTL, CancellationToken::new()).await.unwrap();
+    let s2 = coord.session(TTL, CancellationToken::new()).await.unwrap();
+
+    assert!(try_claim(&coord, &s1, RES, "f1").await.unwrap());
+    let err = bump_writer_epoch(&coord, &s1, RES, "f1", None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoordError::NoWriterIdentity { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        bump_writer_epoch(&coord, &s1, RES, "f1", Some(100))
+            .await
+            .unwrap(),
+        id(100, 0)
+    );
+    // A stored identity wins over a passed producer id: keeping the id is
+    // what lets the broker fence the previous writer.
+    assert_eq!(
+        bump_writer_epoch(&coord, &s1, RES, "f1", Some(555))
+            .await
+            .unwrap(),
+        id(100, 1)
+    );
+
+    assert!(release(&coord, RES, "f1").await.unwrap());
+    assert!(try_claim(&coord, &s2, RES, "f2").await.unwrap());
+    let allocations = AtomicU32::new(0);
+    let next = bump_writer_epoch_with(&coord, &s2, RES, "f2", || async {
+        allocations.fetch_add(1, Ordering::SeqCst);
+        Ok::<i64, KafkaError>(999)
+    })
+    .await
+    .unwrap();
+    assert_eq!(next, id(100, 2));
+    assert_eq!(
+        allocations.load(Ordering::SeqCst),
+        0,
+        "no allocation while an id is stored"
+    );
+    assert_eq!(
+        writer_identity(&coord, RES).await.unwrap(),
+        Some(id(100, 2))
+    );
+}
+
+#[tokio::test]
+async fn stale_owner_gets_not_owner_and_nothing_is_written() {
+    let etcd = etcd().await;
+    let coord = connect(etcd.endpoint()).await;
+    let s1 = coord.session(TTL, CancellationToken::new()).await.unwrap();
+    let s2 = coord.session(TTL, CancellationToken::new()).await.unwrap();
+
+    assert!(try_claim(&coord, &s1, RES, "f1").await.unwrap());
+    bump_writer_epoch(&coord, &s1, RES, "f1", Some(7))
+        .await
+        .unwrap();
+    // f1 loses the resource (e.g. rebalanced away) and f2 takes over.
+    assert!(release(&coord, RES, "f1").await.unwrap());
+    assert!(try_claim(&coord, &s2, RES, "f2").await.unwrap());
+    assert_eq!(
+        bump_writer_epoch(&coord, &s2, RES, "f2", None)
+            .await
+            .unwrap(),
+        id(7, 1)
+    );
+    let before = coord
+        .get::<WriterIdentity>(&writer_key(RES))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let err = bump_writer_epoch(&coord, &s1, RES, "f1", None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoordError::NotOwner { ref resource } if resource == RES),
+        "{err:?}"
+    );
+    // Same owner id, but not the session (lease) that holds the claim:
+    // a restarted process must not act on its predecessor's ownership.
+    let err = bump_writer_epoch(&coord, &s1, RES, "f2", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CoordError::NotOwner { .. }), "{err:?}");
+
+    let after = coord
+        .get::<WriterIdentity>(&writer_key(RES))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after, before, "a refused bump must not write");
+}
+
+#[tokio::test]
+async fn exhausted_epoch_needs_a_new_producer_id() {
+    let etcd = etcd().await;
+    let coord = connect(etcd.endpoint()).await;
+    let s1 = coord.session(TTL, CancellationToken::new()).await.unwrap();
+    assert!(try_claim(&coord, &s1, RES, "f1").await.unwrap());
+    coord.put(&writer_key(RES), &id(7, i16::MAX)).await.unwrap();
+
+    let err = bump_writer_epoch(&coord, &s1, RES, "f1", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CoordError::EpochExhausted { .. }), "{err:?}");
+    let err = bump_writer_epoch(&coord, &s1, RES, "f1", Some(7))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoordError::EpochExhausted { .. }),
+        "same id cannot restart: {err:?}"
+    );
+
+    let failing = bump_writer_epoch_with(&coord, &s1, RES, "f1", || async {
+        Err::<i64, _>(KafkaError)
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(failing, CoordError::ProducerIdAllocation { .. }),
+        "{failing:?}"
+    );
+    assert_eq!(
+        writer_identity(&coord, RES).await.unwrap(),
+        Some(id(7, i16::MAX))
+    );
+
+    let next = bump_writer_epoch_with(&coord, &s1, RES, "f1", || async {
+        Ok::<i64, KafkaError>(8)
+    })
+    .await
+    .unwrap();
+    assert_eq!(next, id(8, 0));
+    assert_eq!(
+        bump_writer_epoch(&coord, &s1, RES, "f1", None)
+            .await
+            .unwrap(),
+        id(8, 1)
+    );
+}

@@ -1,0 +1,56 @@
+//! Wire-level async Kafka client used by Cutover to copy record batches
+//! between clusters byte for byte.
+//!
+//! Built on `kafka-protocol` (message codecs) and tokio. One [`Cluster`]
+//! holds one multiplexed connection per broker, opened lazily, with API
+//! versions negotiated per connection (ApiVersions v3, v0 fallback). Leaders
+//! come from a metadata cache that is refreshed when a request shows it is
+//! wrong (leader moved, epoch changed, connection lost).
+//!
+//! Record batches are never decoded here: Fetch hands back the records blob
+//! as received and Produce sends the caller's batch as is.
+//!
+//! # Retries
+//!
+//! Idempotent requests (Metadata, Fetch, ListOffsets, DeleteRecords, admin
+//! requests, InitProducerId) are retried a few times, with backoff and after
+//! a metadata refresh, when they fail with an error that a refresh may cure.
+//! Produce is retried only before it is queued; once on the wire, its fate is
+//! reported to the caller, who owns sequence numbers and ordering.
+//!
+//! # Untrusted input
+//!
+//! Response frames are checked for size and correlation id before they are
+//! decoded, decoding never panics ([`decode_response`] is the pure entry
+//! point for fuzzing), and a malformed frame drops its connection.
+//! `kafka-protocol` 0.18 pre-allocates arrays from the element count on the
+//! wire before reading any element (`Vec::with_capacity(count)`), so a peer
+//! that echoes a correlation id can make the allocator abort the process: a
+//! 14-byte Metadata v12 frame claiming 2^32 brokers asks for ~400 GB. This is
+//! an upstream bug (open kafka-protocol-rs PRs bound the capacity by the bytes
+//! remaining); until a fixed release exists it needs a patched copy of the
+//! crate, since no check outside the decoder can see array counts.
+
+#![forbid(unsafe_code)]
+
+mod admin;
+mod cluster;
+pub mod codec;
+mod config;
+mod conn;
+mod data;
+mod error;
+mod types;
+
+pub use cluster::Cluster;
+pub use codec::{decode_response, Response};
+pub use config::ClusterConfig;
+pub use data::ProduceHandle;
+pub use error::{error_name, KafkaError};
+pub use kafka_protocol;
+pub use kafka_protocol::messages::ApiKey;
+pub use types::{
+    config_source, BrokerMetadata, ClusterMetadata, ConfigEntry, FetchOptions,
+    FetchRequestPartition, FetchResultPartition, FetchedPartition, NewTopic, OffsetSpec,
+    PartitionMetadata, PartitionOffsets, ProduceResult, TopicMetadata, TopicResults, Uuid,
+};

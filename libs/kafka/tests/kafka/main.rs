@@ -1,0 +1,10 @@
+//! Integration tests of the client against librdkafka's mock cluster and
+//! against a misbehaving fake broker. One test binary, so the large
+//! librdkafka static library is linked once.
+
+mod common;
+mod connect;
+mod data_path;
+mod fake_peer;
+mod faults;
+mod fetch_many;

@@ -1,0 +1,77 @@
+//! The etcd key layout, relative to the coordination prefix. Documented in
+//! ARCHITECTURE.md; change both together.
+
+pub const LINKS: &str = "links/";
+pub const MIRRORS: &str = "mirrors/";
+pub const PROGRESS: &str = "progress/";
+pub const FAILURES: &str = "failures/";
+pub const FETCHER_KIND: &str = "fetcher";
+
+pub fn link(name: &str) -> String {
+    format!("links/{name}")
+}
+
+pub fn mirrors_of(link: &str) -> String {
+    format!("mirrors/{link}/")
+}
+
+pub fn mirror(link: &str, topic: &str) -> String {
+    format!("mirrors/{link}/{topic}")
+}
+
+pub fn progress_of(link: &str, topic: &str) -> String {
+    format!("progress/{link}/{topic}/")
+}
+
+pub fn progress(link: &str, topic: &str, partition: i32) -> String {
+    format!("progress/{link}/{topic}/{partition}")
+}
+
+pub fn failures_of(link: &str, topic: &str) -> String {
+    format!("failures/{link}/{topic}/")
+}
+
+pub fn failure(link: &str, topic: &str, partition: i32) -> String {
+    format!("failures/{link}/{topic}/{partition}")
+}
+
+/// The resource name a fetcher owns (under `owners/`) and whose writer
+/// identity lives under `writers/`.
+pub fn fetch_resource(link: &str, topic: &str, partition: i32) -> String {
+    format!("fetch/{link}/{topic}/{partition}")
+}
+
+pub fn fetch_resources_of(link: &str) -> String {
+    format!("fetch/{link}/")
+}
+
+pub fn fetch_resources_of_topic(link: &str, topic: &str) -> String {
+    format!("fetch/{link}/{topic}/")
+}
+
+/// Parses `fetch/<link>/<topic>/<partition>`. Link and topic names cannot
+/// contain '/', so the split is unambiguous.
+pub fn parse_fetch_resource(resource: &str) -> Option<(String, String, i32)> {
+    let rest = resource.strip_prefix("fetch/")?;
+    let mut parts = rest.splitn(3, '/');
+    let link = parts.next()?;
+    let topic = parts.next()?;
+    let partition = parts.next()?.parse().ok()?;
+    Some((link.to_string(), topic.to_string(), partition))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetch_resource_round_trips() {
+        let r = fetch_resource("l1", "orders.v2", 7);
+        assert_eq!(
+            parse_fetch_resource(&r),
+            Some(("l1".into(), "orders.v2".into(), 7))
+        );
+        assert_eq!(parse_fetch_resource("fetch/l1/t/x"), None);
+        assert_eq!(parse_fetch_resource("other/l1/t/1"), None);
+    }
+}

@@ -1,0 +1,169 @@
+//! Domain model shared by every service: links, mirror topics, partition
+//! progress, their etcd key layout and the validation of operator input.
+//!
+//! Keys are relative to the coordination prefix (`/cutover/v1` by default);
+//! `cutover-coord` adds the prefix.
+
+use serde::{Deserialize, Serialize};
+
+pub mod keys;
+pub mod validate;
+
+/// Connection settings of one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    pub bootstrap_servers: Vec<String>,
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkOptions {
+    /// 0 = unlimited; split evenly between the fetchers of the link.
+    #[serde(default)]
+    pub bandwidth_limit_bytes_per_sec: u64,
+}
+
+/// A named (source, target) pair of clusters. Stored at `links/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    pub name: String,
+    pub source: ClusterSpec,
+    pub target: ClusterSpec,
+    #[serde(default)]
+    pub options: LinkOptions,
+    pub created_at_ms: i64,
+}
+
+/// State of a mirror topic (design.md: MIRRORING -> PROMOTING -> PROMOTED,
+/// plus PAUSED and FAILED(reason)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MirrorState {
+    Mirroring,
+    Paused,
+    Promoting,
+    Promoted,
+    Failed,
+}
+
+impl MirrorState {
+    /// Whether fetchers copy source to target in this state.
+    pub fn copies_forward(self) -> bool {
+        matches!(self, MirrorState::Mirroring | MirrorState::Promoting)
+    }
+}
+
+/// A topic mirrored over a link. Stored at `mirrors/<link>/<topic>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorTopic {
+    pub link: String,
+    pub topic: String,
+    pub partitions: i32,
+    pub state: MirrorState,
+    #[serde(default)]
+    pub reason: String,
+    pub created_at_ms: i64,
+    /// Target topic settings the fetcher needs to build acceptable batches.
+    #[serde(default)]
+    pub target: TargetTopicSettings,
+}
+
+/// What the fetcher must respect so the target broker stores batches as sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetTopicSettings {
+    /// `compression.type` of the target topic ("producer" when unset).
+    pub compression_type: String,
+    /// `max.message.bytes` of the target topic.
+    pub max_message_bytes: usize,
+    /// `cleanup.policy` contains "compact": filler records need keys.
+    pub compacted: bool,
+}
+
+impl Default for TargetTopicSettings {
+    fn default() -> Self {
+        TargetTopicSettings {
+            compression_type: "producer".into(),
+            max_message_bytes: 1_048_588,
+            compacted: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PartitionState {
+    Syncing,
+    InSync,
+    Paused,
+    Failed,
+}
+
+/// Half-open offset range `[from, to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetRange {
+    pub from: i64,
+    pub to: i64,
+}
+
+/// Progress of one partition, written by its owning fetcher periodically
+/// (not per batch) at `progress/<link>/<topic>/<partition>`. Kept when the
+/// owner dies so status shows the last known position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionProgress {
+    pub link: String,
+    pub topic: String,
+    pub partition: i32,
+    pub state: PartitionState,
+    pub owner: String,
+    pub source_log_start: i64,
+    pub source_log_end: i64,
+    pub target_log_end: i64,
+    /// Ranges deleted by the source's retention before they were copied.
+    #[serde(default)]
+    pub lost: Vec<OffsetRange>,
+    #[serde(default)]
+    pub error: String,
+    pub updated_at_ms: i64,
+    #[serde(default)]
+    pub bytes_copied: u64,
+    #[serde(default)]
+    pub records_copied: u64,
+}
+
+impl PartitionProgress {
+    pub fn lag(&self) -> i64 {
+        (self.source_log_end - self.target_log_end).max(0)
+    }
+}
+
+/// Registration of a running fetcher at `members/fetcher/<id>` (under its lease).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetcherMember {
+    pub id: String,
+    /// gRPC address of its internal API.
+    pub grpc_addr: String,
+    pub started_at_ms: i64,
+}
+
+/// A partition failure that needs an operator: fetchers do not retry it
+/// until `mirror resume` clears it. Stored at `failures/<link>/<topic>/<partition>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionFailure {
+    pub reason: String,
+    pub at_ms: i64,
+    pub owner: String,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,18 @@
+//! The fetcher: copies mirror partitions from the source to the target with
+//! identical offsets. Fetchers share the partitions through etcd leases.
+//!
+//! Layout: [`service`] runs one fetcher (session, membership, balancing,
+//! progress, gRPC); [`replicator`] copies one partition; [`clusters`] caches
+//! Kafka connections per link.
+
+pub mod clusters;
+pub mod config;
+pub mod fetch_mux;
+pub mod grpc;
+pub mod metrics;
+pub mod progress;
+pub mod replicator;
+pub mod service;
+
+pub use config::FetcherConfig;
+pub use service::{run, FetcherError};

@@ -1,0 +1,540 @@
+//! Replication of one partition from the source to the target, keeping
+//! offsets identical (design.md, "Data path").
+//!
+//! The fetcher is the only writer of a mirror partition and writes exactly
+//! one target record per source offset, in order, so the broker assigns the
+//! target the same offsets. The checkpoint is the target's log end: a new
+//! owner (or a restart after an error) reads it and resumes the source there.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cutover_coord::{Coord, Session, WriterIdentity};
+use cutover_kafka::{Cluster, KafkaError, OffsetSpec, ProduceHandle};
+use cutover_model::{MirrorTopic, OffsetRange, PartitionState};
+use cutover_records::rules::{check_partition_records, ProduceRules};
+use cutover_records::transform::{
+    AbortedTxn, FetchedPartition, OutBatch, OutKind, TransformConfig, Transformer,
+};
+use cutover_records::{Codec, FillerReason};
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::metrics::{Metrics, PartitionMetrics};
+use crate::progress::{PartitionKey, ProgressBoard};
+
+/// Kafka's OFFSET_OUT_OF_RANGE.
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+
+pub type Limiter = governor::DefaultDirectRateLimiter;
+
+/// Everything one partition replicator needs; cheap to clone.
+#[derive(Clone)]
+pub struct PartitionCtx {
+    pub key: PartitionKey,
+    pub resource: String,
+    pub owner: String,
+    pub mirror: MirrorTopic,
+    pub source: Cluster,
+    pub target: Cluster,
+    /// The link's fetch loop (one multi-partition Fetch per source broker).
+    pub fetch: crate::fetch_mux::FetchMux,
+    pub coord: Coord,
+    pub session: Arc<Session>,
+    pub board: ProgressBoard,
+    pub metrics: Metrics,
+    pub limiter: Option<Arc<Limiter>>,
+    pub settings: ReplicatorSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplicatorSettings {
+    pub max_inflight: usize,
+    pub coalesce_below_bytes: usize,
+    pub kafka_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicateError {
+    /// Worth retrying after a backoff (network, leader moves, timeouts).
+    #[error("{0}")]
+    Transient(String),
+    /// Needs an operator; the partition is marked FAILED and not retried.
+    #[error("{0}")]
+    Fatal(String),
+    /// Our lease cannot be proven alive: stop writing at once.
+    #[error("lease lost; stopped writing")]
+    LeaseLost,
+    /// Another fetcher owns the partition now (we released it): stop quietly.
+    #[error("no longer the owner")]
+    NotOwner,
+}
+
+impl From<KafkaError> for ReplicateError {
+    fn from(e: KafkaError) -> Self {
+        ReplicateError::Transient(e.to_string())
+    }
+}
+
+impl From<cutover_coord::CoordError> for ReplicateError {
+    fn from(e: cutover_coord::CoordError) -> Self {
+        match e {
+            cutover_coord::CoordError::NotOwner { .. } => ReplicateError::NotOwner,
+            cutover_coord::CoordError::LeaseLost => ReplicateError::LeaseLost,
+            other => ReplicateError::Transient(other.to_string()),
+        }
+    }
+}
+
+/// Runs until cancelled, the lease is lost, or a fatal error. Transient
+/// errors are retried with exponential backoff and jitter.
+pub async fn run(ctx: PartitionCtx, cancel: CancellationToken) -> Result<(), ReplicateError> {
+    let span = tracing::info_span!("replicate", link = %ctx.key.link, topic = %ctx.key.topic, partition = ctx.key.partition);
+    async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            ctx.board.update(&ctx.key, |p| {
+                p.owner = ctx.owner.clone();
+            });
+            let lost = ctx.session.lost();
+            let result = tokio::select! {
+                r = run_once(&ctx, &cancel) => r,
+                _ = lost.cancelled() => Err(ReplicateError::LeaseLost),
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(ReplicateError::Transient(msg)) => {
+                    warn!(error = %msg, backoff_ms = backoff.as_millis() as u64, "replication interrupted; retrying");
+                    ctx.metrics.errors.with_label_values(&[&ctx.key.link, &ctx.key.topic, &ctx.key.partition.to_string(), "transient"]).inc();
+                    ctx.board.update(&ctx.key, |p| p.error = msg.clone());
+                    let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+                Err(ReplicateError::Fatal(msg)) => {
+                    warn!(error = %msg, "partition failed; it needs an operator");
+                    ctx.metrics.errors.with_label_values(&[&ctx.key.link, &ctx.key.topic, &ctx.key.partition.to_string(), "fatal"]).inc();
+                    ctx.board.update(&ctx.key, |p| {
+                        p.state = PartitionState::Failed;
+                        p.error = msg.clone();
+                    });
+                    return Err(ReplicateError::Fatal(msg));
+                }
+                Err(ReplicateError::LeaseLost) => {
+                    warn!("lease lost; stopped writing");
+                    return Err(ReplicateError::LeaseLost);
+                }
+                Err(ReplicateError::NotOwner) => {
+                    info!("another fetcher owns the partition now; stopped");
+                    return Err(ReplicateError::NotOwner);
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+struct InFlight {
+    source_offset: i64,
+    record_count: i32,
+    bytes: usize,
+    filler: bool,
+    handle: ProduceHandle,
+}
+
+/// State of one attempt: one writer epoch, one transformer.
+struct Attempt<'a> {
+    ctx: &'a PartitionCtx,
+    writer: WriterIdentity,
+    /// Sequence numbers of this epoch count from here (offset - seq_base).
+    seq_base: i64,
+    transformer: Transformer,
+    rules: ProduceRules,
+    inflight: VecDeque<InFlight>,
+    /// Acknowledged target log end.
+    acked_end: i64,
+    pm: PartitionMetrics,
+}
+
+async fn run_once(ctx: &PartitionCtx, cancel: &CancellationToken) -> Result<(), ReplicateError> {
+    let topic = ctx.key.topic.as_str();
+    let partition = ctx.key.partition;
+
+    // A new epoch per attempt: the broker then refuses any request still in
+    // flight from an earlier attempt or an earlier owner.
+    let target = ctx.target.clone();
+    let writer = cutover_coord::bump_writer_epoch_with(
+        &ctx.coord,
+        &ctx.session,
+        &ctx.resource,
+        &ctx.owner,
+        || async move { target.init_producer_id(None).await.map(|(pid, _)| pid) },
+    )
+    .await?;
+    debug!(
+        producer_id = writer.producer_id,
+        epoch = writer.producer_epoch,
+        "writer identity"
+    );
+
+    let target_end = list_offset(&ctx.target, topic, partition, OffsetSpec::Latest).await?;
+    let source_start = list_offset(&ctx.source, topic, partition, OffsetSpec::Earliest).await?;
+    let source_end = list_offset(&ctx.source, topic, partition, OffsetSpec::Latest).await?;
+    if target_end > source_end {
+        return Err(ReplicateError::Fatal(format!(
+            "target {topic}/{partition} ends at offset {target_end} but the source ends at {source_end}: \
+             the target partition holds records the source does not have (written by someone else, or the \
+             source lost data). Offsets cannot stay aligned; recreate the target topic empty and resume."
+        )));
+    }
+    info!(
+        target_end,
+        source_start, source_end, "resuming at the target log end"
+    );
+    ctx.board.update(&ctx.key, |p| {
+        p.state = if target_end == source_end {
+            PartitionState::InSync
+        } else {
+            PartitionState::Syncing
+        };
+        p.source_log_start = source_start;
+        p.source_log_end = source_end;
+        p.target_log_end = target_end;
+        p.error.clear();
+    });
+
+    let settings = &ctx.mirror.target;
+    let topic_codec = Codec::from_topic_config(&settings.compression_type)
+        .map_err(|e| ReplicateError::Fatal(format!("target topic compression.type: {e}")))?;
+    let config = TransformConfig {
+        filler_codec: topic_codec.unwrap_or(Codec::Zstd),
+        topic_codec,
+        coalesce_below_bytes: ctx.settings.coalesce_below_bytes,
+        max_batch_bytes: settings.max_message_bytes,
+        keyed_fillers: settings.compacted,
+    };
+    let mut attempt = Attempt {
+        ctx,
+        writer,
+        seq_base: target_end,
+        transformer: Transformer::new(target_end, config),
+        rules: ProduceRules {
+            max_message_bytes: settings.max_message_bytes,
+            topic_codec,
+            produce_version: ctx.target.produce_version(topic, partition),
+        },
+        inflight: VecDeque::new(),
+        acked_end: target_end,
+        pm: ctx.metrics.partition(&ctx.key),
+    };
+
+    let result = copy(&mut attempt, cancel, source_start, target_end).await;
+    if let Err(ReplicateError::Transient(_)) = &result {
+        // Requests sent after the one that failed may still land. Each is
+        // checked: one stored at another offset than its source offset
+        // means the target is misaligned (a broker that enforces idempotent
+        // sequences refuses such a request; the mock brokers do not).
+        attempt.settle_abandoned().await?;
+    }
+    result
+}
+
+async fn copy(
+    attempt: &mut Attempt<'_>,
+    cancel: &CancellationToken,
+    source_start: i64,
+    target_end: i64,
+) -> Result<(), ReplicateError> {
+    let ctx = attempt.ctx;
+    let topic = ctx.key.topic.as_str();
+    let partition = ctx.key.partition;
+    if target_end < source_start {
+        // Either a fresh target (align its start with the source's) or the
+        // source's retention deleted records we had not copied yet.
+        let reason = if target_end == 0 {
+            FillerReason::LogStart
+        } else {
+            FillerReason::Lost
+        };
+        attempt.fill_to(source_start, reason).await?;
+        attempt.drain().await?;
+        if reason == FillerReason::LogStart
+            && ctx.target.supports(cutover_kafka::ApiKey::DeleteRecords)
+        {
+            // Trim the leading fillers so the target log starts where the source's does.
+            match ctx
+                .target
+                .delete_records(topic, partition, source_start)
+                .await
+            {
+                Ok(low) => info!(low_watermark = low, "trimmed leading fillers on the target"),
+                Err(e) => {
+                    warn!(error = %e, "could not trim leading fillers; they stay (routers hide them)")
+                }
+            }
+        }
+    }
+
+    loop {
+        if cancel.is_cancelled() {
+            // Finish what is in flight so the checkpoint (target end) is exact.
+            attempt.drain().await?;
+            return Ok(());
+        }
+        let next = attempt.transformer.next_offset();
+        let fetched = tokio::select! {
+            _ = cancel.cancelled() => continue,
+            r = ctx.fetch.fetch(topic, partition, next) => r,
+        };
+        let fetched = match fetched {
+            Ok(f) => f,
+            Err(e) if e.code() == Some(OFFSET_OUT_OF_RANGE) => {
+                attempt.drain().await?;
+                attempt.handle_out_of_range(next).await?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        ctx.board.update(&ctx.key, |p| {
+            p.source_log_start = fetched.log_start_offset;
+            p.source_log_end = fetched.high_watermark;
+        });
+        let input = FetchedPartition {
+            records: fetched.records,
+            aborted: fetched
+                .aborted
+                .iter()
+                .map(|&(producer_id, first_offset)| AbortedTxn {
+                    producer_id,
+                    first_offset,
+                })
+                .collect(),
+            high_watermark: fetched.high_watermark,
+            last_stable_offset: fetched.last_stable_offset,
+            log_start_offset: fetched.log_start_offset,
+        };
+        let out = attempt.transformer.push(&input).map_err(|e| {
+            ReplicateError::Fatal(format!("cannot mirror source batch at offset {next}: {e}"))
+        })?;
+        attempt
+            .pm
+            .lag
+            .set((fetched.high_watermark - attempt.acked_end).max(0));
+        if out.is_empty() {
+            // Idle: settle what is in flight so status and waiters see it.
+            attempt.drain().await?;
+            let hw = fetched.high_watermark;
+            let end = attempt.acked_end;
+            attempt.pm.lag.set((hw - end).max(0));
+            ctx.board.update(&ctx.key, |p| {
+                p.state = if end >= hw {
+                    PartitionState::InSync
+                } else {
+                    PartitionState::Syncing
+                };
+            });
+            continue;
+        }
+        for batch in out {
+            attempt.send(batch).await?;
+        }
+    }
+}
+
+async fn list_offset(
+    cluster: &Cluster,
+    topic: &str,
+    partition: i32,
+    spec: OffsetSpec,
+) -> Result<i64, ReplicateError> {
+    let results = cluster.list_offsets(topic, &[partition], spec).await?;
+    match results.into_iter().find(|(p, _)| *p == partition) {
+        Some((_, Ok(offset))) => Ok(offset),
+        Some((_, Err(e))) => Err(e.into()),
+        None => Err(ReplicateError::Transient(format!(
+            "no ListOffsets answer for {topic}/{partition}"
+        ))),
+    }
+}
+
+impl Attempt<'_> {
+    async fn fill_to(&mut self, to: i64, reason: FillerReason) -> Result<(), ReplicateError> {
+        let from = self.transformer.next_offset();
+        if reason == FillerReason::Lost {
+            warn!(from, to, "source retention deleted records before they were copied; writing fillers to keep offsets aligned");
+            self.ctx
+                .board
+                .add_lost(&self.ctx.key, OffsetRange { from, to });
+            self.pm.lost_records.inc_by((to - from) as u64);
+        }
+        // A few batches at a time: a range of 10^9 offsets must not be built in memory at once.
+        let timestamp = cutover_model::now_ms();
+        while self.transformer.next_offset() < to {
+            let out = self
+                .transformer
+                .fill_some(to, reason, timestamp, 4)
+                .map_err(|e| {
+                    ReplicateError::Fatal(format!(
+                        "cannot build filler records for [{from}, {to}): {e}"
+                    ))
+                })?;
+            if out.is_empty() {
+                break;
+            }
+            for batch in out {
+                self.send(batch).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The fetch offset fell below the source's log start (retention ran
+    /// while we were behind) or above its end (the source lost data).
+    async fn handle_out_of_range(&mut self, next: i64) -> Result<(), ReplicateError> {
+        let (topic, partition) = (self.ctx.key.topic.as_str(), self.ctx.key.partition);
+        let start = list_offset(&self.ctx.source, topic, partition, OffsetSpec::Earliest).await?;
+        let end = list_offset(&self.ctx.source, topic, partition, OffsetSpec::Latest).await?;
+        if next < start {
+            self.fill_to(start, FillerReason::Lost).await?;
+            self.drain().await
+        } else if next > end {
+            Err(ReplicateError::Fatal(format!(
+                "the target is at offset {next} but the source {topic}/{partition} now ends at {end}: the source \
+                 lost records (unclean leader election?). Offsets cannot stay aligned."
+            )))
+        } else {
+            Err(ReplicateError::Transient(format!(
+                "offset {next} out of range on the source, which now spans [{start}, {end})"
+            )))
+        }
+    }
+
+    async fn send(&mut self, mut batch: OutBatch) -> Result<(), ReplicateError> {
+        let ctx = self.ctx;
+        if !ctx.session.is_alive() {
+            return Err(ReplicateError::LeaseLost);
+        }
+        // Sequences wrap at i32::MAX like Kafka's own.
+        let seq = ((batch.source_offset - self.seq_base).rem_euclid(i32::MAX as i64 + 1)) as i32;
+        batch.stamp(self.writer.producer_id, self.writer.producer_epoch, seq);
+        let bytes = batch.bytes();
+        if let Err(v) = check_partition_records(&bytes, &self.rules) {
+            self.pm.rule_violations.inc();
+            return Err(ReplicateError::Fatal(format!(
+                "refusing to send a produce request a Kafka broker would reject ({v}) for source offset {}; this is a bug in Cutover",
+                batch.source_offset
+            )));
+        }
+        if let Some(limiter) = &ctx.limiter {
+            wait_for_bandwidth(limiter, bytes.len()).await;
+        }
+        if self.inflight.len() >= ctx.settings.max_inflight {
+            self.complete_oldest().await?;
+        }
+        let handle = ctx
+            .target
+            .send_produce(
+                &ctx.key.topic,
+                ctx.key.partition,
+                bytes.clone(),
+                ctx.settings.kafka_timeout,
+            )
+            .await?;
+        self.inflight.push_back(InFlight {
+            source_offset: batch.source_offset,
+            record_count: batch.record_count,
+            bytes: bytes.len(),
+            filler: matches!(batch.kind, OutKind::Filler(_)),
+            handle,
+        });
+        Ok(())
+    }
+
+    async fn complete_oldest(&mut self) -> Result<(), ReplicateError> {
+        let Some(f) = self.inflight.pop_front() else {
+            return Ok(());
+        };
+        let result = f.handle.wait().await?;
+        if result.base_offset != f.source_offset {
+            // Something else wrote to the target, or a write was duplicated:
+            // writing on would shift every later record.
+            return Err(ReplicateError::Fatal(format!(
+                "alignment lost: the batch for source offset {} was stored at target offset {}; \
+                 something else writes to the target topic. Stopped before writing more.",
+                f.source_offset, result.base_offset
+            )));
+        }
+        let end = f.source_offset + f.record_count as i64;
+        self.acked_end = end;
+        self.pm.bytes.inc_by(f.bytes as u64);
+        self.pm.records.inc_by(f.record_count as u64);
+        if f.filler {
+            self.pm.fillers.inc_by(f.record_count as u64);
+        }
+        self.pm.target_log_end.set(end);
+        self.ctx.board.update(&self.ctx.key, |p| {
+            p.target_log_end = end;
+            p.bytes_copied += f.bytes as u64;
+            p.records_copied += f.record_count as u64;
+            p.error.clear();
+        });
+        Ok(())
+    }
+
+    /// After an error: sends nothing more, waits for every request still in
+    /// flight, and fails the partition if any was stored at an offset other
+    /// than the source offset it stands for.
+    async fn settle_abandoned(&mut self) -> Result<(), ReplicateError> {
+        while let Some(f) = self.inflight.pop_front() {
+            match f.handle.wait().await {
+                Ok(r) if r.base_offset != f.source_offset => {
+                    return Err(ReplicateError::Fatal(format!(
+                        "alignment lost: after a failed produce request, the batch for source offset {} was stored at \
+                         target offset {}; the target broker did not refuse an out-of-order sequence. Stopped before writing more.",
+                        f.source_offset, r.base_offset
+                    )));
+                }
+                // Stored where it belongs (the failed one was stored after all) or failed too: the next attempt resumes at the target end.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn drain(&mut self) -> Result<(), ReplicateError> {
+        while !self.inflight.is_empty() {
+            self.complete_oldest().await?;
+        }
+        Ok(())
+    }
+}
+
+async fn wait_for_bandwidth(limiter: &Limiter, bytes: usize) {
+    // The limiter's burst is at least one maximal batch, so chunks of it always fit.
+    let mut left = bytes;
+    while left > 0 {
+        let chunk = left.min(64 * 1024);
+        let n = NonZeroU32::new(chunk as u32).unwrap_or(NonZeroU32::MIN);
+        if limiter.until_n_ready(n).await.is_err() {
+            // More than the burst: cannot happen with 64 KiB chunks and a burst >= 64 KiB.
+            return;
+        }
+        left -= chunk;
+    }
+}
+
+/// A limiter for `bytes_per_sec` (None when unlimited).
+pub fn limiter(bytes_per_sec: u64) -> Option<Arc<Limiter>> {
+    let rate = NonZeroU32::new(bytes_per_sec.min(u32::MAX as u64) as u32)?;
+    let burst = NonZeroU32::new(rate.get().max(64 * 1024))?;
+    Some(Arc::new(governor::RateLimiter::direct(
+        governor::Quota::per_second(rate).allow_burst(burst),
+    )))
+}

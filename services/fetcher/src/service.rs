@@ -1,0 +1,520 @@
+//! One fetcher process: joins the fetcher group in etcd, takes a fair share
+//! of the mirrored partitions, replicates them, reports progress, and hands
+//! everything back cleanly on shutdown.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cutover_coord::{Coord, CoordConfig, Session};
+use cutover_model::{keys, FetcherMember, Link, MirrorTopic, PartitionFailure};
+use cutover_telemetry::{Health, TraceContextLayer};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn, Instrument};
+
+use crate::clusters::ClusterCache;
+use crate::config::FetcherConfig;
+use crate::metrics::Metrics;
+use crate::progress::{PartitionKey, ProgressBoard};
+use crate::replicator::{self, PartitionCtx, ReplicateError, ReplicatorSettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetcherError {
+    #[error(transparent)]
+    Coord(#[from] cutover_coord::CoordError),
+    #[error("could not listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Telemetry(#[from] cutover_telemetry::TelemetryError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("the etcd lease was lost; partitions were stopped before it could expire. Restart the fetcher.")]
+    LeaseLost,
+}
+
+struct Running {
+    key: PartitionKey,
+    cancel: CancellationToken,
+    handle: JoinHandle<Result<(), ReplicateError>>,
+}
+
+struct Fetcher {
+    id: String,
+    cfg: FetcherConfig,
+    coord: Coord,
+    session: Arc<Session>,
+    board: ProgressBoard,
+    metrics: Metrics,
+    clusters: ClusterCache,
+    running: HashMap<String, Running>,
+    /// Rate limiters per link (share of the link's limit).
+    limiters: HashMap<String, (u64, Option<Arc<replicator::Limiter>>)>,
+}
+
+/// Runs a fetcher until `shutdown` fires (then stops gracefully) or its lease is lost.
+pub async fn run(cfg: FetcherConfig, shutdown: CancellationToken) -> Result<(), FetcherError> {
+    let id = cfg.id.clone().unwrap_or_else(|| {
+        format!(
+            "fetcher-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        )
+    });
+    let coord = Coord::connect(CoordConfig {
+        endpoints: cfg.etcd.clone(),
+        prefix: cfg.etcd_prefix.clone(),
+        lease_ttl: cfg.lease_ttl(),
+        connect_timeout: Duration::from_secs(5),
+    })
+    .await?;
+    let internal = CancellationToken::new();
+    let session = Arc::new(coord.session(cfg.lease_ttl(), internal.clone()).await?);
+    let metrics = Metrics::new()?;
+    let board = ProgressBoard::default();
+    let health = Health::default();
+
+    let (http_addr, http_task) = cutover_telemetry::serve_http(
+        &cfg.http_addr,
+        metrics.registry.clone(),
+        health.clone(),
+        internal.clone(),
+    )
+    .await?;
+    let grpc_listener = tokio::net::TcpListener::bind(&cfg.grpc_addr)
+        .await
+        .map_err(|source| FetcherError::Listen {
+            addr: cfg.grpc_addr.clone(),
+            source,
+        })?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|source| FetcherError::Listen {
+            addr: cfg.grpc_addr.clone(),
+            source,
+        })?;
+    let api = crate::grpc::FetcherApi {
+        id: id.clone(),
+        board: board.clone(),
+    };
+    let grpc_cancel = internal.clone();
+    let grpc_task = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        let result = tonic::transport::Server::builder()
+            // Continue the caller's trace (e.g. a promotion) in this service.
+            .layer(TraceContextLayer::Server)
+            .add_service(cutover_proto::fetcher::v1::fetcher_server::FetcherServer::new(api))
+            .serve_with_incoming_shutdown(incoming, grpc_cancel.cancelled())
+            .await;
+        if let Err(e) = result {
+            error!(error = %e, "gRPC server failed");
+        }
+    });
+
+    let advertised = cfg
+        .advertised_grpc_addr
+        .clone()
+        .unwrap_or_else(|| grpc_addr.to_string());
+    cutover_coord::register_member(
+        &coord,
+        &session,
+        keys::FETCHER_KIND,
+        &id,
+        &FetcherMember {
+            id: id.clone(),
+            grpc_addr: advertised,
+            started_at_ms: cutover_model::now_ms(),
+        },
+    )
+    .await?;
+    health.set_ready(true);
+    info!(fetcher = %id, grpc = %grpc_addr, http = %http_addr, "fetcher started");
+
+    let mut fetcher = Fetcher {
+        clusters: ClusterCache::new(
+            id.clone(),
+            cfg.kafka_timeout(),
+            cutover_kafka::FetchOptions {
+                max_bytes: cfg.fetch_max_bytes,
+                partition_max_bytes: cfg.fetch_max_bytes.min(4 * 1024 * 1024),
+                max_wait: cfg.fetch_max_wait(),
+                min_bytes: 1,
+                read_committed: true,
+            },
+        ),
+        id,
+        cfg,
+        coord,
+        session: session.clone(),
+        board,
+        metrics,
+        running: HashMap::new(),
+        limiters: HashMap::new(),
+    };
+    let result = fetcher.main_loop(&shutdown).await;
+
+    // Graceful stop: not ready; leave the fetcher group first so the others
+    // count without us; stop every partition (each finishes its in-flight
+    // writes), publish final progress and give ownership back; then revoke
+    // the lease.
+    health.set_ready(false);
+    let lease_ok = result.is_ok();
+    if lease_ok {
+        if let Err(e) =
+            cutover_coord::deregister_member(&fetcher.coord, keys::FETCHER_KIND, &fetcher.id).await
+        {
+            warn!(error = %e, "could not leave the fetcher group; the lease expiry will");
+        }
+    }
+    fetcher.stop_all(lease_ok).await;
+    fetcher.clusters.close_all().await;
+    drop(fetcher);
+    internal.cancel();
+    let _ = grpc_task.await;
+    let _ = http_task.await;
+    if lease_ok {
+        match Arc::try_unwrap(session) {
+            Ok(s) => {
+                if let Err(e) = s.revoke().await {
+                    warn!(error = %e, "could not revoke the lease; it will expire by itself");
+                }
+            }
+            Err(_) => warn!("lease still in use at shutdown; it will expire by itself"),
+        }
+    }
+    info!("fetcher stopped");
+    result
+}
+
+impl Fetcher {
+    async fn main_loop(&mut self, shutdown: &CancellationToken) -> Result<(), FetcherError> {
+        let lost = self.session.lost();
+        let mut rebalance = tokio::time::interval(self.cfg.rebalance_interval());
+        rebalance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut progress = tokio::time::interval(self.cfg.progress_interval());
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Membership and mirror changes trigger a rebalance at once instead of at the next tick.
+        let watch_cancel = shutdown.child_token();
+        let (_, mut members_rx) = self
+            .coord
+            .watch_prefix("members/fetcher/", watch_cancel.clone())
+            .await?;
+        let (_, mut mirrors_rx) = self
+            .coord
+            .watch_prefix(keys::MIRRORS, watch_cancel.clone())
+            .await?;
+        let (_, mut failures_rx) = self
+            .coord
+            .watch_prefix(keys::FAILURES, watch_cancel.clone())
+            .await?;
+        let result = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break Ok(()),
+                _ = lost.cancelled() => break Err(FetcherError::LeaseLost),
+                _ = rebalance.tick() => {}
+                Some(_) = members_rx.recv() => {}
+                Some(_) = mirrors_rx.recv() => {}
+                Some(_) = failures_rx.recv() => {}
+                _ = progress.tick() => { self.publish_progress().await; continue; }
+            }
+            if let Err(e) = self.rebalance().await {
+                warn!(error = %e, "rebalance failed; retrying at the next tick");
+            }
+        };
+        watch_cancel.cancel();
+        result
+    }
+
+    /// One balancing round: compute the partitions that should be mirrored,
+    /// stop what should no longer run here, claim a fair share of the rest.
+    async fn rebalance(&mut self) -> Result<(), cutover_coord::CoordError> {
+        self.reap_finished().await;
+        let links: HashMap<String, Link> = self
+            .coord
+            .list::<Link>(keys::LINKS)
+            .await?
+            .into_iter()
+            .map(|(_, v)| (v.value.name.clone(), v.value))
+            .collect();
+        let mirrors: Vec<MirrorTopic> = self
+            .coord
+            .list::<MirrorTopic>(keys::MIRRORS)
+            .await?
+            .into_iter()
+            .map(|(_, v)| v.value)
+            .collect();
+        let failed: HashSet<String> = self
+            .coord
+            .list::<PartitionFailure>(keys::FAILURES)
+            .await?
+            .into_iter()
+            .map(|(k, _)| format!("fetch/{}", k.trim_start_matches(keys::FAILURES)))
+            .collect();
+        let mut desired: HashMap<String, (Link, MirrorTopic, i32)> = HashMap::new();
+        for m in &mirrors {
+            let Some(link) = links.get(&m.link) else {
+                continue;
+            };
+            if !m.state.copies_forward() {
+                continue;
+            }
+            for p in 0..m.partitions {
+                let r = keys::fetch_resource(&m.link, &m.topic, p);
+                if !failed.contains(&r) {
+                    desired.insert(r, (link.clone(), m.clone(), p));
+                }
+            }
+        }
+        let members: Vec<String> =
+            cutover_coord::list_members::<FetcherMember>(&self.coord, keys::FETCHER_KIND)
+                .await?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+        let owners = cutover_coord::owners(&self.coord, "fetch/").await?;
+        self.metrics.owned_partitions.set(self.running.len() as i64);
+
+        // Stop partitions that are no longer wanted, that someone else owns,
+        // or whose mirror settings changed (restart with the new ones).
+        let stale: Vec<String> = self
+            .running
+            .keys()
+            .filter(|r| {
+                !desired.contains_key(*r)
+                    || owners.get(*r).map(String::as_str) != Some(self.id.as_str())
+            })
+            .cloned()
+            .collect();
+        for r in stale {
+            self.stop(&r, true).await;
+        }
+
+        let mut resources: Vec<String> = desired.keys().cloned().collect();
+        resources.sort();
+        let plan = cutover_coord::plan_share(&self.id, &members, &resources, &owners);
+        let released: HashSet<String> = plan.release.iter().cloned().collect();
+        for r in plan.release {
+            info!(resource = %r, "handing partition over for a fair share");
+            self.stop(&r, true).await;
+        }
+        for r in plan.claim {
+            if self.running.contains_key(&r) {
+                continue;
+            }
+            if cutover_coord::try_claim(&self.coord, &self.session, &r, &self.id).await? {
+                if let Some((link, mirror, p)) = desired.get(&r) {
+                    let fetchers = members.len().max(1) as u64;
+                    self.start(r.clone(), link.clone(), mirror.clone(), *p, fetchers);
+                }
+            }
+        }
+        // Partitions we own (e.g. from before a restart of the loop) but do
+        // not run; not the ones just handed over (the snapshot predates that).
+        for (r, owner) in &owners {
+            if owner == &self.id && !self.running.contains_key(r) && !released.contains(r) {
+                if let Some((link, mirror, p)) = desired.get(r) {
+                    let fetchers = members.len().max(1) as u64;
+                    self.start(r.clone(), link.clone(), mirror.clone(), *p, fetchers);
+                } else {
+                    let _ = cutover_coord::release(&self.coord, r, &self.id).await;
+                }
+            }
+        }
+        let live: Vec<String> = links.keys().cloned().collect();
+        self.clusters.retain(&live).await;
+        self.metrics.owned_partitions.set(self.running.len() as i64);
+        Ok(())
+    }
+
+    fn limiter_for(&mut self, link: &Link, fetchers: u64) -> Option<Arc<replicator::Limiter>> {
+        let total = link.options.bandwidth_limit_bytes_per_sec;
+        if total == 0 {
+            return None;
+        }
+        // Each fetcher takes an even share of the link's limit.
+        let share = (total / fetchers).max(1);
+        let entry = self.limiters.entry(link.name.clone()).or_insert((0, None));
+        if entry.0 != share {
+            *entry = (share, replicator::limiter(share));
+        }
+        entry.1.clone()
+    }
+
+    fn start(
+        &mut self,
+        resource: String,
+        link: Link,
+        mirror: MirrorTopic,
+        partition: i32,
+        fetchers: u64,
+    ) {
+        let key = PartitionKey {
+            link: link.name.clone(),
+            topic: mirror.topic.clone(),
+            partition,
+        };
+        let cancel = CancellationToken::new();
+        let limiter = self.limiter_for(&link, fetchers);
+        let clusters = self.clusters.clone();
+        let settings = ReplicatorSettings {
+            max_inflight: self.cfg.max_inflight as usize,
+            coalesce_below_bytes: self.cfg.coalesce_below_bytes,
+            kafka_timeout: self.cfg.kafka_timeout(),
+        };
+        let (coord, session, board, metrics, owner) = (
+            self.coord.clone(),
+            self.session.clone(),
+            self.board.clone(),
+            self.metrics.clone(),
+            self.id.clone(),
+        );
+        let task_cancel = cancel.clone();
+        let task_key = key.clone();
+        let task_resource = resource.clone();
+        let span =
+            tracing::info_span!("partition", link = %key.link, topic = %key.topic, partition);
+        let handle = tokio::spawn(
+            async move {
+                // Connecting is retried here, not in the balancer, so one
+                // unreachable cluster never stalls the others.
+                let mut backoff = Duration::from_millis(200);
+                let clients = loop {
+                    match clusters.get(&link).await {
+                        Ok(c) => break c,
+                        Err(e) => {
+                            warn!(error = %e, "cannot reach the link's clusters; retrying");
+                            board.update(&task_key, |p| {
+                                p.error =
+                                    format!("cannot reach clusters of link {}: {e}", link.name)
+                            });
+                            tokio::select! {
+                                _ = task_cancel.cancelled() => return Ok(()),
+                                _ = tokio::time::sleep(backoff) => {}
+                            }
+                            backoff = (backoff * 2).min(Duration::from_secs(10));
+                        }
+                    }
+                };
+                let ctx = PartitionCtx {
+                    key: task_key,
+                    resource: task_resource,
+                    owner,
+                    mirror,
+                    source: clients.source,
+                    target: clients.target,
+                    fetch: clients.fetch,
+                    coord,
+                    session,
+                    board,
+                    metrics,
+                    limiter,
+                    settings,
+                };
+                replicator::run(ctx, task_cancel).await
+            }
+            .instrument(span),
+        );
+        info!(resource = %resource, "partition started");
+        self.running.insert(
+            resource,
+            Running {
+                key,
+                cancel,
+                handle,
+            },
+        );
+    }
+
+    /// Stops a partition, waits until it no longer writes, then (if asked)
+    /// gives its ownership back so another fetcher can take it at once.
+    async fn stop(&mut self, resource: &str, release: bool) {
+        let Some(run) = self.running.remove(resource) else {
+            return;
+        };
+        run.cancel.cancel();
+        let outcome = run.handle.await;
+        self.finish(resource, &run.key, outcome, release).await;
+    }
+
+    async fn finish(
+        &mut self,
+        resource: &str,
+        key: &PartitionKey,
+        outcome: Result<Result<(), ReplicateError>, tokio::task::JoinError>,
+        release: bool,
+    ) {
+        if let Err(e) = &outcome {
+            error!(resource, error = %e, "partition task panicked or was aborted");
+        }
+        if let Ok(Err(ReplicateError::Fatal(reason))) = &outcome {
+            let failure = PartitionFailure {
+                reason: reason.clone(),
+                at_ms: cutover_model::now_ms(),
+                owner: self.id.clone(),
+            };
+            if let Err(e) = self
+                .coord
+                .put(
+                    &keys::failure(&key.link, &key.topic, key.partition),
+                    &failure,
+                )
+                .await
+            {
+                error!(resource, error = %e, "could not record the partition failure in etcd");
+            }
+        }
+        if let Some(p) = self.board.remove(key) {
+            let _ = self
+                .coord
+                .put(&keys::progress(&key.link, &key.topic, key.partition), &p)
+                .await;
+        }
+        if release && self.session.is_alive() {
+            if let Err(e) = cutover_coord::release(&self.coord, resource, &self.id).await {
+                warn!(resource, error = %e, "could not release ownership; it ends with the lease");
+            }
+        }
+    }
+
+    /// Collects partitions that ended by themselves (fatal error, lease loss).
+    async fn reap_finished(&mut self) {
+        let done: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.handle.is_finished())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for r in done {
+            if let Some(run) = self.running.remove(&r) {
+                let outcome = run.handle.await;
+                self.finish(&r, &run.key, outcome, true).await;
+            }
+        }
+    }
+
+    async fn stop_all(&mut self, release: bool) {
+        for run in self.running.values() {
+            run.cancel.cancel();
+        }
+        let resources: Vec<String> = self.running.keys().cloned().collect();
+        for r in resources {
+            self.stop(&r, release).await;
+        }
+    }
+
+    async fn publish_progress(&mut self) {
+        self.reap_finished().await;
+        for p in self.board.snapshot() {
+            if let Err(e) = self
+                .coord
+                .put(&keys::progress(&p.link, &p.topic, p.partition), &p)
+                .await
+            {
+                warn!(error = %e, "could not publish progress");
+                return;
+            }
+        }
+    }
+}

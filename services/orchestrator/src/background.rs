@@ -1,0 +1,186 @@
+//! Work done by the elected leader only: keep target topics shaped like their
+//! source (partitions added on the source are added on the target; copied
+//! configs follow changes).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cutover_kafka::{ApiKey, Cluster};
+use cutover_model::{keys, Link, MirrorState, MirrorTopic};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::links::connect;
+use crate::Orchestrator;
+
+const NOT_SYNCED: &[&str] = &[
+    "message.timestamp.type",
+    "leader.replication.throttled.replicas",
+    "follower.replication.throttled.replicas",
+];
+
+pub async fn run(orch: Arc<Orchestrator>, cancel: CancellationToken) {
+    let ttl = Duration::from_secs(orch.cfg.lease_ttl_secs.max(2));
+    while !cancel.is_cancelled() {
+        if let Err(e) = lead(&orch, ttl, &cancel).await {
+            warn!(error = %e, "leadership ended; campaigning again");
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
+
+async fn lead(
+    orch: &Orchestrator,
+    ttl: Duration,
+    cancel: &CancellationToken,
+) -> Result<(), cutover_coord::CoordError> {
+    let session = orch.coord.session(ttl, cancel.child_token()).await?;
+    let election = cutover_coord::Election::new(&orch.coord, &session, "orchestrator", &orch.id);
+    let lost = election.campaign(cancel).await?;
+    if cancel.is_cancelled() {
+        return Ok(());
+    }
+    info!(orchestrator = %orch.id, "leading background work");
+    let mut tick = tokio::time::interval(Duration::from_millis(orch.cfg.sync_interval_ms.max(500)));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = lost.cancelled() => return Err(cutover_coord::CoordError::LeaseLost),
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = sync_all(orch).await {
+            warn!(error = %e, "topic sync failed; retrying at the next tick");
+        }
+    }
+    let _ = election.resign().await;
+    let _ = session.revoke().await;
+    Ok(())
+}
+
+async fn sync_all(orch: &Orchestrator) -> Result<(), cutover_coord::CoordError> {
+    for (_, link) in orch.coord.list::<Link>(keys::LINKS).await? {
+        let link = link.value;
+        let mirrors = orch
+            .coord
+            .list::<MirrorTopic>(&keys::mirrors_of(&link.name))
+            .await?;
+        if mirrors.is_empty() {
+            continue;
+        }
+        let (source, target) = match (
+            connect("source", &link.source, orch.cfg.kafka_timeout()).await,
+            connect("target", &link.target, orch.cfg.kafka_timeout()).await,
+        ) {
+            (Ok(s), Ok(t)) => (s, t),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(link = %link.name, error = %e, "cannot sync topics of this link now");
+                continue;
+            }
+        };
+        for (rel, m) in mirrors {
+            if !matches!(m.value.state, MirrorState::Mirroring | MirrorState::Paused) {
+                continue;
+            }
+            if let Err(e) = sync_topic(orch, &rel, m.value, m.mod_revision, &source, &target).await
+            {
+                warn!(link = %link.name, error = %e, "topic sync failed");
+            }
+        }
+        source.close().await;
+        target.close().await;
+    }
+    Ok(())
+}
+
+async fn sync_topic(
+    orch: &Orchestrator,
+    rel: &str,
+    mut m: MirrorTopic,
+    rev: i64,
+    source: &Cluster,
+    target: &Cluster,
+) -> Result<(), String> {
+    let topic = m.topic.clone();
+    let Some(src) = source.topic(&topic).await.map_err(|e| e.to_string())? else {
+        return Err(format!("topic {topic} no longer exists on the source"));
+    };
+    let n = src.partitions.len() as i32;
+    if n > m.partitions {
+        let tgt = target
+            .topic(&topic)
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|t| t.partitions.len() as i32)
+            .unwrap_or(0);
+        if tgt < n {
+            if target.supports(ApiKey::CreatePartitions) {
+                target
+                    .create_partitions(&topic, n)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                info!(topic = %topic, partitions = n, "added partitions on the target to match the source");
+            } else {
+                let reason = format!("the source has {n} partitions, the target {tgt}, and the target cannot add partitions (CreatePartitions unsupported): add them there");
+                if m.reason != reason {
+                    m.reason = reason;
+                    let _ = orch.coord.update(rel, &m, rev).await;
+                }
+                return Err(m.reason);
+            }
+        }
+        m.partitions = n;
+        m.reason.clear();
+        if !orch
+            .coord
+            .update(rel, &m, rev)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Err("mirror changed concurrently; will retry".into());
+        }
+        info!(topic = %topic, partitions = n, "mirroring new partitions");
+    }
+    if source.supports(ApiKey::DescribeConfigs)
+        && target.supports(ApiKey::DescribeConfigs)
+        && target.supports(ApiKey::IncrementalAlterConfigs)
+    {
+        let copyable = |entries: Vec<cutover_kafka::ConfigEntry>| -> BTreeMap<String, String> {
+            entries
+                .into_iter()
+                .filter(|c| {
+                    !c.is_default
+                        && !c.read_only
+                        && !c.sensitive
+                        && !NOT_SYNCED.contains(&c.name.as_str())
+                })
+                .filter_map(|c| c.value.map(|v| (c.name, v)))
+                .collect()
+        };
+        let s = copyable(
+            source
+                .describe_topic_configs(&topic)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        let t = copyable(
+            target
+                .describe_topic_configs(&topic)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        let changes: Vec<(String, String)> =
+            s.into_iter().filter(|(k, v)| t.get(k) != Some(v)).collect();
+        if !changes.is_empty() {
+            target
+                .alter_topic_configs(&topic, &changes)
+                .await
+                .map_err(|e| e.to_string())?;
+            info!(topic = %topic, changed = ?changes, "synced topic configs to the target");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,418 @@
+//! Mirror topics: selection, validation against both clusters, target topic
+//! creation, and all-or-nothing storage.
+
+use std::collections::{BTreeMap, HashSet};
+
+use cutover_kafka::{ApiKey, Cluster, NewTopic, OffsetSpec};
+use cutover_model::{keys, validate, Link, MirrorState, MirrorTopic, TargetTopicSettings};
+
+use crate::error::{ApiError, ApiResult};
+use crate::links::connect;
+use crate::Orchestrator;
+
+pub struct AddMirrors {
+    pub link: String,
+    pub topics: Vec<String>,
+    pub include_regex: Vec<String>,
+    pub exclude_regex: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// Source topic configs never copied: they would break offset or timestamp
+/// identity, or they describe the source cluster's own replication.
+const NOT_COPIED: &[&str] = &[
+    "message.timestamp.type",
+    "leader.replication.throttled.replicas",
+    "follower.replication.throttled.replicas",
+];
+
+fn is_internal(topic: &str) -> bool {
+    topic.starts_with("__")
+}
+
+/// What will be done for one topic.
+struct Plan {
+    mirror: MirrorTopic,
+    create: Option<NewTopic>,
+}
+
+impl Orchestrator {
+    pub async fn add_mirrors(&self, req: AddMirrors) -> ApiResult<Vec<MirrorTopic>> {
+        let link = self.get_link(&req.link).await?;
+        if req.topics.is_empty() && req.include_regex.is_empty() {
+            return Err(ApiError::BadRequest(
+                "name at least one topic or give an include regex".into(),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for t in &req.topics {
+            validate::topic_name(t)?;
+            if !seen.insert(t) {
+                return Err(ApiError::BadRequest(format!("topic {t:?} is named twice")));
+            }
+            if is_internal(t) {
+                return Err(ApiError::BadRequest(format!(
+                    "{t:?} is an internal topic; internal topics are not mirrored"
+                )));
+            }
+        }
+        let include = req
+            .include_regex
+            .iter()
+            .map(|r| validate::topic_regex(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let exclude = req
+            .exclude_regex
+            .iter()
+            .map(|r| validate::topic_regex(r))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let source = connect("source", &link.source, self.cfg.kafka_timeout()).await?;
+        let target = connect("target", &link.target, self.cfg.kafka_timeout()).await?;
+        let result = self
+            .plan_and_add(&link, &req, &include, &exclude, &source, &target)
+            .await;
+        source.close().await;
+        target.close().await;
+        result
+    }
+
+    async fn plan_and_add(
+        &self,
+        link: &Link,
+        req: &AddMirrors,
+        include: &[regex::Regex],
+        exclude: &[regex::Regex],
+        source: &Cluster,
+        target: &Cluster,
+    ) -> ApiResult<Vec<MirrorTopic>> {
+        let kafka = |side: &'static str| {
+            move |e: cutover_kafka::KafkaError| ApiError::Kafka {
+                side,
+                cause: e.to_string(),
+            }
+        };
+        let md = source.metadata(None).await.map_err(kafka("source"))?;
+        let existing: HashSet<String> = self
+            .mirrors_of(&link.name)
+            .await?
+            .into_iter()
+            .map(|m| m.topic)
+            .collect();
+        let excluded = |t: &str| exclude.iter().any(|r| r.is_match(t));
+
+        let mut selected: Vec<String> = Vec::new();
+        for t in &req.topics {
+            if !md.topics.iter().any(|m| &m.name == t) {
+                return Err(ApiError::Precondition(format!(
+                    "topic {t:?} does not exist on the source cluster ({}); check the name or create it there first",
+                    link.source.bootstrap_servers.join(",")
+                )));
+            }
+            if existing.contains(t) {
+                return Err(ApiError::AlreadyExists {
+                    what: "mirror topic",
+                    name: format!("{}/{t}", link.name),
+                });
+            }
+            if !excluded(t) {
+                selected.push(t.clone());
+            }
+        }
+        for m in &md.topics {
+            let t = &m.name;
+            if include.iter().any(|r| r.is_match(t))
+                && !is_internal(t)
+                && !excluded(t)
+                && !existing.contains(t)
+                && !selected.contains(t)
+            {
+                selected.push(t.clone());
+            }
+        }
+        if selected.is_empty() {
+            return Err(ApiError::Precondition(
+                "no source topic is selected: every name is excluded, already mirrored, or no topic matches the regex".into(),
+            ));
+        }
+        selected.sort();
+
+        let mut plans = Vec::with_capacity(selected.len());
+        for topic in &selected {
+            plans.push(self.plan_topic(link, topic, source, target).await?);
+        }
+        let mirrors: Vec<MirrorTopic> = plans.iter().map(|p| p.mirror.clone()).collect();
+        if req.dry_run {
+            return Ok(mirrors);
+        }
+
+        // Ask the target to validate every creation before creating any, so
+        // one bad topic does not leave the others half-done.
+        let creates: Vec<NewTopic> = plans.iter().filter_map(|p| p.create.clone()).collect();
+        if !creates.is_empty() {
+            for (name, r) in target
+                .create_topics(&creates, true)
+                .await
+                .map_err(kafka("target"))?
+            {
+                r.map_err(|e| {
+                    ApiError::Precondition(format!(
+                        "the target refuses to create topic {name:?}: {e}"
+                    ))
+                })?;
+            }
+            for (name, r) in target
+                .create_topics(&creates, false)
+                .await
+                .map_err(kafka("target"))?
+            {
+                r.map_err(|e| ApiError::Kafka {
+                    side: "target",
+                    cause: format!("creating topic {name:?}: {e}"),
+                })?;
+            }
+        }
+        let docs = mirrors
+            .iter()
+            .map(|m| {
+                Ok((
+                    keys::mirror(&m.link, &m.topic),
+                    serde_json::to_value(m).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+                ))
+            })
+            .collect::<ApiResult<Vec<_>>>()?;
+        if !self.coord.txn_create_all(&docs).await? {
+            return Err(ApiError::Conflict(format!(
+                "the mirror topics of link {}",
+                link.name
+            )));
+        }
+        tracing::info!(link = %link.name, topics = ?selected, "mirror topics added");
+        Ok(mirrors)
+    }
+
+    async fn plan_topic(
+        &self,
+        link: &Link,
+        topic: &str,
+        source: &Cluster,
+        target: &Cluster,
+    ) -> ApiResult<Plan> {
+        let kafka = |side: &'static str| {
+            move |e: cutover_kafka::KafkaError| ApiError::Kafka {
+                side,
+                cause: e.to_string(),
+            }
+        };
+        let src = source
+            .topic(topic)
+            .await
+            .map_err(kafka("source"))?
+            .ok_or_else(|| {
+                ApiError::Precondition(format!("topic {topic:?} disappeared from the source"))
+            })?;
+        let partitions = src.partitions.len() as i32;
+        let source_configs: BTreeMap<String, String> = if source.supports(ApiKey::DescribeConfigs) {
+            source
+                .describe_topic_configs(topic)
+                .await
+                .map_err(kafka("source"))?
+                .into_iter()
+                .filter(|c| {
+                    !c.is_default
+                        && !c.read_only
+                        && !c.sensitive
+                        && !NOT_COPIED.contains(&c.name.as_str())
+                })
+                .filter_map(|c| c.value.map(|v| (c.name, v)))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+
+        let create = match target.topic(topic).await.map_err(kafka("target"))? {
+            Some(existing) => {
+                let n = existing.partitions.len() as i32;
+                if n != partitions {
+                    return Err(ApiError::Precondition(format!(
+                        "topic {topic:?} exists on the target with {n} partitions but has {partitions} on the source; \
+                         delete the target topic (or give it {partitions} partitions) and retry"
+                    )));
+                }
+                let ids: Vec<i32> = (0..n).collect();
+                for (p, end) in target
+                    .list_offsets(topic, &ids, OffsetSpec::Latest)
+                    .await
+                    .map_err(kafka("target"))?
+                {
+                    let end = end.map_err(kafka("target"))?;
+                    if end > 0 {
+                        return Err(ApiError::Precondition(format!(
+                            "topic {topic:?} exists on the target and partition {p} already holds records (log end {end}); \
+                             offsets could not be identical. Delete and recreate it empty, then retry"
+                        )));
+                    }
+                }
+                None
+            }
+            None => {
+                if !target.supports(ApiKey::CreateTopics) {
+                    return Err(ApiError::Precondition(format!(
+                        "topic {topic:?} does not exist on the target and the target cluster does not support CreateTopics; \
+                         create it there with {partitions} partitions, then retry"
+                    )));
+                }
+                Some(NewTopic {
+                    name: topic.to_string(),
+                    partitions,
+                    replication_factor: -1,
+                    configs: source_configs.clone().into_iter().collect(),
+                })
+            }
+        };
+
+        let target_settings = if create.is_none() && target.supports(ApiKey::DescribeConfigs) {
+            let configs: BTreeMap<String, String> = target
+                .describe_topic_configs(topic)
+                .await
+                .map_err(kafka("target"))?
+                .into_iter()
+                .filter_map(|c| c.value.map(|v| (c.name, v)))
+                .collect();
+            settings_from(&configs)
+        } else {
+            settings_from(&source_configs)
+        };
+        Ok(Plan {
+            mirror: MirrorTopic {
+                link: link.name.clone(),
+                topic: topic.to_string(),
+                partitions,
+                state: MirrorState::Mirroring,
+                reason: String::new(),
+                created_at_ms: cutover_model::now_ms(),
+                target: target_settings,
+            },
+            create,
+        })
+    }
+
+    /// Sets the state of selected mirrors; resuming also clears partition
+    /// failures so fetchers try them again.
+    pub async fn set_mirror_state(
+        &self,
+        link: &str,
+        topics: &[String],
+        all: bool,
+        state: MirrorState,
+    ) -> ApiResult<Vec<MirrorTopic>> {
+        let selected = self.select(link, topics, all).await?;
+        let mut changed = Vec::new();
+        for name in selected {
+            let key = keys::mirror(link, &name);
+            let Some(current) = self.coord.get::<MirrorTopic>(&key).await? else {
+                return Err(ApiError::NotFound {
+                    what: "mirror topic",
+                    name: format!("{link}/{name}"),
+                });
+            };
+            let mut m = current.value;
+            if matches!(m.state, MirrorState::Promoting | MirrorState::Promoted) {
+                return Err(ApiError::Precondition(format!(
+                    "mirror topic {link}/{name} is {:?}; it cannot be paused or resumed",
+                    m.state
+                )));
+            }
+            m.state = state;
+            m.reason.clear();
+            if !self.coord.update(&key, &m, current.mod_revision).await? {
+                return Err(ApiError::Conflict(format!("mirror topic {link}/{name}")));
+            }
+            if state == MirrorState::Mirroring {
+                self.coord
+                    .delete_prefix(&keys::failures_of(link, &name))
+                    .await?;
+            }
+            changed.push(m);
+        }
+        Ok(changed)
+    }
+
+    pub async fn remove_mirrors(
+        &self,
+        link: &str,
+        topics: &[String],
+        all: bool,
+    ) -> ApiResult<Vec<MirrorTopic>> {
+        let selected = self.select(link, topics, all).await?;
+        let mut removed = Vec::new();
+        for name in selected {
+            if let Some(m) = self
+                .coord
+                .get::<MirrorTopic>(&keys::mirror(link, &name))
+                .await?
+            {
+                // The mirror document goes first so fetchers stop; the rest is bookkeeping.
+                self.coord.delete(&keys::mirror(link, &name)).await?;
+                self.coord
+                    .delete_prefix(&keys::progress_of(link, &name))
+                    .await?;
+                self.coord
+                    .delete_prefix(&keys::failures_of(link, &name))
+                    .await?;
+                self.coord
+                    .delete_prefix(&cutover_coord::writer_key(&keys::fetch_resources_of_topic(
+                        link, &name,
+                    )))
+                    .await?;
+                removed.push(m.value);
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn select(&self, link: &str, topics: &[String], all: bool) -> ApiResult<Vec<String>> {
+        self.get_link(link).await?;
+        let existing: Vec<String> = self
+            .mirrors_of(link)
+            .await?
+            .into_iter()
+            .map(|m| m.topic)
+            .collect();
+        if all {
+            return Ok(existing);
+        }
+        if topics.is_empty() {
+            return Err(ApiError::BadRequest(
+                "name the mirror topics or pass all".into(),
+            ));
+        }
+        for t in topics {
+            validate::topic_name(t)?;
+            if !existing.contains(t) {
+                return Err(ApiError::NotFound {
+                    what: "mirror topic",
+                    name: format!("{link}/{t}"),
+                });
+            }
+        }
+        Ok(topics.to_vec())
+    }
+}
+
+fn settings_from(configs: &BTreeMap<String, String>) -> TargetTopicSettings {
+    let mut s = TargetTopicSettings::default();
+    if let Some(v) = configs.get("compression.type") {
+        s.compression_type = v.clone();
+    }
+    if let Some(v) = configs
+        .get("max.message.bytes")
+        .and_then(|v| v.parse().ok())
+    {
+        s.max_message_bytes = v;
+    }
+    if let Some(v) = configs.get("cleanup.policy") {
+        s.compacted = v.contains("compact");
+    }
+    s
+}
