@@ -135,6 +135,7 @@ pub fn status_json(s: &pb::StatusResponse) -> Value {
                 "target_log_end": p.target_log_end, "lag": p.lag, "owner": p.owner,
                 "lost": p.lost.iter().map(|l| json!({"from": l.from, "to": l.to})).collect::<Vec<_>>(),
                 "error": p.error, "bytes_copied": p.bytes_copied, "records_copied": p.records_copied,
+                "updated_at_ms": p.updated_at_ms,
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })

@@ -156,6 +156,12 @@ impl Cutover {
     /// with the source's current end (the source must be quiet).
     pub fn wait_in_sync(&self, link: &str, timeout: Duration) -> Result<Value> {
         let deadline = Instant::now() + timeout;
+        // Only progress reported after this call counts (older documents
+        // describe the source as it was then).
+        let since_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
         let mut last = Value::Null;
         while Instant::now() < deadline {
             let s = self.cli_json(&["status", "--link", link])?;
@@ -167,6 +173,7 @@ impl Cutover {
                             p["state"] == "IN_SYNC"
                                 && p["lag"] == 0
                                 && p["target_log_end"] == p["source_log_end"]
+                                && p["updated_at_ms"].as_i64().is_some_and(|t| t >= since_ms)
                         })
                     })
                 });

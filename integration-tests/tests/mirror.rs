@@ -301,3 +301,127 @@ fn bad_requests_get_clear_errors_and_change_nothing() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn pause_resume_report_lost_ranges_exactly_and_remove_leaves_nothing_behind() -> Result<()> {
+    const T: &str = "retained";
+    let bed = Bed::start("mirror_pause_lost_remove")?;
+    bed.clusters.create_topic_both(T, 2)?;
+    for p in 0..2 {
+        produce(bed.source_bootstrap(), T, p, 1_000, &ProduceSpec::default())?;
+    }
+    let mut cutover = Cutover::start(&bed)?;
+    cutover.add_fetcher()?;
+    cutover.cli_json(&[
+        "link",
+        "create",
+        "l1",
+        "--source",
+        bed.source_bootstrap(),
+        "--target",
+        bed.target_bootstrap(),
+    ])?;
+    cutover.cli_json(&["mirror", "add", "--link", "l1", T])?;
+    cutover.wait_in_sync("l1", Duration::from_secs(60))?;
+
+    // Paused: the fetcher lets go of the partitions and copies nothing.
+    let paused = cutover.cli_json(&["mirror", "pause", "--link", "l1", T])?;
+    assert_eq!(paused["paused"][0], T);
+    cutover.wait_owners("l1", Duration::from_secs(30), |o| o.is_empty())?;
+    let (_, copied_end) = watermarks(bed.target_bootstrap(), T, 0)?;
+    assert_eq!(copied_end, 1_000);
+    produce(
+        bed.source_bootstrap(),
+        T,
+        0,
+        500,
+        &ProduceSpec {
+            first_seq: 1_000,
+            ..ProduceSpec::default()
+        },
+    )?;
+    // Retention on the source deletes records the mirror has not copied.
+    let new_start = bed.clusters.force_trim(Side::Source, T, 0)?;
+    assert!(
+        new_start > copied_end,
+        "trim left the log start at {new_start}"
+    );
+    let status = cutover.cli_json(&["status", "--link", "l1"])?;
+    assert!(
+        status["topics"][0]["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["state"] == "PAUSED"),
+        "{status:#}"
+    );
+    assert_eq!(
+        watermarks(bed.target_bootstrap(), T, 0)?.1,
+        copied_end,
+        "a paused mirror copied records"
+    );
+
+    // Resumed: the lost range is filled (offsets stay aligned) and reported exactly.
+    cutover.cli_json(&["mirror", "resume", "--link", "l1", T])?;
+    let status = cutover.wait_in_sync("l1", Duration::from_secs(120))?;
+    let p0 = &status["topics"][0]["partitions"][0];
+    assert_eq!(
+        p0["lost"],
+        serde_json::json!([{"from": copied_end, "to": new_start}]),
+        "{p0:#}"
+    );
+    let lost_metric = cutover.fetchers[0].metric_sum("cutover_fetcher_lost_records_total")?;
+    assert_eq!(lost_metric, (new_start - copied_end) as f64);
+    let (t_low, _) = watermarks(bed.target_bootstrap(), T, 0)?;
+    let from = t_low.max(copied_end);
+    if from < new_start {
+        for r in read_partition(bed.target_bootstrap(), T, 0, from, new_start)? {
+            let marker = r
+                .headers
+                .iter()
+                .find(|h| h.key == "cutover.filler")
+                .and_then(|h| h.value.clone());
+            assert_eq!(
+                marker.as_deref(),
+                Some(&b"lost"[..]),
+                "offset {} is not a lost-range filler",
+                r.offset
+            );
+        }
+    }
+    for p in 0..2 {
+        assert_mirrored(&bed, T, p)?;
+    }
+    let (code, out, _) = cutover.cli_raw(&["status", "--link", "l1"])?;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!("LOST offsets [{copied_end}, {new_start})")),
+        "{out}"
+    );
+
+    // Removed: fetchers stop and no key of the mirror stays in etcd.
+    cutover.cli_json(&["mirror", "remove", "--link", "l1", T])?;
+    cutover.wait_owners("l1", Duration::from_secs(30), |o| o.is_empty())?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, kvs) = etcd_state(&bed)?;
+        let left: Vec<&String> = kvs
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.contains(&format!("/{T}")))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "keys of the removed mirror stay in etcd: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        cutover.cli_json(&["mirror", "list", "--link", "l1"])?,
+        serde_json::json!([])
+    );
+    Ok(())
+}

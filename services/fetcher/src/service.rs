@@ -289,6 +289,13 @@ impl Fetcher {
             .collect();
         for r in stale {
             self.stop(&r, true).await;
+            // A removed mirror keeps no progress behind (the orchestrator
+            // deleted it; a publish may have raced with that).
+            if let Some((link, topic, p)) = keys::parse_fetch_resource(&r) {
+                if !mirrors.iter().any(|m| m.link == link && m.topic == topic) {
+                    let _ = self.coord.delete(&keys::progress(&link, &topic, p)).await;
+                }
+            }
         }
 
         let mut resources: Vec<String> = desired.keys().cloned().collect();

@@ -81,7 +81,10 @@ impl Orchestrator {
                     pb::PartitionState::PartitionPaused as i32
                 } else if owner.is_empty() {
                     pb::PartitionState::Unassigned as i32
-                } else if ps.state == 0 {
+                } else if ps.state == 0
+                    || (ps.state == pb::PartitionState::InSync as i32 && ps.lag > 0)
+                {
+                    // In sync means nothing left to copy as of the last report.
                     pb::PartitionState::Syncing as i32
                 } else {
                     ps.state
