@@ -53,34 +53,50 @@ pub struct Cutover {
     next_fetcher: usize,
     /// Extra flags for every fetcher started from now on.
     pub fetcher_flags: Vec<String>,
+    /// Orchestrators started with [`Cutover::add_orchestrator`]: (id, process, gRPC URL).
+    pub more_orchestrators: Vec<(String, ServiceProcess, String)>,
 }
 
 const READY: Duration = Duration::from_secs(30);
 
+fn spawn_orchestrator(
+    etcd: &str,
+    id: &str,
+    log_dir: &std::path::Path,
+) -> Result<(ServiceProcess, String)> {
+    let grpc = format!("127.0.0.1:{}", free_port()?);
+    let http = format!("127.0.0.1:{}", free_port()?);
+    let args: Vec<String> = [
+        "--id",
+        id,
+        "--etcd",
+        etcd,
+        "--grpc-addr",
+        &grpc,
+        "--http-addr",
+        &http,
+        "--sync-interval-ms",
+        "1000",
+        "--lease-ttl-secs",
+        "3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let process = ServiceProcess::spawn(id, "cutover-orchestrator", &args, log_dir)?;
+    process.wait_http_ok(&format!("http://{http}/healthz"), READY)?;
+    Ok((process, format!("http://{grpc}")))
+}
+
 impl Cutover {
-    /// Starts the orchestrator and waits until it is ready.
+    /// Starts the orchestrator (id `orchestrator-1`) and waits until it is ready.
     pub fn start(bed: &Bed) -> Result<Cutover> {
-        let grpc = format!("127.0.0.1:{}", free_port()?);
-        let http = format!("127.0.0.1:{}", free_port()?);
-        let orchestrator = ServiceProcess::spawn(
-            "orchestrator",
-            "cutover-orchestrator",
-            &[
-                "--etcd".into(),
-                bed.etcd_endpoint().into(),
-                "--grpc-addr".into(),
-                grpc.clone(),
-                "--http-addr".into(),
-                http.clone(),
-                "--sync-interval-ms".into(),
-                "1000".into(),
-            ],
-            bed.log_dir(),
-        )?;
-        orchestrator.wait_http_ok(&format!("http://{http}/healthz"), READY)?;
+        let (orchestrator, server) =
+            spawn_orchestrator(bed.etcd_endpoint(), "orchestrator-1", bed.log_dir())?;
         Ok(Cutover {
             orchestrator,
-            server: format!("http://{grpc}"),
+            server,
+            more_orchestrators: Vec::new(),
             fetchers: Vec::new(),
             etcd: bed.etcd_endpoint().to_string(),
             log_dir: bed.log_dir().to_path_buf(),
@@ -94,6 +110,14 @@ impl Cutover {
                 "300".into(),
             ],
         })
+    }
+
+    /// Starts one more orchestrator (`orchestrator-2`, ...); returns its gRPC URL.
+    pub fn add_orchestrator(&mut self) -> Result<String> {
+        let id = format!("orchestrator-{}", self.more_orchestrators.len() + 2);
+        let (process, server) = spawn_orchestrator(&self.etcd, &id, &self.log_dir)?;
+        self.more_orchestrators.push((id, process, server.clone()));
+        Ok(server)
     }
 
     /// Starts one more fetcher and waits until it is ready.
@@ -128,9 +152,14 @@ impl Cutover {
 
     /// Runs the real CLI; returns (exit code, stdout, stderr).
     pub fn cli_raw(&self, args: &[&str]) -> Result<(i32, String, String)> {
+        self.cli_raw_at(&self.server, args)
+    }
+
+    /// Runs the real CLI against the orchestrator at `server`.
+    pub fn cli_raw_at(&self, server: &str, args: &[&str]) -> Result<(i32, String, String)> {
         let out = Command::new(bin_path("cutover")?)
             .arg("--server")
-            .arg(&self.server)
+            .arg(server)
             .args(args)
             .output()
             .context("running the cutover CLI")?;
@@ -253,5 +282,41 @@ impl Cutover {
             .iter()
             .find(|f| f.id == id)
             .ok_or_else(|| anyhow!("no fetcher {id}"))
+    }
+}
+
+/// Polls a condition that has no event to await (e.g. a metric of another
+/// process), every 100 ms until `timeout`.
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f()? {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+impl Cutover {
+    /// `cutover link create <link>` between the bed's clusters, then
+    /// `cutover mirror add --link <link> <topics>`; returns the added mirrors.
+    pub fn mirror(&self, bed: &Bed, link: &str, topics: &[&str]) -> Result<Value> {
+        self.cli_json(&[
+            "link",
+            "create",
+            link,
+            "--source",
+            bed.source_bootstrap(),
+            "--target",
+            bed.target_bootstrap(),
+        ])?;
+        let mut args = vec!["mirror", "add", "--link", link];
+        args.extend_from_slice(topics);
+        self.cli_json(&args)
     }
 }

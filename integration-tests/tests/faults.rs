@@ -1,25 +1,14 @@
 //! Faults injected by the mock clusters while the fetcher copies: leader
 //! changes, broker outages, request errors and latency, on either cluster.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
-use cutover_integration_tests::cutover::{assert_mirrored, Cutover, Fetcher};
+use cutover_integration_tests::cutover::{assert_mirrored, wait_until, Cutover, Fetcher};
 use cutover_integration_tests::*;
 
 const TOPIC: &str = "faulty";
 const N: i32 = 4;
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f()? {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    anyhow::bail!("timed out after {timeout:?} waiting for {what}")
-}
 
 /// Waits until the fetcher has copied more records than now: replication goes on.
 fn wait_progress(f: &Fetcher, what: &str) -> Result<()> {

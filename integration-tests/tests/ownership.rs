@@ -1,9 +1,9 @@
 //! Fetchers sharing partitions through etcd leases, with real processes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
-use cutover_integration_tests::cutover::{assert_mirrored, Cutover};
+use cutover_integration_tests::cutover::{assert_mirrored, wait_until, Cutover};
 use cutover_integration_tests::*;
 
 fn live_spec() -> ProduceSpec {
@@ -13,18 +13,6 @@ fn live_spec() -> ProduceSpec {
         first_seq: 1_000_000,
         ..ProduceSpec::default()
     }
-}
-
-/// Polls a condition that has no event to await (a metric in another process).
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f()? {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    anyhow::bail!("timed out after {timeout:?} waiting for {what}")
 }
 
 #[test]

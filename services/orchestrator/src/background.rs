@@ -2,7 +2,6 @@
 //! source (partitions added on the source are added on the target; copied
 //! configs follow changes).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,13 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::links::connect;
+use crate::mirrors::copyable_configs;
 use crate::Orchestrator;
-
-const NOT_SYNCED: &[&str] = &[
-    "message.timestamp.type",
-    "leader.replication.throttled.replicas",
-    "follower.replication.throttled.replicas",
-];
 
 pub async fn run(orch: Arc<Orchestrator>, cancel: CancellationToken) {
     let ttl = Duration::from_secs(orch.cfg.lease_ttl_secs.max(2));
@@ -148,25 +142,13 @@ async fn sync_topic(
         && target.supports(ApiKey::DescribeConfigs)
         && target.supports(ApiKey::IncrementalAlterConfigs)
     {
-        let copyable = |entries: Vec<cutover_kafka::ConfigEntry>| -> BTreeMap<String, String> {
-            entries
-                .into_iter()
-                .filter(|c| {
-                    !c.is_default
-                        && !c.read_only
-                        && !c.sensitive
-                        && !NOT_SYNCED.contains(&c.name.as_str())
-                })
-                .filter_map(|c| c.value.map(|v| (c.name, v)))
-                .collect()
-        };
-        let s = copyable(
+        let s = copyable_configs(
             source
                 .describe_topic_configs(&topic)
                 .await
                 .map_err(|e| e.to_string())?,
         );
-        let t = copyable(
+        let t = copyable_configs(
             target
                 .describe_topic_configs(&topic)
                 .await

@@ -26,6 +26,18 @@ const NOT_COPIED: &[&str] = &[
     "follower.replication.throttled.replicas",
 ];
 
+/// The topic-level configs of a source topic that are copied to (and kept in
+/// sync on) the target: set on the topic itself, writable, not secret.
+pub fn copyable_configs(entries: Vec<cutover_kafka::ConfigEntry>) -> BTreeMap<String, String> {
+    entries
+        .into_iter()
+        .filter(|c| {
+            !c.is_default && !c.read_only && !c.sensitive && !NOT_COPIED.contains(&c.name.as_str())
+        })
+        .filter_map(|c| c.value.map(|v| (c.name, v)))
+        .collect()
+}
+
 fn is_internal(topic: &str) -> bool {
     topic.starts_with("__")
 }
