@@ -38,6 +38,10 @@ pub fn copyable_configs(entries: Vec<cutover_kafka::ConfigEntry>) -> BTreeMap<St
         .collect()
 }
 
+/// etcd refuses transactions of more than 128 operations by default
+/// (`--max-txn-ops`); one request's mirrors are written in one transaction.
+const MAX_MIRRORS_PER_REQUEST: usize = 100;
+
 fn is_internal(topic: &str) -> bool {
     topic.starts_with("__")
 }
@@ -148,6 +152,12 @@ impl Orchestrator {
             ));
         }
         selected.sort();
+        if selected.len() > MAX_MIRRORS_PER_REQUEST {
+            return Err(ApiError::BadRequest(format!(
+                "{} topics selected; add at most {MAX_MIRRORS_PER_REQUEST} per request (all of a request are stored in one etcd transaction), e.g. with narrower --include patterns",
+                selected.len()
+            )));
+        }
 
         let mut plans = Vec::with_capacity(selected.len());
         for topic in &selected {
