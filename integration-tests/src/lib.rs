@@ -24,6 +24,7 @@
 //! ```
 
 pub mod bed;
+pub mod bench;
 pub mod clients;
 pub mod clusters;
 pub mod cutover;

@@ -15,7 +15,9 @@ fn wait_for_offset_and_progress_answer_with_the_right_codes() -> Result<()> {
     let mut cutover = Cutover::start(&bed)?;
     cutover.add_fetcher()?;
     cutover.mirror(&bed, "l1", &[T])?;
-    cutover.wait_owners("l1", std::time::Duration::from_secs(30), |o| o.get("fetcher-1") == Some(&2))?;
+    cutover.wait_owners("l1", std::time::Duration::from_secs(30), |o| {
+        o.get("fetcher-1") == Some(&2)
+    })?;
     let grpc = format!("http://{}", cutover.fetchers[0].grpc);
 
     let rt = tokio::runtime::Runtime::new()?;
@@ -32,22 +34,38 @@ fn wait_for_offset_and_progress_answer_with_the_right_codes() -> Result<()> {
         let r = c.wait_for_offset(req(0, 1_000, 30_000)).await?.into_inner();
         assert!(r.target_log_end >= 1_000, "{r:?}");
 
-        let e = c.wait_for_offset(req(0, 1_000_000, 300)).await.expect_err("cannot reach that offset");
+        let e = c
+            .wait_for_offset(req(0, 1_000_000, 300))
+            .await
+            .expect_err("cannot reach that offset");
         assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e:?}");
         assert!(e.message().contains("1000000"), "{}", e.message());
 
-        let e = c.wait_for_offset(req(0, 1, 0)).await.expect_err("zero timeout");
+        let e = c
+            .wait_for_offset(req(0, 1, 0))
+            .await
+            .expect_err("zero timeout");
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
 
         let e = c
-            .wait_for_offset(pb::WaitForOffsetRequest { topic: "other".into(), ..req(0, 1, 100) })
+            .wait_for_offset(pb::WaitForOffsetRequest {
+                topic: "other".into(),
+                ..req(0, 1, 100)
+            })
             .await
             .expect_err("not owned here");
         assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
 
-        let p = c.get_progress(pb::GetProgressRequest {}).await?.into_inner();
+        let p = c
+            .get_progress(pb::GetProgressRequest {})
+            .await?
+            .into_inner();
         assert_eq!(p.fetcher_id, "fetcher-1");
-        let p0 = p.partitions.iter().find(|p| p.topic == T && p.partition == 0).expect("partition 0 in progress");
+        let p0 = p
+            .partitions
+            .iter()
+            .find(|p| p.topic == T && p.partition == 0)
+            .expect("partition 0 in progress");
         assert_eq!(p0.target_log_end, 1_000);
         assert_eq!(p0.records_copied, 1_000);
         assert_eq!(p.partitions.len(), 2, "{p:?}");

@@ -135,8 +135,6 @@ pub struct OutBatch {
     pub kind: OutKind,
     header: [u8; HEADER_LEN],
     body: Bytes,
-    /// CRC-32C of `body`, so stamping only hashes the 40 header bytes.
-    body_crc: u32,
 }
 
 impl OutBatch {
@@ -160,14 +158,12 @@ impl OutBatch {
             h[RECORD_COUNT_POS + 2],
             h[RECORD_COUNT_POS + 3],
         ]);
-        let body_crc = crc32c::crc32c(&body);
         let mut out = OutBatch {
             source_offset,
             record_count,
             kind,
             header: h,
             body,
-            body_crc,
         };
         out.stamp(NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE);
         out
@@ -186,8 +182,10 @@ impl OutBatch {
         h[PRODUCER_ID_POS..PRODUCER_EPOCH_POS].copy_from_slice(&producer_id.to_be_bytes());
         h[PRODUCER_EPOCH_POS..BASE_SEQUENCE_POS].copy_from_slice(&producer_epoch.to_be_bytes());
         h[BASE_SEQUENCE_POS..RECORD_COUNT_POS].copy_from_slice(&base_sequence.to_be_bytes());
+        // One hardware pass over the records: crc32c_combine's matrix method
+        // costs about ten times that (measured by `just bench-fetcher`).
         let head_crc = crc32c::crc32c(&h[ATTRIBUTES_POS..]);
-        let crc = crc32c::crc32c_combine(head_crc, self.body_crc, self.body.len());
+        let crc = crc32c::crc32c_append(head_crc, &self.body);
         h[CRC_POS..ATTRIBUTES_POS].copy_from_slice(&crc.to_be_bytes());
     }
 

@@ -36,9 +36,11 @@ pub struct FetcherConfig {
     /// Bytes per fetch request.
     #[arg(long, env = "CUTOVER_FETCH_MAX_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub fetch_max_bytes: i32,
-    /// Longest wait of a fetch for new data on the source.
-    #[arg(long, env = "CUTOVER_FETCH_MAX_WAIT_MS", default_value_t = 250)]
-    pub fetch_max_wait_ms: u64,
+    /// How long a caught-up partition waits before asking the source again
+    /// (bounds the delay of new records). Fetches never long-poll the broker:
+    /// a long poll would hold the connection every partition shares.
+    #[arg(long, env = "CUTOVER_IDLE_POLL_MS", default_value_t = 50)]
+    pub idle_poll_ms: u64,
     /// Source batches smaller than this are merged into one target batch.
     #[arg(long, env = "CUTOVER_COALESCE_BELOW_BYTES", default_value_t = 16 * 1024)]
     pub coalesce_below_bytes: usize,
@@ -66,8 +68,8 @@ impl FetcherConfig {
     pub fn kafka_timeout(&self) -> Duration {
         Duration::from_millis(self.kafka_timeout_ms.max(1000))
     }
-    pub fn fetch_max_wait(&self) -> Duration {
-        Duration::from_millis(self.fetch_max_wait_ms.clamp(10, 10_000))
+    pub fn idle_poll(&self) -> Duration {
+        Duration::from_millis(self.idle_poll_ms.clamp(1, 10_000))
     }
     pub fn progress_interval(&self) -> Duration {
         Duration::from_millis(self.progress_interval_ms.clamp(100, 60_000))

@@ -139,7 +139,8 @@ pub async fn run(cfg: FetcherConfig, shutdown: CancellationToken) -> Result<(), 
             cutover_kafka::FetchOptions {
                 max_bytes: cfg.fetch_max_bytes,
                 partition_max_bytes: cfg.fetch_max_bytes.min(4 * 1024 * 1024),
-                max_wait: cfg.fetch_max_wait(),
+                // Never a broker-side long poll; see FetcherConfig::idle_poll_ms.
+                max_wait: Duration::ZERO,
                 min_bytes: 1,
                 read_committed: true,
             },
@@ -368,6 +369,7 @@ impl Fetcher {
         let settings = ReplicatorSettings {
             max_inflight: self.cfg.max_inflight as usize,
             coalesce_below_bytes: self.cfg.coalesce_below_bytes,
+            idle_poll: self.cfg.idle_poll(),
             kafka_timeout: self.cfg.kafka_timeout(),
         };
         let (coord, session, board, metrics, owner) = (
