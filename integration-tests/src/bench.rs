@@ -23,7 +23,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::records::Codec;
+use crate::records::{Codec, SplitMix64};
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`;
 /// 100 on every mainstream Linux, used if `getconf` is missing).
@@ -164,23 +164,6 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// SplitMix64: deterministic, fast, good enough for synthetic data.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 const WORDS: [&str; 32] = [
     "express",
     "gift",
@@ -221,7 +204,7 @@ const STATUS: [&str; 5] = ["created", "paid", "packed", "shipped", "delivered"];
 /// order event value (about 260 bytes) of the kind real topics carry: it
 /// compresses (lz4 about 2x within a 64 KiB batch) but is not trivial.
 pub fn bench_record(seq: u64) -> (Vec<u8>, Vec<u8>) {
-    let mut rng = Rng(seq.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0x5bd1_e995);
+    let mut rng = SplitMix64::new(seq.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0x5bd1_e995);
     let customer = rng.below(100_000);
     let key = format!("cust-{customer:05}").into_bytes();
     let note: Vec<&str> = (0..6)

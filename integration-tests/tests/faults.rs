@@ -57,16 +57,7 @@ fn replication_recovers_from_faults_on_both_clusters() -> Result<()> {
         .fetcher_flags
         .extend(["--max-inflight".to_string(), "1".to_string()]);
     cutover.add_fetcher()?;
-    cutover.cli_json(&[
-        "link",
-        "create",
-        "l1",
-        "--source",
-        bed.source_bootstrap(),
-        "--target",
-        bed.target_bootstrap(),
-    ])?;
-    cutover.cli_json(&["mirror", "add", "--link", "l1", TOPIC])?;
+    cutover.mirror(&bed, "l1", &[TOPIC])?;
     let parts: Vec<(String, i32)> = (0..N).map(|p| (TOPIC.to_string(), p)).collect();
     let spec = ProduceSpec {
         mode: ProduceMode::Idempotent,

@@ -56,16 +56,7 @@ fn mirror_keeps_offsets_identical_for_every_codec_and_producer_kind() -> Result<
     let mut cutover = Cutover::start(&bed)?;
     cutover.add_fetcher()?;
     cutover.add_fetcher()?;
-    cutover.cli_json(&[
-        "link",
-        "create",
-        "l1",
-        "--source",
-        bed.source_bootstrap(),
-        "--target",
-        bed.target_bootstrap(),
-    ])?;
-    let added = cutover.cli_json(&["mirror", "add", "--link", "l1", TOPIC])?;
+    let added = cutover.mirror(&bed, "l1", &[TOPIC])?;
     assert_eq!(added["mirrors"][0]["partitions"], PARTITIONS);
 
     // Writes keep flowing on the source while the mirror catches up.
@@ -312,16 +303,7 @@ fn pause_resume_report_lost_ranges_exactly_and_remove_leaves_nothing_behind() ->
     }
     let mut cutover = Cutover::start(&bed)?;
     cutover.add_fetcher()?;
-    cutover.cli_json(&[
-        "link",
-        "create",
-        "l1",
-        "--source",
-        bed.source_bootstrap(),
-        "--target",
-        bed.target_bootstrap(),
-    ])?;
-    cutover.cli_json(&["mirror", "add", "--link", "l1", T])?;
+    cutover.mirror(&bed, "l1", &[T])?;
     cutover.wait_in_sync("l1", Duration::from_secs(60))?;
 
     // Paused: the fetcher lets go of the partitions and copies nothing.

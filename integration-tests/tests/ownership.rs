@@ -41,16 +41,7 @@ fn killed_fetcher_is_replaced_within_the_lease_timeout_without_gap_or_duplicate(
     ];
     cutover.add_fetcher()?;
     cutover.add_fetcher()?;
-    cutover.cli_json(&[
-        "link",
-        "create",
-        "l1",
-        "--source",
-        bed.source_bootstrap(),
-        "--target",
-        bed.target_bootstrap(),
-    ])?;
-    cutover.cli_json(&["mirror", "add", "--link", "l1", TOPIC])?;
+    cutover.mirror(&bed, "l1", &[TOPIC])?;
 
     let parts: Vec<(String, i32)> = (0..N).map(|p| (TOPIC.to_string(), p)).collect();
     let load = LoadGenerator::start(bed.source_bootstrap(), &parts, 3_000, live_spec())?;
@@ -118,16 +109,7 @@ fn fetchers_share_fairly_and_sigterm_hands_over_before_the_lease_could_expire() 
         "200".into(),
     ];
     cutover.add_fetcher()?;
-    cutover.cli_json(&[
-        "link",
-        "create",
-        "l1",
-        "--source",
-        bed.source_bootstrap(),
-        "--target",
-        bed.target_bootstrap(),
-    ])?;
-    cutover.cli_json(&["mirror", "add", "--link", "l1", TOPIC])?;
+    cutover.mirror(&bed, "l1", &[TOPIC])?;
     let n = N as usize;
     cutover.wait_owners("l1", Duration::from_secs(30), |o| {
         o.get("fetcher-1") == Some(&n)
