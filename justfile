@@ -31,8 +31,13 @@ bench-fetcher:
     cargo build --release --workspace --bins
     cargo run --release -q -p cutover-integration-tests --bin cutover-bench-fetcher
 
+# Copy rate of a mirror under a link bandwidth limit (fails if the limit does not hold).
+bench-bandwidth:
+    cargo build --release --workspace --bins
+    cargo run --release -q -p cutover-integration-tests --bin cutover-bench-bandwidth
+
 # All benchmarks.
-bench: bench-fetcher
+bench: bench-fetcher bench-bandwidth
 
 # Fuzz the record batch decoder and the transformation (needs nightly and cargo-fuzz).
 fuzz target="batches" seconds="60":

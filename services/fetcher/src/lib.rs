@@ -2,9 +2,11 @@
 //! identical offsets. Fetchers share the partitions through etcd leases.
 //!
 //! Layout: [`service`] runs one fetcher (session, membership, balancing,
-//! progress, gRPC); [`replicator`] copies one partition; [`clusters`] caches
+//! progress, gRPC); [`replicator`] copies one partition; [`bandwidth`] holds
+//! the per-link limit; [`clusters`] caches
 //! Kafka connections per link.
 
+pub mod bandwidth;
 pub mod clusters;
 pub mod config;
 pub mod fetch_mux;

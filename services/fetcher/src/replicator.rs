@@ -7,7 +7,6 @@
 //! owner (or a restart after an error) reads it and resumes the source there.
 
 use std::collections::VecDeque;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,13 +22,20 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::bandwidth::LinkBandwidth;
 use crate::metrics::{Metrics, PartitionMetrics};
 use crate::progress::{PartitionKey, ProgressBoard};
 
 /// Kafka's OFFSET_OUT_OF_RANGE.
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 
-pub type Limiter = governor::DefaultDirectRateLimiter;
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The acknowledged target log end as last published (-1 before the first attempt).
+fn acked_end(ctx: &PartitionCtx) -> i64 {
+    ctx.board.get(&ctx.key).map_or(-1, |p| p.target_log_end)
+}
 
 /// Everything one partition replicator needs; cheap to clone.
 #[derive(Clone)]
@@ -46,7 +52,8 @@ pub struct PartitionCtx {
     pub session: Arc<Session>,
     pub board: ProgressBoard,
     pub metrics: Metrics,
-    pub limiter: Option<Arc<Limiter>>,
+    /// The link's bandwidth limit, shared by its partitions on this fetcher.
+    pub bandwidth: Arc<LinkBandwidth>,
     pub settings: ReplicatorSettings,
 }
 
@@ -96,12 +103,13 @@ impl From<cutover_coord::CoordError> for ReplicateError {
 pub async fn run(ctx: PartitionCtx, cancel: CancellationToken) -> Result<(), ReplicateError> {
     let span = tracing::info_span!("replicate", link = %ctx.key.link, topic = %ctx.key.topic, partition = ctx.key.partition);
     async move {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = INITIAL_BACKOFF;
         loop {
             ctx.board.update(&ctx.key, |p| {
                 p.owner = ctx.owner.clone();
             });
             let lost = ctx.session.lost();
+            let acked_before = acked_end(&ctx);
             let result = tokio::select! {
                 r = run_once(&ctx, &cancel) => r,
                 _ = lost.cancelled() => Err(ReplicateError::LeaseLost),
@@ -109,6 +117,12 @@ pub async fn run(ctx: PartitionCtx, cancel: CancellationToken) -> Result<(), Rep
             match result {
                 Ok(()) => return Ok(()),
                 Err(ReplicateError::Transient(msg)) => {
+                    // An attempt that copied something ended a streak of
+                    // failures: the next error is a new incident, not the
+                    // tenth retry of an old one that waits 10 s.
+                    if acked_end(&ctx) > acked_before {
+                        backoff = INITIAL_BACKOFF;
+                    }
                     warn!(error = %msg, backoff_ms = backoff.as_millis() as u64, "replication interrupted; retrying");
                     ctx.metrics.errors.with_label_values(&[&ctx.key.link, &ctx.key.topic, &ctx.key.partition.to_string(), "transient"]).inc();
                     ctx.board.update(&ctx.key, |p| p.error = msg.clone());
@@ -117,7 +131,7 @@ pub async fn run(ctx: PartitionCtx, cancel: CancellationToken) -> Result<(), Rep
                         _ = cancel.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(ReplicateError::Fatal(msg)) => {
                     warn!(error = %msg, "partition failed; it needs an operator");
@@ -442,9 +456,7 @@ impl Attempt<'_> {
                 batch.source_offset
             )));
         }
-        if let Some(limiter) = &ctx.limiter {
-            wait_for_bandwidth(limiter, bytes.len()).await;
-        }
+        ctx.bandwidth.acquire(bytes.len()).await;
         if self.inflight.len() >= ctx.settings.max_inflight {
             self.complete_oldest().await?;
         }
@@ -524,27 +536,4 @@ impl Attempt<'_> {
         }
         Ok(())
     }
-}
-
-async fn wait_for_bandwidth(limiter: &Limiter, bytes: usize) {
-    // The limiter's burst is at least one maximal batch, so chunks of it always fit.
-    let mut left = bytes;
-    while left > 0 {
-        let chunk = left.min(64 * 1024);
-        let n = NonZeroU32::new(chunk as u32).unwrap_or(NonZeroU32::MIN);
-        if limiter.until_n_ready(n).await.is_err() {
-            // More than the burst: cannot happen with 64 KiB chunks and a burst >= 64 KiB.
-            return;
-        }
-        left -= chunk;
-    }
-}
-
-/// A limiter for `bytes_per_sec` (None when unlimited).
-pub fn limiter(bytes_per_sec: u64) -> Option<Arc<Limiter>> {
-    let rate = NonZeroU32::new(bytes_per_sec.min(u32::MAX as u64) as u32)?;
-    let burst = NonZeroU32::new(rate.get().max(64 * 1024))?;
-    Some(Arc::new(governor::RateLimiter::direct(
-        governor::Quota::per_second(rate).allow_burst(burst),
-    )))
 }

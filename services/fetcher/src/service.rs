@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
+use crate::bandwidth::{self, LinkBandwidth};
 use crate::clusters::ClusterCache;
 use crate::config::FetcherConfig;
 use crate::metrics::Metrics;
@@ -51,8 +52,8 @@ struct Fetcher {
     metrics: Metrics,
     clusters: ClusterCache,
     running: HashMap<String, Running>,
-    /// Rate limiters per link (share of the link's limit).
-    limiters: HashMap<String, (u64, Option<Arc<replicator::Limiter>>)>,
+    /// This fetcher's share of each link's bandwidth limit.
+    bandwidth: HashMap<String, Arc<LinkBandwidth>>,
 }
 
 /// Runs a fetcher until `shutdown` fires (then stops gracefully) or its lease is lost.
@@ -152,7 +153,7 @@ pub async fn run(cfg: FetcherConfig, shutdown: CancellationToken) -> Result<(), 
         board,
         metrics,
         running: HashMap::new(),
-        limiters: HashMap::new(),
+        bandwidth: HashMap::new(),
     };
     let result = fetcher.main_loop(&shutdown).await;
 
@@ -313,8 +314,7 @@ impl Fetcher {
             }
             if cutover_coord::try_claim(&self.coord, &self.session, &r, &self.id).await? {
                 if let Some((link, mirror, p)) = desired.get(&r) {
-                    let fetchers = members.len().max(1) as u64;
-                    self.start(r.clone(), link.clone(), mirror.clone(), *p, fetchers);
+                    self.start(r.clone(), link.clone(), mirror.clone(), *p);
                 }
             }
         }
@@ -323,8 +323,7 @@ impl Fetcher {
         for (r, owner) in &owners {
             if owner == &self.id && !self.running.contains_key(r) && !released.contains(r) {
                 if let Some((link, mirror, p)) = desired.get(r) {
-                    let fetchers = members.len().max(1) as u64;
-                    self.start(r.clone(), link.clone(), mirror.clone(), *p, fetchers);
+                    self.start(r.clone(), link.clone(), mirror.clone(), *p);
                 } else {
                     let _ = cutover_coord::release(&self.coord, r, &self.id).await;
                 }
@@ -332,39 +331,53 @@ impl Fetcher {
         }
         let live: Vec<String> = links.keys().cloned().collect();
         self.clusters.retain(&live).await;
+        self.share_bandwidth(&links, &desired);
         self.metrics.owned_partitions.set(self.running.len() as i64);
         Ok(())
     }
 
-    fn limiter_for(&mut self, link: &Link, fetchers: u64) -> Option<Arc<replicator::Limiter>> {
-        let total = link.options.bandwidth_limit_bytes_per_sec;
-        if total == 0 {
-            return None;
+    /// Gives each link this fetcher's part of its bandwidth limit: in
+    /// proportion to the link's partitions running here.
+    fn share_bandwidth(
+        &mut self,
+        links: &HashMap<String, Link>,
+        desired: &HashMap<String, (Link, MirrorTopic, i32)>,
+    ) {
+        self.bandwidth.retain(|name, _| links.contains_key(name));
+        for (name, link) in links {
+            let partitions = desired.values().filter(|(l, _, _)| &l.name == name).count();
+            let here = self
+                .running
+                .values()
+                .filter(|r| &r.key.link == name)
+                .count();
+            let rate =
+                bandwidth::share(link.options.bandwidth_limit_bytes_per_sec, here, partitions);
+            let bw = self.bandwidth_of(link);
+            if bw.rate() != rate {
+                info!(link = %name, bytes_per_sec = rate, partitions_here = here, partitions, "bandwidth share set");
+                bw.set_rate(rate);
+            }
         }
-        // Each fetcher takes an even share of the link's limit.
-        let share = (total / fetchers).max(1);
-        let entry = self.limiters.entry(link.name.clone()).or_insert((0, None));
-        if entry.0 != share {
-            *entry = (share, replicator::limiter(share));
-        }
-        entry.1.clone()
     }
 
-    fn start(
-        &mut self,
-        resource: String,
-        link: Link,
-        mirror: MirrorTopic,
-        partition: i32,
-        fetchers: u64,
-    ) {
+    /// A new link starts at its whole limit (never unlimited) until the end
+    /// of the balancing round works out this fetcher's part.
+    fn bandwidth_of(&mut self, link: &Link) -> Arc<LinkBandwidth> {
+        self.bandwidth
+            .entry(link.name.clone())
+            .or_insert_with(|| LinkBandwidth::new(link.options.bandwidth_limit_bytes_per_sec))
+            .clone()
+    }
+
+    fn start(&mut self, resource: String, link: Link, mirror: MirrorTopic, partition: i32) {
         let key = PartitionKey {
             link: link.name.clone(),
             topic: mirror.topic.clone(),
             partition,
         };
         let cancel = CancellationToken::new();
-        let limiter = self.limiter_for(&link, fetchers);
+        let bandwidth = self.bandwidth_of(&link);
         let clusters = self.clusters.clone();
         let settings = ReplicatorSettings {
             max_inflight: self.cfg.max_inflight as usize,
@@ -418,7 +431,7 @@ impl Fetcher {
                     session,
                     board,
                     metrics,
-                    limiter,
+                    bandwidth,
                     settings,
                 };
                 replicator::run(ctx, task_cancel).await
