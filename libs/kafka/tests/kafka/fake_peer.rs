@@ -7,18 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use cutover_kafka::kafka_protocol::messages::api_versions_response::ApiVersion;
-use cutover_kafka::kafka_protocol::messages::metadata_response::MetadataResponseBroker;
-use cutover_kafka::kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, BrokerId, MetadataResponse, ResponseHeader,
-};
-use cutover_kafka::kafka_protocol::protocol::{Encodable, StrBytes};
+use cutover_kafka::kafka_protocol::messages::ApiKey;
 use cutover_kafka::{Cluster, KafkaError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::common::config;
+use crate::peer::{self, read_request, response_frame, HANDSHAKE_APIS};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Misbehave {
@@ -62,45 +58,10 @@ fn noise(seed: u64, n: usize) -> Vec<u8> {
         .collect()
 }
 
-fn frame<T: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &T) -> Bytes {
-    let mut header = ResponseHeader::default();
-    header.correlation_id = correlation_id;
-    let mut payload = BytesMut::new();
-    header
-        .encode(&mut payload, api.response_header_version(version))
-        .unwrap();
-    body.encode(&mut payload, version).unwrap();
-    let mut out = BytesMut::new();
-    out.put_i32(payload.len() as i32);
-    out.put_slice(&payload);
-    out.freeze()
-}
-
-fn api_versions() -> ApiVersionsResponse {
-    let mut resp = ApiVersionsResponse::default();
-    resp.api_keys = [(ApiKey::ApiVersions, 0, 3), (ApiKey::Metadata, 0, 12)]
-        .into_iter()
-        .map(|(k, min, max)| {
-            let mut v = ApiVersion::default();
-            v.api_key = k as i16;
-            v.min_version = min;
-            v.max_version = max;
-            v
-        })
-        .collect();
-    resp
-}
-
-fn metadata(port: u16) -> MetadataResponse {
-    let mut b = MetadataResponseBroker::default();
-    b.node_id = BrokerId(0);
-    b.host = StrBytes::from_static_str("127.0.0.1");
-    b.port = port as i32;
-    let mut resp = MetadataResponse::default();
-    resp.brokers = vec![b];
-    resp.controller_id = BrokerId(0);
-    resp.cluster_id = Some(StrBytes::from_static_str("fake"));
-    resp
+/// The Metadata answer naming the fake as the only broker.
+fn metadata_frame(port: u16, version: i16, correlation_id: i32) -> Bytes {
+    let body = peer::metadata(&[port], 0, &[]);
+    response_frame(ApiKey::Metadata, version, correlation_id, &body).expect("encodable Metadata")
 }
 
 fn random_frame(seed: u64, correlation_id: i32) -> Bytes {
@@ -121,40 +82,39 @@ async fn serve(
     dropped: mpsc::Sender<()>,
 ) {
     loop {
-        let Ok(len) = sock.read_i32().await else {
+        let Some(req) = read_request(&mut sock).await else {
             return;
         };
-        let mut req = vec![0u8; len as usize];
-        if sock.read_exact(&mut req).await.is_err() {
-            return;
-        }
-        let api = i16::from_be_bytes([req[0], req[1]]);
-        let version = i16::from_be_bytes([req[2], req[3]]);
-        let corr = i32::from_be_bytes([req[4], req[5], req[6], req[7]]);
-        let misbehave = match api {
-            18 if mode == Misbehave::GarbageHandshake => true,
-            18 => {
-                let f = frame(ApiKey::ApiVersions, version, corr, &api_versions());
+        let version = req.header.request_api_version;
+        let corr = req.header.correlation_id;
+        let misbehave = match req.api {
+            ApiKey::ApiVersions if mode == Misbehave::GarbageHandshake => true,
+            ApiKey::ApiVersions => {
+                let f = response_frame(
+                    ApiKey::ApiVersions,
+                    version,
+                    corr,
+                    &peer::api_versions(&HANDSHAKE_APIS),
+                )
+                .expect("encodable ApiVersions");
                 sock.write_all(&f).await.unwrap();
                 false
             }
-            3 if !handshake_done.swap(true, Ordering::SeqCst) => {
-                let f = frame(ApiKey::Metadata, version, corr, &metadata(port));
+            ApiKey::Metadata if !handshake_done.swap(true, Ordering::SeqCst) => {
+                let f = metadata_frame(port, version, corr);
                 sock.write_all(&f).await.unwrap();
                 false
             }
-            3 => true,
+            ApiKey::Metadata => true,
             _ => return,
         };
         if !misbehave {
             continue;
         }
         let bytes = match mode {
-            Misbehave::WrongCorrelationId => {
-                frame(ApiKey::Metadata, version, corr + 1000, &metadata(port))
-            }
+            Misbehave::WrongCorrelationId => metadata_frame(port, version, corr + 1000),
             Misbehave::TruncatedBody => {
-                let full = frame(ApiKey::Metadata, version, corr, &metadata(port));
+                let full = metadata_frame(port, version, corr);
                 let keep = 4 + (full.len() - 4) / 2;
                 let mut out = BytesMut::new();
                 out.put_i32((keep - 4) as i32);

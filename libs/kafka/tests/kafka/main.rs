@@ -2,9 +2,11 @@
 //! against a misbehaving fake broker. One test binary, so the large
 //! librdkafka static library is linked once.
 
+mod admin;
 mod common;
 mod connect;
 mod data_path;
 mod fake_peer;
 mod faults;
 mod fetch_many;
+mod peer;
