@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::links::connect;
-use crate::mirrors::copyable_configs;
+use crate::plan::{copyable_configs, plan_config_sync, plan_partition_sync, PartitionSync};
 use crate::Orchestrator;
 
 pub async fn run(orch: Arc<Orchestrator>, cancel: CancellationToken) {
@@ -102,41 +102,49 @@ async fn sync_topic(
     let Some(src) = source.topic(&topic).await.map_err(|e| e.to_string())? else {
         return Err(format!("topic {topic} no longer exists on the source"));
     };
-    let n = src.partitions.len() as i32;
-    if n > m.partitions {
-        let tgt = target
-            .topic(&topic)
-            .await
-            .map_err(|e| e.to_string())?
-            .map(|t| t.partitions.len() as i32)
-            .unwrap_or(0);
-        if tgt < n {
-            if target.supports(ApiKey::CreatePartitions) {
+    let target_partitions = target
+        .topic(&topic)
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|t| t.partitions.len() as i32);
+    match plan_partition_sync(
+        &topic,
+        m.partitions,
+        src.partitions.len() as i32,
+        target_partitions,
+        target.supports(ApiKey::CreatePartitions),
+    ) {
+        PartitionSync::Unchanged => {}
+        PartitionSync::Refuse(reason) => {
+            if m.reason != reason {
+                m.reason = reason;
+                let _ = orch.coord.update(rel, &m, rev).await;
+            }
+            return Err(m.reason);
+        }
+        PartitionSync::Grow {
+            add_on_target_to,
+            mirror_partitions,
+        } => {
+            if let Some(n) = add_on_target_to {
                 target
                     .create_partitions(&topic, n)
                     .await
                     .map_err(|e| e.to_string())?;
                 info!(topic = %topic, partitions = n, "added partitions on the target to match the source");
-            } else {
-                let reason = format!("the source has {n} partitions, the target {tgt}, and the target cannot add partitions (CreatePartitions unsupported): add them there");
-                if m.reason != reason {
-                    m.reason = reason;
-                    let _ = orch.coord.update(rel, &m, rev).await;
-                }
-                return Err(m.reason);
             }
+            m.partitions = mirror_partitions;
+            m.reason.clear();
+            if !orch
+                .coord
+                .update(rel, &m, rev)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                return Err("mirror changed concurrently; will retry".into());
+            }
+            info!(topic = %topic, partitions = mirror_partitions, "mirroring new partitions");
         }
-        m.partitions = n;
-        m.reason.clear();
-        if !orch
-            .coord
-            .update(rel, &m, rev)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            return Err("mirror changed concurrently; will retry".into());
-        }
-        info!(topic = %topic, partitions = n, "mirroring new partitions");
     }
     if source.supports(ApiKey::DescribeConfigs)
         && target.supports(ApiKey::DescribeConfigs)
@@ -154,8 +162,7 @@ async fn sync_topic(
                 .await
                 .map_err(|e| e.to_string())?,
         );
-        let changes: Vec<(String, String)> =
-            s.into_iter().filter(|(k, v)| t.get(k) != Some(v)).collect();
+        let changes = plan_config_sync(&s, &t);
         if !changes.is_empty() {
             target
                 .alter_topic_configs(&topic, &changes)

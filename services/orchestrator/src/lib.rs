@@ -6,8 +6,10 @@ pub mod api;
 pub mod background;
 pub mod convert;
 pub mod error;
+pub mod guards;
 pub mod links;
 pub mod mirrors;
+pub mod plan;
 pub mod status;
 pub mod verify;
 

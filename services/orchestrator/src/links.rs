@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
+use cutover_coord::Versioned;
 use cutover_kafka::{Cluster, ClusterConfig};
 use cutover_model::{keys, validate, ClusterSpec, Link, LinkOptions, MirrorTopic};
 
 use crate::error::{ApiError, ApiResult};
+use crate::guards::delete_link_txn;
 use crate::Orchestrator;
 
 /// Client properties the fetchers understand today; anything else is refused
@@ -89,11 +91,15 @@ impl Orchestrator {
     }
 
     pub async fn get_link(&self, name: &str) -> ApiResult<Link> {
+        Ok(self.link_versioned(name).await?.value)
+    }
+
+    /// The link with the revision its later guarded writes compare against.
+    pub async fn link_versioned(&self, name: &str) -> ApiResult<Versioned<Link>> {
         validate::link_name(name)?;
         self.coord
             .get::<Link>(&keys::link(name))
             .await?
-            .map(|v| v.value)
             .ok_or_else(|| ApiError::NotFound {
                 what: "link",
                 name: name.into(),
@@ -125,7 +131,9 @@ impl Orchestrator {
     }
 
     pub async fn delete_link(&self, name: &str) -> ApiResult<()> {
-        self.get_link(name).await?;
+        // The link is read before the mirrors are listed: a mirror add that
+        // stored after this read moved the link's revision (see `guards`).
+        let link = self.link_versioned(name).await?;
         let mirrors = self.mirrors_of(name).await?;
         if !mirrors.is_empty() {
             return Err(ApiError::Precondition(format!(
@@ -133,7 +141,12 @@ impl Orchestrator {
                 mirrors.len()
             )));
         }
-        self.coord.delete(&keys::link(name)).await?;
+        let (guards, writes) = delete_link_txn(name, link.mod_revision);
+        if !self.coord.txn(&guards, &writes).await? {
+            return Err(ApiError::Conflict(format!(
+                "link {name:?} (mirror topics may have been added to it)"
+            )));
+        }
         tracing::info!(link = %name, "link deleted");
         Ok(())
     }

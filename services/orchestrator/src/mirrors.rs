@@ -3,11 +3,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use cutover_coord::Versioned;
 use cutover_kafka::{ApiKey, Cluster, NewTopic, OffsetSpec};
-use cutover_model::{keys, validate, Link, MirrorState, MirrorTopic, TargetTopicSettings};
+use cutover_model::{keys, validate, Link, MirrorState, MirrorTopic};
 
 use crate::error::{ApiError, ApiResult};
+use crate::guards::{after_refused_store, store_mirrors_txn};
 use crate::links::connect;
+use crate::plan::{copyable_configs, effective_configs, plan_target, TargetTopic};
 use crate::Orchestrator;
 
 pub struct AddMirrors {
@@ -18,29 +21,14 @@ pub struct AddMirrors {
     pub dry_run: bool,
 }
 
-/// Source topic configs never copied: they would break offset or timestamp
-/// identity, or they describe the source cluster's own replication.
-const NOT_COPIED: &[&str] = &[
-    "message.timestamp.type",
-    "leader.replication.throttled.replicas",
-    "follower.replication.throttled.replicas",
-];
-
-/// The topic-level configs of a source topic that are copied to (and kept in
-/// sync on) the target: set on the topic itself, writable, not secret.
-pub fn copyable_configs(entries: Vec<cutover_kafka::ConfigEntry>) -> BTreeMap<String, String> {
-    entries
-        .into_iter()
-        .filter(|c| {
-            !c.is_default && !c.read_only && !c.sensitive && !NOT_COPIED.contains(&c.name.as_str())
-        })
-        .filter_map(|c| c.value.map(|v| (c.name, v)))
-        .collect()
-}
-
 /// etcd refuses transactions of more than 128 operations by default
-/// (`--max-txn-ops`); one request's mirrors are written in one transaction.
+/// (`--max-txn-ops`); one request's mirrors (and its link) are written in one
+/// transaction.
 const MAX_MIRRORS_PER_REQUEST: usize = 100;
+
+/// Store attempts of one `mirror add` when only other adds on the same link
+/// got in the way (each moves the link's revision, see `guards`).
+const STORE_ATTEMPTS: usize = 5;
 
 fn is_internal(topic: &str) -> bool {
     topic.starts_with("__")
@@ -54,7 +42,7 @@ struct Plan {
 
 impl Orchestrator {
     pub async fn add_mirrors(&self, req: AddMirrors) -> ApiResult<Vec<MirrorTopic>> {
-        let link = self.get_link(&req.link).await?;
+        let link = self.link_versioned(&req.link).await?;
         if req.topics.is_empty() && req.include_regex.is_empty() {
             return Err(ApiError::BadRequest(
                 "name at least one topic or give an include regex".into(),
@@ -83,8 +71,8 @@ impl Orchestrator {
             .map(|r| validate::topic_regex(r))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let source = connect("source", &link.source, self.cfg.kafka_timeout()).await?;
-        let target = connect("target", &link.target, self.cfg.kafka_timeout()).await?;
+        let source = connect("source", &link.value.source, self.cfg.kafka_timeout()).await?;
+        let target = connect("target", &link.value.target, self.cfg.kafka_timeout()).await?;
         let result = self
             .plan_and_add(&link, &req, &include, &exclude, &source, &target)
             .await;
@@ -95,13 +83,14 @@ impl Orchestrator {
 
     async fn plan_and_add(
         &self,
-        link: &Link,
+        versioned_link: &Versioned<Link>,
         req: &AddMirrors,
         include: &[regex::Regex],
         exclude: &[regex::Regex],
         source: &Cluster,
         target: &Cluster,
     ) -> ApiResult<Vec<MirrorTopic>> {
+        let link = &versioned_link.value;
         let kafka = |side: &'static str| {
             move |e: cutover_kafka::KafkaError| ApiError::Kafka {
                 side,
@@ -194,23 +183,41 @@ impl Orchestrator {
                 })?;
             }
         }
-        let docs = mirrors
-            .iter()
-            .map(|m| {
-                Ok((
-                    keys::mirror(&m.link, &m.topic),
-                    serde_json::to_value(m).map_err(|e| ApiError::BadRequest(e.to_string()))?,
-                ))
-            })
-            .collect::<ApiResult<Vec<_>>>()?;
-        if !self.coord.txn_create_all(&docs).await? {
-            return Err(ApiError::Conflict(format!(
-                "the mirror topics of link {}",
-                link.name
-            )));
-        }
+        self.store_mirrors(versioned_link, &mirrors).await?;
         tracing::info!(link = %link.name, topics = ?selected, "mirror topics added");
         Ok(mirrors)
+    }
+
+    /// Stores the mirror documents of one `mirror add` all at once, only
+    /// while none exists yet and the link is still the one `link` was read
+    /// as; `guards` explains why this cannot race with `link delete`.
+    pub async fn store_mirrors(
+        &self,
+        link: &Versioned<Link>,
+        mirrors: &[MirrorTopic],
+    ) -> ApiResult<()> {
+        let mut link = link.clone();
+        for _ in 0..STORE_ATTEMPTS {
+            let (guards, writes) = store_mirrors_txn(&link, mirrors)?;
+            if self.coord.txn(&guards, &writes).await? {
+                return Ok(());
+            }
+            let now = self
+                .coord
+                .get::<Link>(&keys::link(&link.value.name))
+                .await?;
+            let existing: Vec<String> = self
+                .mirrors_of(&link.value.name)
+                .await?
+                .into_iter()
+                .map(|m| m.topic)
+                .collect();
+            link = after_refused_store(&link, now, mirrors, &existing)?;
+        }
+        Err(ApiError::Conflict(format!(
+            "the mirror topics of link {}",
+            link.value.name
+        )))
     }
 
     async fn plan_topic(
@@ -234,77 +241,52 @@ impl Orchestrator {
                 ApiError::Precondition(format!("topic {topic:?} disappeared from the source"))
             })?;
         let partitions = src.partitions.len() as i32;
-        let source_configs: BTreeMap<String, String> = if source.supports(ApiKey::DescribeConfigs) {
-            source
-                .describe_topic_configs(topic)
-                .await
-                .map_err(kafka("source"))?
-                .into_iter()
-                .filter(|c| {
-                    !c.is_default
-                        && !c.read_only
-                        && !c.sensitive
-                        && !NOT_COPIED.contains(&c.name.as_str())
-                })
-                .filter_map(|c| c.value.map(|v| (c.name, v)))
-                .collect()
+        let source_configs = if source.supports(ApiKey::DescribeConfigs) {
+            copyable_configs(
+                source
+                    .describe_topic_configs(topic)
+                    .await
+                    .map_err(kafka("source"))?,
+            )
         } else {
             BTreeMap::new()
         };
-
-        let create = match target.topic(topic).await.map_err(kafka("target"))? {
-            Some(existing) => {
-                let n = existing.partitions.len() as i32;
-                if n != partitions {
-                    return Err(ApiError::Precondition(format!(
-                        "topic {topic:?} exists on the target with {n} partitions but has {partitions} on the source; \
-                         delete the target topic (or give it {partitions} partitions) and retry"
-                    )));
-                }
-                let ids: Vec<i32> = (0..n).collect();
+        let existing = match target.topic(topic).await.map_err(kafka("target"))? {
+            None => None,
+            Some(t) => {
+                let ids: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
+                let mut log_ends = Vec::with_capacity(ids.len());
                 for (p, end) in target
                     .list_offsets(topic, &ids, OffsetSpec::Latest)
                     .await
                     .map_err(kafka("target"))?
                 {
-                    let end = end.map_err(kafka("target"))?;
-                    if end > 0 {
-                        return Err(ApiError::Precondition(format!(
-                            "topic {topic:?} exists on the target and partition {p} already holds records (log end {end}); \
-                             offsets could not be identical. Delete and recreate it empty, then retry"
-                        )));
-                    }
+                    log_ends.push((p, end.map_err(kafka("target"))?));
                 }
-                None
-            }
-            None => {
-                if !target.supports(ApiKey::CreateTopics) {
-                    return Err(ApiError::Precondition(format!(
-                        "topic {topic:?} does not exist on the target and the target cluster does not support CreateTopics; \
-                         create it there with {partitions} partitions, then retry"
-                    )));
-                }
-                Some(NewTopic {
-                    name: topic.to_string(),
-                    partitions,
-                    replication_factor: -1,
-                    configs: source_configs.clone().into_iter().collect(),
+                let configs = if target.supports(ApiKey::DescribeConfigs) {
+                    Some(effective_configs(
+                        target
+                            .describe_topic_configs(topic)
+                            .await
+                            .map_err(kafka("target"))?,
+                    ))
+                } else {
+                    None
+                };
+                Some(TargetTopic {
+                    partitions: ids.len() as i32,
+                    log_ends,
+                    configs,
                 })
             }
         };
-
-        let target_settings = if create.is_none() && target.supports(ApiKey::DescribeConfigs) {
-            let configs: BTreeMap<String, String> = target
-                .describe_topic_configs(topic)
-                .await
-                .map_err(kafka("target"))?
-                .into_iter()
-                .filter_map(|c| c.value.map(|v| (c.name, v)))
-                .collect();
-            settings_from(&configs)
-        } else {
-            settings_from(&source_configs)
-        };
+        let plan = plan_target(
+            topic,
+            partitions,
+            &source_configs,
+            existing.as_ref(),
+            target.supports(ApiKey::CreateTopics),
+        )?;
         Ok(Plan {
             mirror: MirrorTopic {
                 link: link.name.clone(),
@@ -313,9 +295,9 @@ impl Orchestrator {
                 state: MirrorState::Mirroring,
                 reason: String::new(),
                 created_at_ms: cutover_model::now_ms(),
-                target: target_settings,
+                target: plan.settings,
             },
-            create,
+            create: plan.create,
         })
     }
 
@@ -420,21 +402,4 @@ impl Orchestrator {
         }
         Ok(topics.to_vec())
     }
-}
-
-fn settings_from(configs: &BTreeMap<String, String>) -> TargetTopicSettings {
-    let mut s = TargetTopicSettings::default();
-    if let Some(v) = configs.get("compression.type") {
-        s.compression_type = v.clone();
-    }
-    if let Some(v) = configs
-        .get("max.message.bytes")
-        .and_then(|v| v.parse().ok())
-    {
-        s.max_message_bytes = v;
-    }
-    if let Some(v) = configs.get("cleanup.policy") {
-        s.compacted = v.contains("compact");
-    }
-    s
 }
