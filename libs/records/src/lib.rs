@@ -9,6 +9,7 @@
 
 pub mod batch;
 mod compression;
+mod crc;
 mod error;
 pub mod filler;
 pub mod rules;

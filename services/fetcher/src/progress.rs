@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cutover_model::{OffsetRange, PartitionProgress, PartitionState};
+use cutover_model::{PartitionProgress, PartitionState};
 use tokio::sync::watch;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -25,16 +25,9 @@ struct Entry {
     target_end: watch::Sender<i64>,
 }
 
-/// Shared by the replicators (writers) and the gRPC/etcd reporters (readers).
-#[derive(Clone, Default)]
-pub struct ProgressBoard {
-    inner: Arc<Mutex<HashMap<PartitionKey, Entry>>>,
-}
-
-impl ProgressBoard {
-    pub fn update(&self, key: &PartitionKey, f: impl FnOnce(&mut PartitionProgress)) {
-        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map.entry(key.clone()).or_insert_with(|| Entry {
+impl Entry {
+    fn new(key: &PartitionKey) -> Entry {
+        Entry {
             progress: PartitionProgress {
                 link: key.link.clone(),
                 topic: key.topic.clone(),
@@ -51,34 +44,87 @@ impl ProgressBoard {
                 records_copied: 0,
             },
             target_end: watch::channel(-1).0,
-        });
-        f(&mut entry.progress);
-        entry.progress.updated_at_ms = cutover_model::now_ms();
-        entry.target_end.send_replace(entry.progress.target_log_end);
+        }
     }
 
-    pub fn add_lost(&self, key: &PartitionKey, range: OffsetRange) {
-        self.update(key, |p| p.lost.push(range));
+    fn update(&mut self, f: impl FnOnce(&mut PartitionProgress)) {
+        f(&mut self.progress);
+        self.progress.updated_at_ms = cutover_model::now_ms();
+        // Waking the receivers is costly (measured: over a tenth of the
+        // fetcher's CPU when done on every update); only a new target end
+        // concerns them.
+        let end = self.progress.target_log_end;
+        self.target_end.send_if_modified(|v| {
+            let changed = *v != end;
+            *v = end;
+            changed
+        });
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+type Shared = Arc<Mutex<Entry>>;
+
+/// Shared by the replicators (writers) and the gRPC/etcd reporters (readers).
+#[derive(Clone, Default)]
+pub struct ProgressBoard {
+    inner: Arc<Mutex<HashMap<PartitionKey, Shared>>>,
+}
+
+/// One partition's entry, held by its replicator so that updates (several
+/// per batch) need no map lookup. After the board dropped the partition,
+/// updates through an old handle go nowhere.
+#[derive(Clone)]
+pub struct PartitionBoard {
+    entry: Shared,
+}
+
+impl PartitionBoard {
+    pub fn update(&self, f: impl FnOnce(&mut PartitionProgress)) {
+        lock(&self.entry).update(f);
+    }
+
+    pub fn get(&self) -> PartitionProgress {
+        lock(&self.entry).progress.clone()
+    }
+}
+
+impl ProgressBoard {
+    /// The partition's entry, created if missing.
+    pub fn handle(&self, key: &PartitionKey) -> PartitionBoard {
+        let mut map = lock(&self.inner);
+        let entry = map
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(Entry::new(key))))
+            .clone();
+        PartitionBoard { entry }
+    }
+
+    pub fn update(&self, key: &PartitionKey, f: impl FnOnce(&mut PartitionProgress)) {
+        self.handle(key).update(f);
     }
 
     pub fn remove(&self, key: &PartitionKey) -> Option<PartitionProgress> {
-        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(key).map(|e| e.progress)
+        let removed = lock(&self.inner).remove(key);
+        removed.map(|e| lock(&e).progress.clone())
     }
 
     pub fn snapshot(&self) -> Vec<PartitionProgress> {
-        let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        map.values().map(|e| e.progress.clone()).collect()
+        let entries: Vec<Shared> = lock(&self.inner).values().cloned().collect();
+        entries.iter().map(|e| lock(e).progress.clone()).collect()
     }
 
     pub fn get(&self, key: &PartitionKey) -> Option<PartitionProgress> {
-        let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(key).map(|e| e.progress.clone())
+        let entry = lock(&self.inner).get(key).cloned();
+        entry.map(|e| lock(&e).progress.clone())
     }
 
     /// A receiver of the acknowledged target log end, if the partition is owned here.
     pub fn subscribe(&self, key: &PartitionKey) -> Option<watch::Receiver<i64>> {
-        let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(key).map(|e| e.target_end.subscribe())
+        let entry = lock(&self.inner).get(key).cloned();
+        entry.map(|e| lock(&e).target_end.subscribe())
     }
 }

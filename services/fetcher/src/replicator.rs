@@ -24,7 +24,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::bandwidth::LinkBandwidth;
 use crate::metrics::{Metrics, PartitionMetrics};
-use crate::progress::{PartitionKey, ProgressBoard};
+use crate::progress::{PartitionBoard, PartitionKey};
 
 /// Kafka's OFFSET_OUT_OF_RANGE.
 const OFFSET_OUT_OF_RANGE: i16 = 1;
@@ -34,7 +34,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// The acknowledged target log end as last published (-1 before the first attempt).
 fn acked_end(ctx: &PartitionCtx) -> i64 {
-    ctx.board.get(&ctx.key).map_or(-1, |p| p.target_log_end)
+    ctx.progress.get().target_log_end
 }
 
 /// Everything one partition replicator needs; cheap to clone.
@@ -50,7 +50,8 @@ pub struct PartitionCtx {
     pub fetch: crate::fetch_mux::FetchMux,
     pub coord: Coord,
     pub session: Arc<Session>,
-    pub board: ProgressBoard,
+    /// This partition's entry of the fetcher's progress board.
+    pub progress: PartitionBoard,
     pub metrics: Metrics,
     /// The link's bandwidth limit, shared by its partitions on this fetcher.
     pub bandwidth: Arc<LinkBandwidth>,
@@ -105,7 +106,7 @@ pub async fn run(ctx: PartitionCtx, cancel: CancellationToken) -> Result<(), Rep
     async move {
         let mut backoff = INITIAL_BACKOFF;
         loop {
-            ctx.board.update(&ctx.key, |p| {
+            ctx.progress.update(|p| {
                 p.owner = ctx.owner.clone();
             });
             let lost = ctx.session.lost();
@@ -125,7 +126,7 @@ pub async fn run(ctx: PartitionCtx, cancel: CancellationToken) -> Result<(), Rep
                     }
                     warn!(error = %msg, backoff_ms = backoff.as_millis() as u64, "replication interrupted; retrying");
                     ctx.metrics.errors.with_label_values(&[&ctx.key.link, &ctx.key.topic, &ctx.key.partition.to_string(), "transient"]).inc();
-                    ctx.board.update(&ctx.key, |p| p.error = msg.clone());
+                    ctx.progress.update(|p| p.error = msg.clone());
                     let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
                     tokio::select! {
                         _ = cancel.cancelled() => return Ok(()),
@@ -136,7 +137,7 @@ pub async fn run(ctx: PartitionCtx, cancel: CancellationToken) -> Result<(), Rep
                 Err(ReplicateError::Fatal(msg)) => {
                     warn!(error = %msg, "partition failed; it needs an operator");
                     ctx.metrics.errors.with_label_values(&[&ctx.key.link, &ctx.key.topic, &ctx.key.partition.to_string(), "fatal"]).inc();
-                    ctx.board.update(&ctx.key, |p| {
+                    ctx.progress.update(|p| {
                         p.state = PartitionState::Failed;
                         p.error = msg.clone();
                     });
@@ -214,7 +215,7 @@ async fn run_once(ctx: &PartitionCtx, cancel: &CancellationToken) -> Result<(), 
         target_end,
         source_start, source_end, "resuming at the target log end"
     );
-    ctx.board.update(&ctx.key, |p| {
+    ctx.progress.update(|p| {
         p.state = if target_end == source_end {
             PartitionState::InSync
         } else {
@@ -318,7 +319,7 @@ async fn copy(
             }
             Err(e) => return Err(e.into()),
         };
-        ctx.board.update(&ctx.key, |p| {
+        ctx.progress.update(|p| {
             p.source_log_start = fetched.log_start_offset;
             p.source_log_end = fetched.high_watermark;
         });
@@ -349,7 +350,7 @@ async fn copy(
             let hw = fetched.high_watermark;
             let end = attempt.acked_end;
             attempt.pm.lag.set((hw - end).max(0));
-            ctx.board.update(&ctx.key, |p| {
+            ctx.progress.update(|p| {
                 p.state = if end >= hw {
                     PartitionState::InSync
                 } else {
@@ -386,8 +387,8 @@ impl Attempt<'_> {
         if reason == FillerReason::Lost {
             warn!(from, to, "source retention deleted records before they were copied; writing fillers to keep offsets aligned");
             self.ctx
-                .board
-                .add_lost(&self.ctx.key, OffsetRange { from, to });
+                .progress
+                .update(|p| p.lost.push(OffsetRange { from, to }));
             self.pm.lost_records.inc_by((to - from) as u64);
         }
         // A few batches at a time: a range of 10^9 offsets must not be built in memory at once.
@@ -501,7 +502,7 @@ impl Attempt<'_> {
             self.pm.fillers.inc_by(f.record_count as u64);
         }
         self.pm.target_log_end.set(end);
-        self.ctx.board.update(&self.ctx.key, |p| {
+        self.ctx.progress.update(|p| {
             p.target_log_end = end;
             p.bytes_copied += f.bytes as u64;
             p.records_copied += f.record_count as u64;

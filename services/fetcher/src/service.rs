@@ -385,10 +385,10 @@ impl Fetcher {
             idle_poll: self.cfg.idle_poll(),
             kafka_timeout: self.cfg.kafka_timeout(),
         };
-        let (coord, session, board, metrics, owner) = (
+        let (coord, session, progress, metrics, owner) = (
             self.coord.clone(),
             self.session.clone(),
-            self.board.clone(),
+            self.board.handle(&key),
             self.metrics.clone(),
             self.id.clone(),
         );
@@ -407,7 +407,7 @@ impl Fetcher {
                         Ok(c) => break c,
                         Err(e) => {
                             warn!(error = %e, "cannot reach the link's clusters; retrying");
-                            board.update(&task_key, |p| {
+                            progress.update(|p| {
                                 p.error =
                                     format!("cannot reach clusters of link {}: {e}", link.name)
                             });
@@ -429,7 +429,7 @@ impl Fetcher {
                     fetch: clients.fetch,
                     coord,
                     session,
-                    board,
+                    progress,
                     metrics,
                     bandwidth,
                     settings,
