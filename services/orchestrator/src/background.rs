@@ -1,6 +1,7 @@
 //! Work done by the elected leader only: keep target topics shaped like their
 //! source (partitions added on the source are added on the target; copied
-//! configs follow changes).
+//! configs follow changes) and report target topics that no longer keep the
+//! records' timestamps.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::links::connect;
-use crate::plan::{copyable_configs, plan_config_sync, plan_partition_sync, PartitionSync};
+use crate::plan::{
+    copyable_configs, effective_configs, plan_config_sync, plan_partition_sync,
+    plan_timestamp_check, PartitionSync, TimestampCheck,
+};
 use crate::Orchestrator;
 
 pub async fn run(orch: Arc<Orchestrator>, cancel: CancellationToken) {
@@ -94,7 +98,7 @@ async fn sync_topic(
     orch: &Orchestrator,
     rel: &str,
     mut m: MirrorTopic,
-    rev: i64,
+    mut rev: i64,
     source: &Cluster,
     target: &Cluster,
 ) -> Result<(), String> {
@@ -144,11 +148,56 @@ async fn sync_topic(
                 return Err("mirror changed concurrently; will retry".into());
             }
             info!(topic = %topic, partitions = mirror_partitions, "mirroring new partitions");
+            // The document has a new revision now; read it back for the
+            // reason the checks below may record.
+            let Some(now) = orch
+                .coord
+                .get::<MirrorTopic>(rel)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                return Err("mirror removed concurrently".into());
+            };
+            m = now.value;
+            rev = now.mod_revision;
         }
     }
-    if source.supports(ApiKey::DescribeConfigs)
-        && target.supports(ApiKey::DescribeConfigs)
-        && target.supports(ApiKey::IncrementalAlterConfigs)
+    if !target.supports(ApiKey::DescribeConfigs) {
+        return Ok(());
+    }
+    let target_entries = target
+        .describe_topic_configs(&topic)
+        .await
+        .map_err(|e| e.to_string())?;
+    match plan_timestamp_check(
+        &topic,
+        &m.reason,
+        &effective_configs(target_entries.clone()),
+    ) {
+        TimestampCheck::Refuse(reason) => {
+            if m.reason != reason {
+                m.reason = reason;
+                let _ = orch.coord.update(rel, &m, rev).await;
+            }
+            return Err(m.reason);
+        }
+        TimestampCheck::Fine { clear_reason: true } => {
+            m.reason.clear();
+            if !orch
+                .coord
+                .update(rel, &m, rev)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                return Err("mirror changed concurrently; will retry".into());
+            }
+            info!(topic = %topic, "target topic is CreateTime again; reason cleared");
+        }
+        TimestampCheck::Fine {
+            clear_reason: false,
+        } => {}
+    }
+    if source.supports(ApiKey::DescribeConfigs) && target.supports(ApiKey::IncrementalAlterConfigs)
     {
         let s = copyable_configs(
             source
@@ -156,12 +205,7 @@ async fn sync_topic(
                 .await
                 .map_err(|e| e.to_string())?,
         );
-        let t = copyable_configs(
-            target
-                .describe_topic_configs(&topic)
-                .await
-                .map_err(|e| e.to_string())?,
-        );
+        let t = copyable_configs(target_entries);
         let changes = plan_config_sync(&s, &t);
         if !changes.is_empty() {
             target

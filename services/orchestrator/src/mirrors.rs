@@ -1,7 +1,7 @@
 //! Mirror topics: selection, validation against both clusters, target topic
 //! creation, and all-or-nothing storage.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use cutover_coord::Versioned;
 use cutover_kafka::{ApiKey, Cluster, NewTopic, OffsetSpec};
@@ -10,7 +10,9 @@ use cutover_model::{keys, validate, Link, MirrorState, MirrorTopic};
 use crate::error::{ApiError, ApiResult};
 use crate::guards::{after_refused_store, store_mirrors_txn};
 use crate::links::connect;
-use crate::plan::{copyable_configs, effective_configs, plan_target, TargetTopic};
+use crate::plan::{
+    effective_configs, plan_target, settings_after_creation, SourceConfigs, TargetTopic,
+};
 use crate::Orchestrator;
 
 pub struct AddMirrors {
@@ -152,9 +154,8 @@ impl Orchestrator {
         for topic in &selected {
             plans.push(self.plan_topic(link, topic, source, target).await?);
         }
-        let mirrors: Vec<MirrorTopic> = plans.iter().map(|p| p.mirror.clone()).collect();
         if req.dry_run {
-            return Ok(mirrors);
+            return Ok(plans.into_iter().map(|p| p.mirror).collect());
         }
 
         // Ask the target to validate every creation before creating any, so
@@ -182,7 +183,31 @@ impl Orchestrator {
                     cause: format!("creating topic {name:?}: {e}"),
                 })?;
             }
+            // The fetchers need what the target applies to the created
+            // topics, which may differ from what was asked for.
+            for plan in plans.iter_mut().filter(|p| p.create.is_some()) {
+                let topic = &plan.mirror.topic;
+                let applied = if target.supports(ApiKey::DescribeConfigs) {
+                    Some(effective_configs(
+                        target
+                            .describe_topic_configs(topic)
+                            .await
+                            .map_err(|e| ApiError::Kafka {
+                                side: "target",
+                                cause: format!(
+                                    "reading the configs of topic {topic:?}, which was just created there: {e}; \
+                                     no mirror was stored. Retry: the created topic is empty and is used as it is"
+                                ),
+                            })?,
+                    ))
+                } else {
+                    None
+                };
+                plan.mirror.target =
+                    settings_after_creation(topic, &plan.mirror.target, applied.as_ref())?;
+            }
         }
+        let mirrors: Vec<MirrorTopic> = plans.into_iter().map(|p| p.mirror).collect();
         self.store_mirrors(versioned_link, &mirrors).await?;
         tracing::info!(link = %link.name, topics = ?selected, "mirror topics added");
         Ok(mirrors)
@@ -241,15 +266,17 @@ impl Orchestrator {
                 ApiError::Precondition(format!("topic {topic:?} disappeared from the source"))
             })?;
         let partitions = src.partitions.len() as i32;
+        // A source without DescribeConfigs gives nothing to copy: the topic
+        // is then created with CreateTime and the target's defaults.
         let source_configs = if source.supports(ApiKey::DescribeConfigs) {
-            copyable_configs(
+            SourceConfigs::from_entries(
                 source
                     .describe_topic_configs(topic)
                     .await
                     .map_err(kafka("source"))?,
             )
         } else {
-            BTreeMap::new()
+            SourceConfigs::default()
         };
         let existing = match target.topic(topic).await.map_err(kafka("target"))? {
             None => None,

@@ -20,6 +20,38 @@ const NOT_COPIED: &[&str] = &[
 ];
 
 const TIMESTAMP_TYPE: &str = "message.timestamp.type";
+const CREATE_TIME: &str = "CreateTime";
+
+/// Configs a created target topic always gets with the source topic's
+/// effective value, even where the source only inherits its broker's
+/// default: left unset they would take the *target* broker's default, and
+/// the fetcher depends on them being the source's. A smaller
+/// `max.message.bytes` refuses forwarded source batches (RECORD_TOO_LARGE);
+/// another `compression.type` makes the broker rebuild every batch (and the
+/// stored [`TargetTopicSettings`] wrong); another `cleanup.policy` compacts
+/// (or deletes) what the source keeps (and filler records need keys on
+/// compacted topics). `message.timestamp.type` is not in this list because it
+/// is always set to CreateTime, whatever the source uses (see
+/// [`creation_configs`]).
+///
+/// Deliberately not here, so the target broker's default applies unless the
+/// source sets them on the topic itself (then they are copied like any
+/// [`copyable_configs`]):
+/// - retention (`retention.ms`, `retention.bytes`, `local.retention.*`) and
+///   compaction timing (`min.compaction.lag.ms`, `max.compaction.lag.ms`,
+///   `delete.retention.ms`, `min.cleanable.dirty.ratio`): they decide when
+///   the target drops records, never the offsets or content of what it
+///   keeps, and a target cluster's defaults there are its operator's choice;
+/// - durability and placement (`min.insync.replicas`,
+///   `unclean.leader.election.enable`, `segment.*`): the target cluster's own
+///   business;
+/// - timestamp bounds (`message.timestamp.before.max.ms`,
+///   `message.timestamp.after.max.ms`, the older
+///   `message.timestamp.difference.max.ms`): the source's values describe how
+///   late records may reach the source, not the target (mirrored records
+///   arrive later still), and which of these names a broker knows depends
+///   on its version, so sending them could make CreateTopics fail.
+const SHAPE: &[&str] = &["max.message.bytes", "cleanup.policy", "compression.type"];
 
 /// The topic-level configs of a source topic that are copied to (and kept in
 /// sync on) the target: set on the topic itself, writable, not secret.
@@ -40,6 +72,48 @@ pub fn effective_configs(entries: Vec<ConfigEntry>) -> BTreeMap<String, String> 
         .into_iter()
         .filter_map(|c| c.value.map(|v| (c.name, v)))
         .collect()
+}
+
+/// A source topic's configs as `mirror add` reads them; empty (the
+/// default) when the source cannot describe configs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceConfigs {
+    /// [`copyable_configs`]: set on the topic itself.
+    pub copyable: BTreeMap<String, String>,
+    /// [`effective_configs`]: what the source broker applies, defaults
+    /// included.
+    pub effective: BTreeMap<String, String>,
+}
+
+impl SourceConfigs {
+    /// From the source's DescribeConfigs answer.
+    pub fn from_entries(entries: Vec<ConfigEntry>) -> Self {
+        SourceConfigs {
+            copyable: copyable_configs(entries.clone()),
+            effective: effective_configs(entries),
+        }
+    }
+}
+
+/// The configs a target topic is created with: every [`copyable_configs`]
+/// of the source, the source's effective value of every [`SHAPE`] config,
+/// and `message.timestamp.type=CreateTime` whatever the source or the target
+/// broker's default says (the fetcher turns the source's LogAppendTime
+/// batches into CreateTime batches carrying the append time, and a target
+/// with LogAppendTime would overwrite every timestamp).
+///
+/// A source without DescribeConfigs gives nothing to copy: the topic then
+/// gets only CreateTime and the target broker's defaults for the rest, as
+/// the operator of such a source can tell nothing better either.
+pub fn creation_configs(source: &SourceConfigs) -> BTreeMap<String, String> {
+    let mut configs = source.copyable.clone();
+    for name in SHAPE {
+        if let Some(v) = source.effective.get(*name) {
+            configs.insert((*name).to_string(), v.clone());
+        }
+    }
+    configs.insert(TIMESTAMP_TYPE.to_string(), CREATE_TIME.to_string());
+    configs
 }
 
 /// What the fetchers must respect on the target, from the configs that
@@ -71,6 +145,13 @@ fn is_log_append_time(configs: &BTreeMap<String, String>) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("LogAppendTime"))
 }
 
+/// The command that sets a topic back to CreateTime, for messages.
+fn set_create_time_command(topic: &str) -> String {
+    format!(
+        "kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config {TIMESTAMP_TYPE}={CREATE_TIME}"
+    )
+}
+
 /// A topic that already exists on the target, as `mirror add` read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetTopic {
@@ -94,13 +175,13 @@ pub struct TargetPlan {
 
 /// Decides whether the target topic is created, used as it is, or refused.
 ///
-/// `source_configs` are the source topic's [`copyable_configs`] (empty when
-/// the source cannot describe configs); `target` is `None` when the topic
-/// does not exist on the target.
+/// `source` holds the source topic's configs (empty when the source cannot
+/// describe configs); `target` is `None` when the topic does not exist on
+/// the target.
 pub fn plan_target(
     topic: &str,
     source_partitions: i32,
-    source_configs: &BTreeMap<String, String>,
+    source: &SourceConfigs,
     target: Option<&TargetTopic>,
     target_can_create: bool,
 ) -> ApiResult<TargetPlan> {
@@ -108,30 +189,22 @@ pub fn plan_target(
         if !target_can_create {
             return Err(ApiError::Precondition(format!(
                 "topic {topic:?} does not exist on the target and the target cluster does not support CreateTopics; \
-                 create it there with {source_partitions} partitions, then retry"
+                 create it there with {source_partitions} partitions and {TIMESTAMP_TYPE}={CREATE_TIME}, then retry"
             )));
         }
-        // NOT_COPIED keeps the source's timestamp type out today; this keeps
-        // a change of that filter from creating a topic that cannot be a
-        // mirror.
-        if is_log_append_time(source_configs) {
-            return Err(ApiError::Precondition(format!(
-                "topic {topic:?} would be created on the target with {TIMESTAMP_TYPE}=LogAppendTime copied from the source; \
-                 the target broker would then replace the records' timestamps with its own clock and the mirror would not be identical. \
-                 Create it on the target yourself with {source_partitions} partitions and {TIMESTAMP_TYPE}=CreateTime, then retry"
-            )));
-        }
+        let configs = creation_configs(source);
+        // What the target should apply once it has created the topic; if
+        // it can describe configs, `settings_after_creation` replaces this
+        // with what it actually applies.
+        let settings = settings_from(&configs);
         return Ok(TargetPlan {
             create: Some(NewTopic {
                 name: topic.to_string(),
                 partitions: source_partitions,
                 replication_factor: -1,
-                configs: source_configs
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
+                configs: configs.into_iter().collect(),
             }),
-            settings: settings_from(source_configs),
+            settings,
         });
     };
 
@@ -155,7 +228,8 @@ pub fn plan_target(
             Err(ApiError::Precondition(format!(
                 "topic {topic:?} exists on the target with {TIMESTAMP_TYPE}=LogAppendTime; the target broker would replace \
                  the records' timestamps with its own clock and the mirror would not be identical. Set it to CreateTime \
-                 (kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config {TIMESTAMP_TYPE}=CreateTime), then retry"
+                 ({}), then retry",
+                set_create_time_command(topic)
             )))
         }
         Some(configs) => Ok(TargetPlan {
@@ -166,9 +240,38 @@ pub fn plan_target(
         // available guess of what the target applies.
         None => Ok(TargetPlan {
             create: None,
-            settings: settings_from(source_configs),
+            settings: settings_from(&source.copyable),
         }),
     }
+}
+
+/// The settings stored for a topic `mirror add` has just created: from the
+/// configs the target reports it applies to the topic, or, when the target
+/// cannot describe configs (`applied` is `None`), the `planned` ones (from
+/// the configs it was created with, [`creation_configs`]).
+///
+/// A topic config beats any broker setting in Kafka, so a created topic
+/// cannot report LogAppendTime; if one does anyway, it is refused like an
+/// existing one, saying that it was created.
+pub fn settings_after_creation(
+    topic: &str,
+    planned: &TargetTopicSettings,
+    applied: Option<&BTreeMap<String, String>>,
+) -> ApiResult<TargetTopicSettings> {
+    let Some(applied) = applied else {
+        return Ok(planned.clone());
+    };
+    if is_log_append_time(applied) {
+        return Err(ApiError::Precondition(format!(
+            "topic {topic:?} was just created on the target with {TIMESTAMP_TYPE}={CREATE_TIME}, but the target reports \
+             {TIMESTAMP_TYPE}=LogAppendTime for it: its broker would replace the records' timestamps with its own clock \
+             and the mirror would not be identical, so no mirror of this request was stored. The topic is still empty: \
+             delete it (kafka-topics.sh --delete --topic {topic}) or set it to CreateTime ({}), check the target \
+             brokers' settings, then retry (topics this request created are used as they are)",
+            set_create_time_command(topic)
+        )));
+    }
+    Ok(settings_from(applied))
 }
 
 /// What the leader does about a mirror's partition count.
@@ -260,6 +363,52 @@ pub fn plan_config_sync(
         .collect()
 }
 
+/// What the leader does about a mirror whose target topic it has just
+/// described.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimestampCheck {
+    /// The target keeps timestamps as sent. `clear_reason`: the mirror
+    /// still shows the reason this check recorded earlier, which no longer
+    /// holds.
+    Fine { clear_reason: bool },
+    /// The target topic now uses LogAppendTime; shown as the mirror's
+    /// reason. Nothing else is synced meanwhile, and the timestamp type is
+    /// not changed back: someone set it (on the topic, or as the target
+    /// brokers' default for a topic without its own value), maybe on
+    /// purpose.
+    Refuse(String),
+}
+
+/// The reason shown on a mirror whose target topic uses LogAppendTime.
+fn log_append_time_reason(topic: &str) -> String {
+    format!(
+        "the target topic {topic:?} now has {TIMESTAMP_TYPE}=LogAppendTime (it was changed on the topic or in the \
+         target brokers' defaults after the mirror was added): the target broker replaces the timestamps of the \
+         records copied from now on with its own clock, so they no longer match the source's (offsets stay \
+         identical). Cutover does not change it back by itself. Set it to CreateTime ({}); records copied \
+         meanwhile keep the target's timestamps: if they must be identical, remove this mirror, delete the target \
+         topic and add the mirror again",
+        set_create_time_command(topic)
+    )
+}
+
+/// Checks an existing mirror's target topic still keeps the records'
+/// timestamps; `target` are its [`effective_configs`], `current_reason` the
+/// mirror's reason.
+pub fn plan_timestamp_check(
+    topic: &str,
+    current_reason: &str,
+    target: &BTreeMap<String, String>,
+) -> TimestampCheck {
+    let reason = log_append_time_reason(topic);
+    if is_log_append_time(target) {
+        return TimestampCheck::Refuse(reason);
+    }
+    TimestampCheck::Fine {
+        clear_reason: current_reason == reason,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,31 +484,128 @@ mod tests {
         ]
     }
 
+    /// Both views of the same configs, as if all were set on the topic.
+    fn topic_configs(pairs: &[(&str, &str)]) -> SourceConfigs {
+        SourceConfigs {
+            copyable: map(pairs),
+            effective: map(pairs),
+        }
+    }
+
+    fn created_configs(plan: TargetPlan) -> Vec<(String, String)> {
+        let mut configs = plan.create.expect("the topic is created").configs;
+        configs.sort();
+        configs
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     #[test]
-    fn missing_target_is_created_like_the_source_with_exactly_the_copyable_configs() {
-        let configs = copyable_configs(source_entries());
-        let plan = plan_target("orders", 12, &configs, None, true).unwrap();
-        let create = plan.create.expect("the topic is created");
+    fn missing_target_is_created_like_the_source_with_the_copyable_configs_and_create_time() {
+        let source = SourceConfigs::from_entries(source_entries());
+        let plan = plan_target("orders", 12, &source, None, true).unwrap();
+        let create = plan.create.clone().expect("the topic is created");
         assert_eq!(create.name, "orders");
         assert_eq!(create.partitions, 12);
         assert_eq!(create.replication_factor, -1);
-        let mut created = create.configs.clone();
-        created.sort();
         assert_eq!(
-            created,
-            vec![
-                ("cleanup.policy".to_string(), "compact,delete".to_string()),
-                ("compression.type".to_string(), "lz4".to_string()),
-                ("max.message.bytes".to_string(), "2097152".to_string()),
-                ("retention.ms".to_string(), "86400000".to_string()),
-            ]
+            created_configs(plan),
+            pairs(&[
+                ("cleanup.policy", "compact,delete"),
+                ("compression.type", "lz4"),
+                ("max.message.bytes", "2097152"),
+                ("message.timestamp.type", "CreateTime"),
+                ("retention.ms", "86400000"),
+            ])
+        );
+    }
+
+    /// The source leaves the shape configs at its broker's defaults: the
+    /// created topic still gets the source's values, not the target
+    /// broker's defaults; other defaults (retention, compaction timing,
+    /// replication) are not sent.
+    #[test]
+    fn created_topic_gets_the_source_effective_shape_configs_even_when_they_are_defaults() {
+        let default = |name: &str, value: &str, source| ConfigEntry {
+            is_default: true,
+            source,
+            ..entry(name, value)
+        };
+        let source = SourceConfigs::from_entries(vec![
+            default(
+                "max.message.bytes",
+                "8388608",
+                config_source::STATIC_BROKER_CONFIG,
+            ),
+            default(
+                "cleanup.policy",
+                "compact",
+                config_source::DYNAMIC_DEFAULT_BROKER_CONFIG,
+            ),
+            default(
+                "compression.type",
+                "producer",
+                config_source::DEFAULT_CONFIG,
+            ),
+            default(
+                "message.timestamp.type",
+                "CreateTime",
+                config_source::DEFAULT_CONFIG,
+            ),
+            default("retention.ms", "604800000", config_source::DEFAULT_CONFIG),
+            default("min.compaction.lag.ms", "0", config_source::DEFAULT_CONFIG),
+            default(
+                "min.insync.replicas",
+                "2",
+                config_source::STATIC_BROKER_CONFIG,
+            ),
+            default(
+                "message.timestamp.before.max.ms",
+                "3600000",
+                config_source::STATIC_BROKER_CONFIG,
+            ),
+        ]);
+        let plan = plan_target("orders", 3, &source, None, true).unwrap();
+        assert_eq!(
+            plan.settings,
+            TargetTopicSettings {
+                compression_type: "producer".into(),
+                max_message_bytes: 8_388_608,
+                compacted: true,
+            }
+        );
+        assert_eq!(
+            created_configs(plan),
+            pairs(&[
+                ("cleanup.policy", "compact"),
+                ("compression.type", "producer"),
+                ("max.message.bytes", "8388608"),
+                ("message.timestamp.type", "CreateTime"),
+            ])
+        );
+    }
+
+    /// A target broker whose default is LogAppendTime must not decide for a
+    /// created topic: CreateTime is sent even when the source says nothing.
+    #[test]
+    fn created_topic_is_create_time_even_without_source_configs() {
+        let plan = plan_target("orders", 3, &SourceConfigs::default(), None, true).unwrap();
+        assert_eq!(plan.settings, TargetTopicSettings::default());
+        assert_eq!(
+            created_configs(plan),
+            pairs(&[("message.timestamp.type", "CreateTime")])
         );
     }
 
     #[test]
     fn empty_identical_target_is_used_as_it_is() {
         let target = empty_target(6, Some(BTreeMap::new()));
-        let plan = plan_target("orders", 6, &BTreeMap::new(), Some(&target), true).unwrap();
+        let plan =
+            plan_target("orders", 6, &SourceConfigs::default(), Some(&target), true).unwrap();
         assert_eq!(plan.create, None);
     }
 
@@ -369,7 +615,7 @@ mod tests {
         let msg = refusal(plan_target(
             "orders",
             6,
-            &BTreeMap::new(),
+            &SourceConfigs::default(),
             Some(&target),
             true,
         ));
@@ -388,7 +634,7 @@ mod tests {
         let msg = refusal(plan_target(
             "orders",
             4,
-            &BTreeMap::new(),
+            &SourceConfigs::default(),
             Some(&target),
             true,
         ));
@@ -398,14 +644,20 @@ mod tests {
 
     #[test]
     fn missing_target_without_create_topics_is_refused_with_the_partition_count() {
-        let msg = refusal(plan_target("orders", 9, &BTreeMap::new(), None, false));
+        let msg = refusal(plan_target(
+            "orders",
+            9,
+            &SourceConfigs::default(),
+            None,
+            false,
+        ));
         assert!(msg.contains("does not support CreateTopics"), "{msg}");
         assert!(msg.contains("create it there with 9 partitions"), "{msg}");
     }
 
     #[test]
     fn settings_come_from_the_target_when_it_exists() {
-        let source = map(&[
+        let source = topic_configs(&[
             ("compression.type", "lz4"),
             ("max.message.bytes", "2097152"),
             ("cleanup.policy", "compact"),
@@ -432,7 +684,7 @@ mod tests {
 
     #[test]
     fn settings_come_from_the_source_when_the_topic_is_created() {
-        let source = map(&[
+        let source = topic_configs(&[
             ("compression.type", "lz4"),
             ("max.message.bytes", "2097152"),
             ("cleanup.policy", "compact,delete"),
@@ -450,7 +702,7 @@ mod tests {
 
     #[test]
     fn settings_of_an_existing_topic_fall_back_to_the_source_without_describe_configs() {
-        let source = map(&[("compression.type", "gzip")]);
+        let source = topic_configs(&[("compression.type", "gzip")]);
         let target = empty_target(3, None);
         let plan = plan_target("t", 3, &source, Some(&target), true).unwrap();
         assert_eq!(plan.settings.compression_type, "gzip");
@@ -466,7 +718,7 @@ mod tests {
         let msg = refusal(plan_target(
             "clicks",
             3,
-            &BTreeMap::new(),
+            &SourceConfigs::default(),
             Some(&target),
             true,
         ));
@@ -484,30 +736,97 @@ mod tests {
     #[test]
     fn target_with_create_time_is_accepted() {
         let target = empty_target(3, Some(map(&[("message.timestamp.type", "CreateTime")])));
-        assert!(plan_target("t", 3, &BTreeMap::new(), Some(&target), true).is_ok());
+        assert!(plan_target("t", 3, &SourceConfigs::default(), Some(&target), true).is_ok());
     }
 
     #[test]
     fn source_log_append_time_is_not_copied_to_a_created_topic() {
-        let source = copyable_configs(vec![
+        let source = SourceConfigs::from_entries(vec![
             entry("message.timestamp.type", "LogAppendTime"),
             entry("retention.ms", "1000"),
         ]);
         let plan = plan_target("t", 1, &source, None, true).unwrap();
-        let create = plan.create.expect("created");
-        assert_eq!(create.configs, vec![("retention.ms".into(), "1000".into())]);
+        assert_eq!(
+            created_configs(plan),
+            pairs(&[
+                ("message.timestamp.type", "CreateTime"),
+                ("retention.ms", "1000"),
+            ])
+        );
+    }
+
+    /// NOT_COPIED keeps the source's timestamp type out of the copyable
+    /// configs; should that filter change, a created topic is still
+    /// CreateTime.
+    #[test]
+    fn created_topic_is_create_time_even_if_the_copied_configs_say_otherwise() {
+        let source = topic_configs(&[("message.timestamp.type", "LogAppendTime")]);
+        let plan = plan_target("t", 5, &source, None, true).unwrap();
+        assert_eq!(
+            created_configs(plan),
+            pairs(&[("message.timestamp.type", "CreateTime")])
+        );
     }
 
     #[test]
-    fn creation_with_log_append_time_in_the_copied_configs_is_refused() {
-        let source = map(&[("message.timestamp.type", "LogAppendTime")]);
-        let msg = refusal(plan_target("t", 5, &source, None, true));
+    fn created_topic_settings_come_from_what_the_target_applies() {
+        let planned = settings_from(&map(&[("compression.type", "lz4")]));
+        let applied = map(&[
+            ("compression.type", "zstd"),
+            ("max.message.bytes", "524288"),
+            ("cleanup.policy", "compact"),
+            ("message.timestamp.type", "CreateTime"),
+        ]);
+        assert_eq!(
+            settings_after_creation("t", &planned, Some(&applied)).unwrap(),
+            TargetTopicSettings {
+                compression_type: "zstd".into(),
+                max_message_bytes: 524_288,
+                compacted: true,
+            }
+        );
+    }
+
+    #[test]
+    fn created_topic_settings_are_the_planned_ones_without_describe_configs() {
+        let planned = settings_from(&map(&[
+            ("compression.type", "lz4"),
+            ("max.message.bytes", "2097152"),
+        ]));
+        assert_eq!(
+            settings_after_creation("t", &planned, None).unwrap(),
+            planned
+        );
+    }
+
+    #[test]
+    fn created_topic_reporting_log_append_time_is_refused_saying_it_was_created() {
+        let applied = map(&[("message.timestamp.type", "LogAppendTime")]);
+        let msg = match settings_after_creation(
+            "clicks",
+            &TargetTopicSettings::default(),
+            Some(&applied),
+        ) {
+            Err(ApiError::Precondition(msg)) => msg,
+            other => panic!("expected a precondition refusal, got {other:?}"),
+        };
+        assert!(msg.contains("was just created on the target"), "{msg}");
         assert!(
             msg.contains("message.timestamp.type=LogAppendTime"),
             "{msg}"
         );
-        assert!(msg.contains("5 partitions"), "{msg}");
-        assert!(msg.contains("message.timestamp.type=CreateTime"), "{msg}");
+        assert!(
+            msg.contains("no mirror of this request was stored"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("kafka-topics.sh --delete --topic clicks"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("--entity-name clicks --add-config message.timestamp.type=CreateTime"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -638,5 +957,61 @@ mod tests {
         let source = map(&[("retention.ms", "1000")]);
         let target = map(&[("retention.ms", "1000"), ("min.insync.replicas", "3")]);
         assert!(plan_config_sync(&source, &target).is_empty());
+    }
+
+    #[test]
+    fn target_turned_log_append_time_is_reported_not_altered() {
+        let target = map(&[
+            ("message.timestamp.type", "LogAppendTime"),
+            ("retention.ms", "1000"),
+        ]);
+        let TimestampCheck::Refuse(reason) = plan_timestamp_check("clicks", "", &target) else {
+            panic!("expected a refusal");
+        };
+        assert!(reason.contains("\"clicks\""), "{reason}");
+        assert!(
+            reason.contains("message.timestamp.type=LogAppendTime"),
+            "{reason}"
+        );
+        assert!(reason.contains("does not change it back"), "{reason}");
+        assert!(
+            reason.contains("--entity-name clicks --add-config message.timestamp.type=CreateTime"),
+            "{reason}"
+        );
+        assert!(reason.contains("remove this mirror"), "{reason}");
+        // Recorded again on the next round: the same reason, nothing new to
+        // write.
+        assert_eq!(
+            plan_timestamp_check("clicks", &reason, &target),
+            TimestampCheck::Refuse(reason)
+        );
+    }
+
+    #[test]
+    fn target_back_to_create_time_clears_only_its_own_reason() {
+        let TimestampCheck::Refuse(reason) = plan_timestamp_check(
+            "clicks",
+            "",
+            &map(&[("message.timestamp.type", "LogAppendTime")]),
+        ) else {
+            panic!("expected a refusal");
+        };
+        let fixed = map(&[("message.timestamp.type", "CreateTime")]);
+        assert_eq!(
+            plan_timestamp_check("clicks", &reason, &fixed),
+            TimestampCheck::Fine { clear_reason: true }
+        );
+        assert_eq!(
+            plan_timestamp_check("clicks", "some other reason", &fixed),
+            TimestampCheck::Fine {
+                clear_reason: false
+            }
+        );
+        assert_eq!(
+            plan_timestamp_check("clicks", "", &BTreeMap::new()),
+            TimestampCheck::Fine {
+                clear_reason: false
+            }
+        );
     }
 }
