@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 
 use clap::{Args, Parser, Subcommand};
 use cutover_proto::v1 as pb;
+use cutover_telemetry::{TraceParent, TraceParentService};
 use pb::orchestrator_client::OrchestratorClient;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
@@ -29,6 +30,15 @@ pub struct Cli {
     /// Machine-readable output (JSON).
     #[arg(long, global = true)]
     pub json: bool,
+    /// Make this command one trace: every request carries a new W3C trace
+    /// context, and `trace_id=<hex>` is printed on stderr (find it in Jaeger).
+    #[arg(long, global = true, env = "CUTOVER_TRACE")]
+    pub trace: bool,
+    /// Join this W3C trace context instead of starting a trace (e.g. a CI
+    /// pipeline's); sent also without --trace. An invalid value is ignored
+    /// with a warning.
+    #[arg(long, global = true, env = "TRACEPARENT", hide_env_values = true)]
+    pub traceparent: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -150,9 +160,42 @@ pub enum CliError {
     Output(String),
 }
 
+/// The trace context every request of this command carries, if any, and a
+/// warning for stderr when a given `traceparent` was unusable. A broken
+/// context never fails the command: tracing must not stop an operation.
+fn trace_context(cli: &Cli) -> (Option<TraceParent>, Option<String>) {
+    let joined = cli.traceparent.as_deref().filter(|s| !s.trim().is_empty());
+    match joined.map(TraceParent::parse) {
+        Some(Ok(tp)) => (Some(tp), None),
+        Some(Err(e)) => {
+            let fallback = if cli.trace {
+                "starting a new trace"
+            } else {
+                "not tracing"
+            };
+            (
+                cli.trace.then(TraceParent::new_root),
+                Some(format!(
+                    "warning: ignoring --traceparent/TRACEPARENT ({e}); {fallback}"
+                )),
+            )
+        }
+        None => (cli.trace.then(TraceParent::new_root), None),
+    }
+}
+
 /// Runs the command, prints its result, returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
-    match execute(&cli).await {
+    let (trace, warning) = trace_context(&cli);
+    if let Some(w) = warning {
+        eprintln!("{w}");
+    }
+    if let (true, Some(tp)) = (cli.trace, &trace) {
+        // Printed before the first request, so a failing or endless
+        // (`status --watch`) command can be looked up too.
+        eprintln!("trace_id={}", tp.trace_id());
+    }
+    match execute(&cli, trace.as_ref()).await {
         Ok(code) => code,
         Err(e) => {
             if cli.json {
@@ -173,7 +216,9 @@ pub async fn run(cli: Cli) -> i32 {
     }
 }
 
-async fn client(server: &str) -> Result<OrchestratorClient<Channel>, CliError> {
+type Client = OrchestratorClient<TraceParentService<Channel>>;
+
+async fn client(server: &str, trace: Option<&TraceParent>) -> Result<Client, CliError> {
     let endpoint = Channel::from_shared(server.to_string())
         .map_err(|e| CliError::Connect {
             server: server.into(),
@@ -184,7 +229,10 @@ async fn client(server: &str) -> Result<OrchestratorClient<Channel>, CliError> {
         server: server.into(),
         cause: format!("{e}"),
     })?;
-    Ok(OrchestratorClient::new(channel))
+    let layer = trace.map(TraceParent::layer).unwrap_or_default();
+    Ok(OrchestratorClient::new(
+        tower::ServiceBuilder::new().layer(layer).service(channel),
+    ))
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
@@ -200,8 +248,8 @@ fn cluster(servers: &[String]) -> pb::ClusterSpec {
     }
 }
 
-async fn execute(cli: &Cli) -> Result<i32, CliError> {
-    let mut c = client(&cli.server).await?;
+async fn execute(cli: &Cli, trace: Option<&TraceParent>) -> Result<i32, CliError> {
+    let mut c = client(&cli.server, trace).await?;
     let json = cli.json;
     match &cli.command {
         Command::Link(LinkCmd::Create {
@@ -396,4 +444,59 @@ async fn execute(cli: &Cli) -> Result<i32, CliError> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["cutover"];
+        all.extend_from_slice(args);
+        let mut cli = Cli::try_parse_from(all).expect("arguments parse");
+        // The test runner's own environment (CI may set TRACEPARENT) must not leak in.
+        if !args.contains(&"--traceparent") {
+            cli.traceparent = None;
+        }
+        cli
+    }
+
+    const JOINED: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[test]
+    fn trace_is_a_global_flag_and_off_by_default() {
+        let mut plain = cli(&["mirror", "list", "--link", "l"]);
+        plain.trace = false;
+        assert_eq!(trace_context(&plain), (None, None));
+        let traced = cli(&["mirror", "list", "--link", "l", "--trace"]);
+        assert!(traced.trace);
+        let (tp, warning) = trace_context(&traced);
+        assert!(tp.is_some() && warning.is_none());
+    }
+
+    #[test]
+    fn a_given_traceparent_is_joined_with_or_without_trace() {
+        for args in [
+            &["--traceparent", JOINED, "link", "list"][..],
+            &["--trace", "--traceparent", JOINED, "link", "list"][..],
+        ] {
+            let (tp, warning) = trace_context(&cli(args));
+            assert_eq!(warning, None);
+            let tp = tp.expect("joined");
+            assert_eq!(tp.header_value(), JOINED);
+        }
+    }
+
+    #[test]
+    fn a_broken_traceparent_warns_and_never_fails_the_command() {
+        let mut c = cli(&["--traceparent", "nonsense", "link", "list"]);
+        c.trace = false;
+        let (tp, warning) = trace_context(&c);
+        assert_eq!(tp, None);
+        assert!(warning.is_some_and(|w| w.contains("not tracing")));
+        c.trace = true;
+        let (tp, warning) = trace_context(&c);
+        assert!(tp.is_some_and(|t| !t.header_value().contains("0af7651916cd43dd")));
+        assert!(warning.is_some_and(|w| w.contains("new trace")));
+    }
 }

@@ -43,6 +43,26 @@ pub fn sum_metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Where the service processes export their spans (OTLP/gRPC).
+#[derive(Debug, Clone)]
+pub struct Otlp {
+    /// A trace receiver, e.g. `http://127.0.0.1:4317` (`--otlp-endpoint`).
+    pub endpoint: String,
+    /// How long a finished span may wait in the batch exporter before it is
+    /// sent (`OTEL_BSP_SCHEDULE_DELAY`; the SDK's default is 5 s). A process
+    /// also sends what is left when it shuts down gracefully.
+    pub batch_delay: Duration,
+}
+
+impl Otlp {
+    fn apply(&self, cmd: &mut Command) {
+        cmd.arg("--otlp-endpoint").arg(&self.endpoint).env(
+            "OTEL_BSP_SCHEDULE_DELAY",
+            self.batch_delay.as_millis().to_string(),
+        );
+    }
+}
+
 /// The orchestrator of a test, plus any number of fetchers.
 pub struct Cutover {
     pub orchestrator: ServiceProcess,
@@ -53,6 +73,9 @@ pub struct Cutover {
     next_fetcher: usize,
     /// Extra flags for every fetcher started from now on.
     pub fetcher_flags: Vec<String>,
+    /// Span export of every orchestrator and fetcher started from now on
+    /// (none: they export nothing).
+    pub otlp: Option<Otlp>,
     /// Orchestrators started with [`Cutover::add_orchestrator`]: (id, process, gRPC URL).
     pub more_orchestrators: Vec<(String, ServiceProcess, String)>,
 }
@@ -63,6 +86,7 @@ fn spawn_orchestrator(
     etcd: &str,
     id: &str,
     log_dir: &std::path::Path,
+    otlp: Option<&Otlp>,
 ) -> Result<(ServiceProcess, String)> {
     let grpc = format!("127.0.0.1:{}", free_port()?);
     let http = format!("127.0.0.1:{}", free_port()?);
@@ -83,17 +107,43 @@ fn spawn_orchestrator(
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let process = ServiceProcess::spawn(id, "cutover-orchestrator", &args, log_dir)?;
+    let process = spawn_service(id, "cutover-orchestrator", &args, otlp, log_dir)?;
     process.wait_http_ok(&format!("http://{http}/healthz"), READY)?;
     Ok((process, format!("http://{grpc}")))
+}
+
+fn spawn_service(
+    name: &str,
+    bin: &str,
+    args: &[String],
+    otlp: Option<&Otlp>,
+    log_dir: &std::path::Path,
+) -> Result<ServiceProcess> {
+    let mut cmd = Command::new(bin_path(bin)?);
+    cmd.args(args);
+    if let Some(o) = otlp {
+        o.apply(&mut cmd);
+    }
+    ServiceProcess::spawn_command(name, cmd, log_dir)
 }
 
 impl Cutover {
     /// Starts the orchestrator (id `orchestrator-1`) and waits until it is ready.
     pub fn start(bed: &Bed) -> Result<Cutover> {
-        let (orchestrator, server) =
-            spawn_orchestrator(bed.etcd_endpoint(), "orchestrator-1", bed.log_dir())?;
+        Self::start_with_otlp(bed, None)
+    }
+
+    /// Like [`Cutover::start`], with the orchestrator, and every service
+    /// started later, exporting spans to `otlp` (see [`Cutover::otlp`]).
+    pub fn start_with_otlp(bed: &Bed, otlp: Option<Otlp>) -> Result<Cutover> {
+        let (orchestrator, server) = spawn_orchestrator(
+            bed.etcd_endpoint(),
+            "orchestrator-1",
+            bed.log_dir(),
+            otlp.as_ref(),
+        )?;
         Ok(Cutover {
+            otlp,
             orchestrator,
             server,
             more_orchestrators: Vec::new(),
@@ -115,7 +165,8 @@ impl Cutover {
     /// Starts one more orchestrator (`orchestrator-2`, ...); returns its gRPC URL.
     pub fn add_orchestrator(&mut self) -> Result<String> {
         let id = format!("orchestrator-{}", self.more_orchestrators.len() + 2);
-        let (process, server) = spawn_orchestrator(&self.etcd, &id, &self.log_dir)?;
+        let (process, server) =
+            spawn_orchestrator(&self.etcd, &id, &self.log_dir, self.otlp.as_ref())?;
         self.more_orchestrators.push((id, process, server.clone()));
         Ok(server)
     }
@@ -137,7 +188,13 @@ impl Cutover {
             http.clone(),
         ];
         args.extend(self.fetcher_flags.iter().cloned());
-        let process = ServiceProcess::spawn(&id, "cutover-fetcher", &args, &self.log_dir)?;
+        let process = spawn_service(
+            &id,
+            "cutover-fetcher",
+            &args,
+            self.otlp.as_ref(),
+            &self.log_dir,
+        )?;
         process.wait_http_ok(&format!("http://{http}/healthz"), READY)?;
         self.fetchers.push(Fetcher {
             id,
@@ -157,10 +214,25 @@ impl Cutover {
 
     /// Runs the real CLI against the orchestrator at `server`.
     pub fn cli_raw_at(&self, server: &str, args: &[&str]) -> Result<(i32, String, String)> {
+        self.cli_env_at(server, args, &[])
+    }
+
+    /// Runs the real CLI with extra environment variables (e.g. `TRACEPARENT`).
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<(i32, String, String)> {
+        self.cli_env_at(&self.server, args, env)
+    }
+
+    fn cli_env_at(
+        &self,
+        server: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<(i32, String, String)> {
         let out = Command::new(bin_path("cutover")?)
             .arg("--server")
             .arg(server)
             .args(args)
+            .envs(env.iter().copied())
             .output()
             .context("running the cutover CLI")?;
         Ok((

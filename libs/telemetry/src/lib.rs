@@ -6,7 +6,10 @@ mod http_endpoint;
 mod propagation;
 
 pub use http_endpoint::{serve_http, Health};
-pub use propagation::{inject_current, TraceContextLayer, TraceContextService};
+pub use propagation::{
+    inject_current, TraceContextLayer, TraceContextService, TraceParent, TraceParentError,
+    TraceParentLayer, TraceParentService,
+};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
