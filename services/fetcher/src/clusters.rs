@@ -43,15 +43,22 @@ pub struct ClusterCache {
     client_id: String,
     timeout: Duration,
     fetch_opts: FetchOptions,
+    idle_poll: Duration,
     inner: Arc<Mutex<HashMap<String, Entry>>>,
 }
 
 impl ClusterCache {
-    pub fn new(client_id: String, timeout: Duration, fetch_opts: FetchOptions) -> Self {
+    pub fn new(
+        client_id: String,
+        timeout: Duration,
+        fetch_opts: FetchOptions,
+        idle_poll: Duration,
+    ) -> Self {
         ClusterCache {
             client_id,
             timeout,
             fetch_opts,
+            idle_poll,
             inner: Arc::default(),
         }
     }
@@ -77,6 +84,7 @@ impl ClusterCache {
         let (fetch, fetch_loop) = FetchMux::start(
             source.clone(),
             self.fetch_opts.clone(),
+            self.idle_poll,
             &link.name,
             stop.clone(),
         );

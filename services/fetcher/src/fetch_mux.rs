@@ -7,8 +7,11 @@
 //! of them returns as soon as any partition has data.
 
 use cutover_kafka::{Cluster, FetchOptions, FetchRequestPartition, FetchedPartition, KafkaError};
+use std::time::Duration;
+
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -23,6 +26,9 @@ struct Request {
 #[derive(Clone)]
 pub struct FetchMux {
     tx: mpsc::Sender<Request>,
+    /// Idle partitions ask again on a grid of `idle_poll` steps from here.
+    epoch: Instant,
+    idle_poll: Duration,
 }
 
 /// Each partition has at most one fetch outstanding, so this bounds memory
@@ -34,13 +40,31 @@ impl FetchMux {
     pub fn start(
         cluster: Cluster,
         opts: FetchOptions,
+        idle_poll: Duration,
         link: &str,
         cancel: CancellationToken,
     ) -> (FetchMux, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let span = tracing::info_span!("fetch_loop", link = %link);
         let handle = tokio::spawn(run(cluster, opts, rx, cancel).instrument(span));
-        (FetchMux { tx }, handle)
+        let mux = FetchMux {
+            tx,
+            epoch: Instant::now(),
+            idle_poll: idle_poll.max(Duration::from_millis(1)),
+        };
+        (mux, handle)
+    }
+
+    /// When a partition that had nothing new asks again. Every idle
+    /// partition of the link wakes at the same grid point, so their fetches
+    /// go out together in one request instead of one each, and a caught-up
+    /// partition costs one entry of a Fetch per `idle_poll` (see
+    /// `just bench-fetcher`'s idle figure).
+    pub fn next_idle_poll(&self) -> Instant {
+        let step = self.idle_poll.as_nanos().max(1);
+        let steps = self.epoch.elapsed().as_nanos() / step + 1;
+        let offset = u64::try_from(steps.saturating_mul(step)).unwrap_or(u64::MAX);
+        self.epoch + Duration::from_nanos(offset)
     }
 
     /// Fetches one partition at `offset` (batched with the other partitions' fetches).
@@ -109,5 +133,35 @@ async fn run(
             // The partition task may have stopped meanwhile; nothing to do then.
             let _ = req.reply.send(result);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mux(idle_poll: Duration) -> FetchMux {
+        let (tx, _rx) = mpsc::channel(1);
+        FetchMux {
+            tx,
+            epoch: Instant::now(),
+            idle_poll,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_partitions_wake_together_on_the_next_grid_point() {
+        let m = mux(Duration::from_millis(50));
+        let epoch = m.epoch;
+        tokio::time::advance(Duration::from_millis(20)).await;
+        let a = m.next_idle_poll();
+        tokio::time::advance(Duration::from_millis(17)).await;
+        let b = m.next_idle_poll();
+        // Two partitions that went idle 17 ms apart ask again at the same moment.
+        assert_eq!(a, b);
+        assert_eq!(a - epoch, Duration::from_millis(50));
+        // Exactly on a grid point: the next one, never now (no busy loop).
+        tokio::time::advance(Duration::from_millis(13)).await;
+        assert_eq!(m.next_idle_poll() - epoch, Duration::from_millis(100));
     }
 }

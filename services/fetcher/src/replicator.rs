@@ -63,8 +63,6 @@ pub struct ReplicatorSettings {
     pub max_inflight: usize,
     pub coalesce_below_bytes: usize,
     pub kafka_timeout: Duration,
-    /// Wait before asking again when the source had nothing new.
-    pub idle_poll: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -357,6 +355,10 @@ async fn copy(
                     PartitionState::Syncing
                 };
             });
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep_until(ctx.fetch.next_idle_poll()) => {}
+            }
             continue;
         }
         for batch in out {

@@ -145,6 +145,7 @@ pub async fn run(cfg: FetcherConfig, shutdown: CancellationToken) -> Result<(), 
                 min_bytes: 1,
                 read_committed: true,
             },
+            cfg.idle_poll(),
         ),
         id,
         cfg,
@@ -382,7 +383,6 @@ impl Fetcher {
         let settings = ReplicatorSettings {
             max_inflight: self.cfg.max_inflight as usize,
             coalesce_below_bytes: self.cfg.coalesce_below_bytes,
-            idle_poll: self.cfg.idle_poll(),
             kafka_timeout: self.cfg.kafka_timeout(),
         };
         let (coord, session, progress, metrics, owner) = (
