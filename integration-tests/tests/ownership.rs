@@ -157,3 +157,89 @@ fn fetchers_share_fairly_and_sigterm_hands_over_before_the_lease_could_expire() 
     }
     Ok(())
 }
+
+#[test]
+fn etcd_outage_longer_than_the_lease_stops_the_fetcher_which_then_joins_again() -> Result<()> {
+    const TOPIC: &str = "outage";
+    const N: i32 = 3;
+    let lease_ttl = Duration::from_secs(3);
+    let bed = Bed::start("ownership_etcd_outage")?;
+    bed.clusters.create_topic_both(TOPIC, N)?;
+    for p in 0..N {
+        produce(bed.source_bootstrap(), TOPIC, p, 2_000, &live_spec())?;
+    }
+    let mut cutover = Cutover::start(&bed)?;
+    cutover.fetcher_flags = vec![
+        "--lease-ttl-secs".into(),
+        lease_ttl.as_secs().to_string(),
+        "--rebalance-interval-ms".into(),
+        "500".into(),
+        "--progress-interval-ms".into(),
+        "200".into(),
+    ];
+    cutover.add_fetcher()?;
+    cutover.mirror(&bed, "l1", &[TOPIC])?;
+    let parts: Vec<(String, i32)> = (0..N).map(|p| (TOPIC.to_string(), p)).collect();
+    let load = LoadGenerator::start(
+        bed.source_bootstrap(),
+        &parts,
+        2_000,
+        ProduceSpec {
+            first_seq: 2_000_000,
+            ..live_spec()
+        },
+    )?;
+    let fetcher = cutover.fetcher("fetcher-1")?;
+    wait_until(
+        "the fetcher to own every partition",
+        Duration::from_secs(30),
+        || Ok(fetcher.metric_sum("cutover_fetcher_owned_partitions")? == f64::from(N)),
+    )?;
+    wait_until(
+        "the fetcher to copy records",
+        Duration::from_secs(30),
+        || Ok(fetcher.metric_sum("cutover_fetcher_records_total")? > 0.0),
+    )?;
+
+    // etcd stops answering for longer than the lease: the fetcher must give
+    // its lease up (stop every partition), and stay up.
+    bed.etcd.pause()?;
+    let outage = wait_until(
+        "the fetcher to declare its lease lost and stop its partitions",
+        lease_ttl + Duration::from_secs(15),
+        || {
+            Ok(
+                fetcher.metric_sum("cutover_fetcher_lease_losses_total")? == 1.0
+                    && fetcher.metric_sum("cutover_fetcher_owned_partitions")? == 0.0,
+            )
+        },
+    );
+    bed.etcd.resume()?;
+    outage?;
+    assert!(
+        fetcher.process.is_running(),
+        "the fetcher exited on a lost lease"
+    );
+
+    // Back: it joins with a new lease, takes every partition again and
+    // catches up with what the producer wrote meanwhile.
+    wait_until(
+        "the fetcher to own every partition again",
+        Duration::from_secs(30),
+        || Ok(fetcher.metric_sum("cutover_fetcher_owned_partitions")? == f64::from(N)),
+    )?;
+    load.wait_acked(load.acked() + 2_000, Duration::from_secs(30))?;
+    let report = load.stop()?;
+    assert_eq!(report.total_failed(), 0);
+    cutover.wait_in_sync("l1", Duration::from_secs(120))?;
+    for p in 0..N {
+        assert_mirrored(&bed, TOPIC, p)?;
+    }
+    assert_eq!(
+        fetcher.metric_sum("cutover_fetcher_lease_losses_total")?,
+        1.0,
+        "one outage, one lost lease"
+    );
+    assert!(fetcher.process.is_running());
+    Ok(())
+}

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub lost_records: IntCounterVec,
     pub rule_violations: IntCounterVec,
     pub owned_partitions: prometheus::IntGauge,
+    /// etcd leases this fetcher lost (it stopped writing and joined again).
+    pub lease_losses: prometheus::IntCounter,
 }
 
 const TP: &[&str] = &["link", "topic", "partition"];
@@ -75,6 +77,11 @@ impl Metrics {
             registry.register(Box::new(g.clone()))?;
         }
         registry.register(Box::new(owned_partitions.clone()))?;
+        let lease_losses = prometheus::IntCounter::new(
+            "lease_losses_total",
+            "etcd leases lost (every partition stopped writing, then the fetcher joined again)",
+        )?;
+        registry.register(Box::new(lease_losses.clone()))?;
         Ok(Metrics {
             registry,
             bytes,
@@ -86,6 +93,7 @@ impl Metrics {
             lost_records,
             rule_violations,
             owned_partitions,
+            lease_losses,
         })
     }
 }

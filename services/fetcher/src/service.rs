@@ -33,7 +33,7 @@ pub enum FetcherError {
     Telemetry(#[from] cutover_telemetry::TelemetryError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
-    #[error("the etcd lease was lost; partitions were stopped before it could expire. Restart the fetcher.")]
+    #[error("the etcd lease was lost; partitions were stopped before it could expire")]
     LeaseLost,
 }
 
@@ -56,7 +56,8 @@ struct Fetcher {
     bandwidth: HashMap<String, Arc<LinkBandwidth>>,
 }
 
-/// Runs a fetcher until `shutdown` fires (then stops gracefully) or its lease is lost.
+/// Runs a fetcher until `shutdown` fires, then stops gracefully. A lost
+/// lease stops every partition and the fetcher joins again with a new one.
 pub async fn run(cfg: FetcherConfig, shutdown: CancellationToken) -> Result<(), FetcherError> {
     let id = cfg.id.clone().unwrap_or_else(|| {
         format!(
@@ -118,18 +119,12 @@ pub async fn run(cfg: FetcherConfig, shutdown: CancellationToken) -> Result<(), 
         .advertised_grpc_addr
         .clone()
         .unwrap_or_else(|| grpc_addr.to_string());
-    cutover_coord::register_member(
-        &coord,
-        &session,
-        keys::FETCHER_KIND,
-        &id,
-        &FetcherMember {
-            id: id.clone(),
-            grpc_addr: advertised,
-            started_at_ms: cutover_model::now_ms(),
-        },
-    )
-    .await?;
+    let member = FetcherMember {
+        id: id.clone(),
+        grpc_addr: advertised,
+        started_at_ms: cutover_model::now_ms(),
+    };
+    cutover_coord::register_member(&coord, &session, keys::FETCHER_KIND, &id, &member).await?;
     health.set_ready(true);
     info!(fetcher = %id, grpc = %grpc_addr, http = %http_addr, "fetcher started");
 
@@ -150,13 +145,32 @@ pub async fn run(cfg: FetcherConfig, shutdown: CancellationToken) -> Result<(), 
         id,
         cfg,
         coord,
-        session: session.clone(),
+        session,
         board,
         metrics,
         running: HashMap::new(),
         bandwidth: HashMap::new(),
     };
-    let result = fetcher.main_loop(&shutdown).await;
+    let result = loop {
+        match fetcher.main_loop(&shutdown).await {
+            Err(FetcherError::LeaseLost) => {
+                // Every partition already stopped writing (self-fencing). Hand
+                // the work back and join again with a new lease, instead of
+                // exiting: an etcd outage longer than the lease must not take
+                // the fetchers down with it.
+                health.set_ready(false);
+                fetcher.metrics.lease_losses.inc();
+                warn!("etcd lease lost: every partition stopped writing; joining again with a new lease");
+                fetcher.stop_all(false).await;
+                match fetcher.rejoin(&member, &internal, &shutdown).await {
+                    Ok(true) => health.set_ready(true),
+                    Ok(false) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            }
+            other => break other,
+        }
+    };
 
     // Graceful stop: not ready; leave the fetcher group first so the others
     // count without us; stop every partition (each finishes its in-flight
@@ -173,6 +187,7 @@ pub async fn run(cfg: FetcherConfig, shutdown: CancellationToken) -> Result<(), 
     }
     fetcher.stop_all(lease_ok).await;
     fetcher.clusters.close_all().await;
+    let session = fetcher.session.clone();
     drop(fetcher);
     internal.cancel();
     let _ = grpc_task.await;
@@ -192,6 +207,66 @@ pub async fn run(cfg: FetcherConfig, shutdown: CancellationToken) -> Result<(), 
 }
 
 impl Fetcher {
+    /// After a lost lease: a new session and membership, retried until etcd
+    /// answers or `shutdown` fires (then `Ok(false)`). The old lease is
+    /// revoked if etcd still knows it, so the partitions it owned can be
+    /// claimed at once rather than after its TTL.
+    async fn rejoin(
+        &mut self,
+        member: &FetcherMember,
+        internal: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, FetcherError> {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(false);
+            }
+            match self
+                .coord
+                .session(self.cfg.lease_ttl(), internal.clone())
+                .await
+            {
+                Ok(session) => {
+                    let session = Arc::new(session);
+                    let registered = cutover_coord::register_member(
+                        &self.coord,
+                        &session,
+                        keys::FETCHER_KIND,
+                        &self.id,
+                        member,
+                    )
+                    .await;
+                    match registered {
+                        Ok(()) => {
+                            let old = std::mem::replace(&mut self.session, session);
+                            if let Ok(old) = Arc::try_unwrap(old) {
+                                let _ = old.revoke().await;
+                            }
+                            info!(
+                                lease_id = self.session.lease_id(),
+                                "joined the fetcher group again"
+                            );
+                            return Ok(true);
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "could not join the fetcher group again; retrying");
+                            if let Ok(s) = Arc::try_unwrap(session) {
+                                let _ = s.revoke().await;
+                            }
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "etcd unreachable; retrying to join the fetcher group"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(false),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
     async fn main_loop(&mut self, shutdown: &CancellationToken) -> Result<(), FetcherError> {
         let lost = self.session.lost();
         let mut rebalance = tokio::time::interval(self.cfg.rebalance_interval());
@@ -220,10 +295,21 @@ impl Fetcher {
                 Some(_) = members_rx.recv() => {}
                 Some(_) = mirrors_rx.recv() => {}
                 Some(_) = failures_rx.recv() => {}
-                _ = progress.tick() => { self.publish_progress().await; continue; }
+                _ = progress.tick() => {
+                    // Calls to an unreachable etcd take their whole timeout:
+                    // a lost lease must not wait for them.
+                    tokio::select! {
+                        _ = lost.cancelled() => break Err(FetcherError::LeaseLost),
+                        _ = self.publish_progress() => {}
+                    }
+                    continue;
+                }
             }
-            if let Err(e) = self.rebalance().await {
-                warn!(error = %e, "rebalance failed; retrying at the next tick");
+            tokio::select! {
+                _ = lost.cancelled() => break Err(FetcherError::LeaseLost),
+                r = self.rebalance() => if let Err(e) = r {
+                    warn!(error = %e, "rebalance failed; retrying at the next tick");
+                },
             }
         };
         watch_cancel.cancel();
@@ -488,10 +574,15 @@ impl Fetcher {
             }
         }
         if let Some(p) = self.board.remove(key) {
-            let _ = self
-                .coord
-                .put(&keys::progress(&key.link, &key.topic, key.partition), &p)
-                .await;
+            // Without a live lease this fetcher is no longer the partition's
+            // voice (and etcd may be the reason: each call would wait out
+            // its timeout).
+            if self.session.is_alive() {
+                let _ = self
+                    .coord
+                    .put(&keys::progress(&key.link, &key.topic, key.partition), &p)
+                    .await;
+            }
         }
         if release && self.session.is_alive() {
             if let Err(e) = cutover_coord::release(&self.coord, resource, &self.id).await {
@@ -524,6 +615,7 @@ impl Fetcher {
         for r in resources {
             self.stop(&r, release).await;
         }
+        self.metrics.owned_partitions.set(self.running.len() as i64);
     }
 
     async fn publish_progress(&mut self) {
