@@ -375,10 +375,23 @@ pub fn wait_until(
 }
 
 impl Cutover {
-    /// `cutover link create <link>` between the bed's clusters, then
-    /// `cutover mirror add --link <link> <topics>`; returns the added mirrors.
-    pub fn mirror(&self, bed: &Bed, link: &str, topics: &[&str]) -> Result<Value> {
-        self.cli_json(&[
+    /// Fetchers started from now on use a lease of `ttl`, rebalance every
+    /// 500 ms and publish progress every 200 ms.
+    pub fn use_fetcher_lease(&mut self, ttl: Duration) {
+        self.fetcher_flags = vec![
+            "--lease-ttl-secs".into(),
+            ttl.as_secs().to_string(),
+            "--rebalance-interval-ms".into(),
+            "500".into(),
+            "--progress-interval-ms".into(),
+            "200".into(),
+        ];
+    }
+
+    /// `cutover link create <link>` between the bed's clusters, with `extra`
+    /// flags (e.g. `--bandwidth-limit`).
+    pub fn create_link(&self, bed: &Bed, link: &str, extra: &[&str]) -> Result<Value> {
+        let mut args = vec![
             "link",
             "create",
             link,
@@ -386,7 +399,15 @@ impl Cutover {
             bed.source_bootstrap(),
             "--target",
             bed.target_bootstrap(),
-        ])?;
+        ];
+        args.extend_from_slice(extra);
+        self.cli_json(&args)
+    }
+
+    /// `cutover link create <link>` between the bed's clusters, then
+    /// `cutover mirror add --link <link> <topics>`; returns the added mirrors.
+    pub fn mirror(&self, bed: &Bed, link: &str, topics: &[&str]) -> Result<Value> {
+        self.create_link(bed, link, &[])?;
         let mut args = vec!["mirror", "add", "--link", link];
         args.extend_from_slice(topics);
         self.cli_json(&args)

@@ -31,14 +31,7 @@ fn killed_fetcher_is_replaced_within_the_lease_timeout_without_gap_or_duplicate(
         produce(bed.source_bootstrap(), TOPIC, p, 5_000, &history)?;
     }
     let mut cutover = Cutover::start(&bed)?;
-    cutover.fetcher_flags = vec![
-        "--lease-ttl-secs".into(),
-        lease_ttl.as_secs().to_string(),
-        "--rebalance-interval-ms".into(),
-        "500".into(),
-        "--progress-interval-ms".into(),
-        "200".into(),
-    ];
+    cutover.use_fetcher_lease(lease_ttl);
     cutover.add_fetcher()?;
     cutover.add_fetcher()?;
     cutover.mirror(&bed, "l1", &[TOPIC])?;
@@ -100,14 +93,7 @@ fn fetchers_share_fairly_and_sigterm_hands_over_before_the_lease_could_expire() 
         )?;
     }
     let mut cutover = Cutover::start(&bed)?;
-    cutover.fetcher_flags = vec![
-        "--lease-ttl-secs".into(),
-        lease_ttl.as_secs().to_string(),
-        "--rebalance-interval-ms".into(),
-        "500".into(),
-        "--progress-interval-ms".into(),
-        "200".into(),
-    ];
+    cutover.use_fetcher_lease(lease_ttl);
     cutover.add_fetcher()?;
     cutover.mirror(&bed, "l1", &[TOPIC])?;
     let n = N as usize;
@@ -169,14 +155,7 @@ fn etcd_outage_longer_than_the_lease_stops_the_fetcher_which_then_joins_again() 
         produce(bed.source_bootstrap(), TOPIC, p, 2_000, &live_spec())?;
     }
     let mut cutover = Cutover::start(&bed)?;
-    cutover.fetcher_flags = vec![
-        "--lease-ttl-secs".into(),
-        lease_ttl.as_secs().to_string(),
-        "--rebalance-interval-ms".into(),
-        "500".into(),
-        "--progress-interval-ms".into(),
-        "200".into(),
-    ];
+    cutover.use_fetcher_lease(lease_ttl);
     cutover.add_fetcher()?;
     cutover.mirror(&bed, "l1", &[TOPIC])?;
     let parts: Vec<(String, i32)> = (0..N).map(|p| (TOPIC.to_string(), p)).collect();

@@ -87,17 +87,7 @@ fn main() -> Result<()> {
     for _ in 0..args.fetchers {
         cutover.add_fetcher()?;
     }
-    cutover.cli_json(&[
-        "link",
-        "create",
-        LINK,
-        "--source",
-        bed.source_bootstrap(),
-        "--target",
-        bed.target_bootstrap(),
-        "--bandwidth-limit",
-        &limit.to_string(),
-    ])?;
+    cutover.create_link(&bed, LINK, &["--bandwidth-limit", &limit.to_string()])?;
     // What landed on the target, in bytes: records are all alike, so the
     // target's offsets times the source's bytes per record. (The fetchers'
     // byte counters count at acknowledgement, up to several batches per

@@ -455,15 +455,7 @@ fn run_fetcher(
     // unless asked otherwise.
     cutover.fetcher_flags = fetcher_args.to_vec();
     let pid = u32::try_from(cutover.add_fetcher()?.process.pid())?;
-    cutover.cli_json(&[
-        "link",
-        "create",
-        LINK,
-        "--source",
-        bed.source_bootstrap(),
-        "--target",
-        bed.target_bootstrap(),
-    ])?;
+    cutover.create_link(bed, LINK, &[])?;
     let target = rt.block_on(Cluster::connect(ClusterConfig::new([
         bed.target_bootstrap()
     ])))?;

@@ -139,14 +139,7 @@ async fn sync_topic(
             }
             m.partitions = mirror_partitions;
             m.reason.clear();
-            if !orch
-                .coord
-                .update(rel, &m, rev)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                return Err("mirror changed concurrently; will retry".into());
-            }
+            store(orch, rel, &m, rev).await?;
             info!(topic = %topic, partitions = mirror_partitions, "mirroring new partitions");
             // The document has a new revision now; read it back for the
             // reason the checks below may record.
@@ -183,14 +176,7 @@ async fn sync_topic(
         }
         TimestampCheck::Fine { clear_reason: true } => {
             m.reason.clear();
-            if !orch
-                .coord
-                .update(rel, &m, rev)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                return Err("mirror changed concurrently; will retry".into());
-            }
+            store(orch, rel, &m, rev).await?;
             info!(topic = %topic, "target topic is CreateTime again; reason cleared");
         }
         TimestampCheck::Fine {
@@ -216,4 +202,18 @@ async fn sync_topic(
         }
     }
     Ok(())
+}
+
+/// Writes the mirror back if nobody changed it since `rev`.
+async fn store(orch: &Orchestrator, rel: &str, m: &MirrorTopic, rev: i64) -> Result<(), String> {
+    if orch
+        .coord
+        .update(rel, m, rev)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Ok(())
+    } else {
+        Err("mirror changed concurrently; will retry".into())
+    }
 }
