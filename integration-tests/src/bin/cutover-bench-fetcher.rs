@@ -75,6 +75,15 @@ struct Args {
     /// `--fetcher-arg=--idle-poll-ms=10`. Default: the fetcher's defaults.
     #[arg(long = "fetcher-arg", allow_hyphen_values = true)]
     fetcher_args: Vec<String>,
+    /// Round-trip time the mock adds on every source broker while both
+    /// copiers run (the source is written before, at full speed).
+    #[arg(long, default_value_t = 0)]
+    source_rtt_ms: u64,
+    /// Round-trip time the mock adds on every target broker while both
+    /// copiers run, e.g. 40 for a fetcher near the source writing to a
+    /// remote target: shows what pipelining (`--max-inflight`) buys.
+    #[arg(long, default_value_t = 0)]
+    target_rtt_ms: u64,
     /// Extra librdkafka setting `key=value` for the baseline's consumer
     /// (repeatable), e.g. `fetch.wait.max.ms=10`.
     #[arg(long = "baseline-consumer", value_name = "KEY=VALUE")]
@@ -271,6 +280,8 @@ fn bench(args: &Args) -> Result<()> {
         "machine": machine,
         "partitions": args.partitions,
         "fetcher_args": args.fetcher_args,
+        "source_rtt_ms": args.source_rtt_ms,
+        "target_rtt_ms": args.target_rtt_ms,
         "baseline_consumer_config": args.baseline_consumer,
         "baseline_producer_config": args.baseline_producer,
         "total_secs": started.elapsed().as_secs_f64(),
@@ -358,6 +369,17 @@ fn run_scenario(
         t.elapsed().as_secs_f64()
     );
 
+    for (side, ms) in [
+        (Side::Source, args.source_rtt_ms),
+        (Side::Target, args.target_rtt_ms),
+    ] {
+        if ms > 0 {
+            for broker in bed.clusters.broker_ids(side) {
+                bed.clusters
+                    .set_rtt(side, broker, Duration::from_millis(ms))?;
+            }
+        }
+    }
     let fetcher = run_fetcher(&bed, &args.fetcher_args, p, &source, rt)?;
     println!(
         "fetcher:  {:.2} s CPU, {:.2} s wall ({:.2} s until first data on the target), {:.0} ns/B",
