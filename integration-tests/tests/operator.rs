@@ -1,0 +1,133 @@
+//! The CLI as an operator uses it beyond the basics: choosing topics by
+//! pattern (dry run first), watching status until in sync, and `verify`
+//! finding a record that differs.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use cutover_integration_tests::cutover::Cutover;
+use cutover_integration_tests::*;
+use serde_json::Value;
+
+fn topics_of(v: &Value) -> Vec<String> {
+    let mut t: Vec<String> = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m["topic"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    t.sort();
+    t
+}
+
+#[test]
+fn patterns_select_topics_watch_ends_in_sync_and_verify_reports_the_first_difference() -> Result<()>
+{
+    let bed = Bed::start("operator_cli")?;
+    for t in ["orders.eu", "orders.us", "orders.tmp", "payments"] {
+        bed.clusters.create_topic_both(t, 2)?;
+        for p in 0..2 {
+            produce(bed.source_bootstrap(), t, p, 300, &ProduceSpec::default())?;
+        }
+    }
+    let mut cutover = Cutover::start(&bed)?;
+    cutover.add_fetcher()?;
+    cutover.create_link(&bed, "l1", &[])?;
+
+    // A dry run shows the selection and stores nothing.
+    let select = [
+        "mirror",
+        "add",
+        "--link",
+        "l1",
+        "--include",
+        r"orders\..*",
+        "--exclude",
+        r".*\.tmp",
+    ];
+    let mut dry = select.to_vec();
+    dry.push("--dry-run");
+    let planned = cutover.cli_json(&dry)?;
+    assert_eq!(planned["dry_run"], true, "{planned:#}");
+    assert_eq!(topics_of(&planned["mirrors"]), ["orders.eu", "orders.us"]);
+    let listed = cutover.cli_json(&["mirror", "list", "--link", "l1"])?;
+    assert_eq!(
+        topics_of(&listed),
+        Vec::<String>::new(),
+        "a dry run stored mirrors: {listed:#}"
+    );
+    let added = cutover.cli_json(&select)?;
+    assert_eq!(topics_of(&added["mirrors"]), ["orders.eu", "orders.us"]);
+
+    // The streaming watch ends by itself once every partition is in sync.
+    let (code, out, err) = cutover.cli_raw(&[
+        "--json",
+        "status",
+        "--link",
+        "l1",
+        "--watch",
+        "--until-in-sync",
+        "--interval-ms",
+        "200",
+    ])?;
+    assert_eq!(code, 0, "status --watch failed: {err}");
+    let last: Value = serde_json::from_str(
+        out.lines()
+            .last()
+            .context("status --watch printed nothing")?,
+    )?;
+    let mut partitions = 0;
+    for t in last["topics"].as_array().context("no topics")? {
+        for p in t["partitions"].as_array().context("no partitions")? {
+            assert_eq!(p["state"], "IN_SYNC", "{p:#}");
+            assert_eq!(p["target_log_end"], p["source_log_end"], "{p:#}");
+            assert_eq!(p["source_log_end"], 300, "{p:#}");
+            partitions += 1;
+        }
+    }
+    assert_eq!(partitions, 4, "{last:#}");
+
+    // A record that differs: with the mirror paused, offset 300 of
+    // partition 1 gets one record on each side, from different producers'
+    // sequences.
+    cutover.cli_json(&["mirror", "pause", "--link", "l1", "orders.eu"])?;
+    cutover.wait_owners("l1", Duration::from_secs(30), |o| {
+        o.values().sum::<usize>() == 2
+    })?;
+    let on_target = ProduceSpec {
+        first_seq: 900_000,
+        ..ProduceSpec::default()
+    };
+    let on_source = ProduceSpec {
+        first_seq: 800_000,
+        ..ProduceSpec::default()
+    };
+    produce(bed.target_bootstrap(), "orders.eu", 1, 1, &on_target)?;
+    produce(bed.source_bootstrap(), "orders.eu", 1, 1, &on_source)?;
+
+    let (code, out, err) =
+        cutover.cli_raw(&["--json", "verify", "--link", "l1", "--topic", "orders.eu"])?;
+    assert_eq!(code, 1, "verify must exit 1 on a difference: {out} {err}");
+    let report: Value = serde_json::from_str(out.trim())?;
+    assert_eq!(report["identical"], false, "{report:#}");
+    let parts = report["partitions"].as_array().context("no partitions")?;
+    let p0 = parts.iter().find(|p| p["partition"] == 0).context("p0")?;
+    let p1 = parts.iter().find(|p| p["partition"] == 1).context("p1")?;
+    assert_eq!(p0["first_difference"], "", "{p0:#}");
+    assert_eq!(p0["records_identical"], 300, "{p0:#}");
+    assert_eq!(p1["first_difference_offset"], 300, "{p1:#}");
+    assert_eq!(p1["records_identical"], 300, "{p1:#}");
+    let what = p1["first_difference"].as_str().unwrap_or_default();
+    assert!(
+        what.contains("key") || what.contains("value"),
+        "the difference should name the field: {what}"
+    );
+
+    // Human output says the same for an operator.
+    let (code, out, _) = cutover.cli_raw(&["verify", "--link", "l1", "--topic", "orders.eu"])?;
+    assert_eq!(code, 1);
+    assert!(out.contains("300"), "{out}");
+    Ok(())
+}
