@@ -35,6 +35,8 @@ struct ReceivedSpan {
     trace_id: String,
     parent_span_id: String,
     kind: i32,
+    /// OpenTelemetry status code (0 unset, 1 ok, 2 error).
+    status: i32,
     attributes: BTreeMap<String, any_value::Value>,
 }
 
@@ -136,6 +138,7 @@ impl TraceService for Sink {
                     trace_id: hex(&span.trace_id),
                     parent_span_id: hex(&span.parent_span_id),
                     kind: span.kind,
+                    status: span.status.map_or(0, |s| s.code),
                     attributes: attributes(&span.attributes),
                 });
             }
@@ -291,6 +294,24 @@ fn cli_commands_are_traces_and_services_export_spans() -> Result<()> {
     })?;
     assert_eq!(get.name, "cutover.v1.Orchestrator/GetLink", "{get:?}");
     assert_eq!(get.parent_span_id, JOINED_SPAN, "{get:?}");
+    assert_ne!(
+        get.status, 2,
+        "a successful call marked as an error: {get:?}"
+    );
+
+    // A failed call is an error span carrying the gRPC code (5, NOT_FOUND).
+    let (code, _, err) = cutover.cli_raw(&["--trace", "link", "get", "no-such-link"])?;
+    assert_eq!(code, 2, "{err}");
+    let failed_trace = printed_trace_id(&err)?;
+    let failed = received.wait_for("the failed call's span", ARRIVAL, |s| {
+        s.trace_id == failed_trace && s.service == ORCHESTRATOR && is_server(s)
+    })?;
+    assert_eq!(failed.status, 2, "not marked as an error: {failed:?}");
+    assert_eq!(
+        failed.int_attr("rpc.grpc.status_code"),
+        Some(5),
+        "{failed:?}"
+    );
     let (plain, _) = run_ok("link get", cutover.cli_raw(&["link", "get", LINK])?)?;
     let (traced, err) = run_ok(
         "link get --trace",

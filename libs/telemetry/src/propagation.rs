@@ -62,9 +62,9 @@ pub struct TraceContextService<S> {
     mode: TraceContextLayer,
 }
 
-impl<S, B> tower::Service<http::Request<B>> for TraceContextService<S>
+impl<S, B, RB> tower::Service<http::Request<B>> for TraceContextService<S>
 where
-    S: tower::Service<http::Request<B>> + Clone + Send + 'static,
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -99,6 +99,9 @@ where
                     "grpc",
                     otel.name = %full_method,
                     otel.kind = "server",
+                    otel.status_code = tracing::field::Empty,
+                    otel.status_message = tracing::field::Empty,
+                    rpc.grpc.status_code = tracing::field::Empty,
                 );
                 // A request without a valid traceparent simply starts a trace.
                 let _ = span.set_parent(parent);
@@ -106,8 +109,38 @@ where
                 span.set_attribute("rpc.system", "grpc");
                 span.set_attribute("rpc.service", service.to_string());
                 span.set_attribute("rpc.method", method.to_string());
-                Box::pin(async move { inner.call(req).await }.instrument(span))
+                let recorder = span.clone();
+                Box::pin(
+                    async move {
+                        let resp = inner.call(req).await?;
+                        record_grpc_status(&recorder, resp.headers());
+                        Ok(resp)
+                    }
+                    .instrument(span),
+                )
             }
+        }
+    }
+}
+
+/// Marks a failed call on its span, so Jaeger shows it as an error with the
+/// gRPC code and message. A call that fails answers with `grpc-status` in
+/// its headers (trailers-only); a successful one carries it in trailers,
+/// which arrive after the span ends: no header means OK.
+fn record_grpc_status(span: &tracing::Span, headers: &http::HeaderMap) {
+    let Some(code) = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok())
+    else {
+        return;
+    };
+    span.record("rpc.grpc.status_code", code);
+    if code != 0 {
+        span.record("otel.status_code", "ERROR");
+        if let Some(msg) = headers.get("grpc-message").and_then(|v| v.to_str().ok()) {
+            // Percent-encoded on the wire; readable enough for a trace view.
+            span.record("otel.status_message", msg);
         }
     }
 }
