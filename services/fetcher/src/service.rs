@@ -37,6 +37,10 @@ pub enum FetcherError {
     LeaseLost,
 }
 
+/// etcd refuses transactions of more than 128 operations by default
+/// (`--max-txn-ops`).
+const PROGRESS_PER_TXN: usize = 128;
+
 struct Running {
     key: PartitionKey,
     cancel: CancellationToken,
@@ -620,12 +624,22 @@ impl Fetcher {
 
     async fn publish_progress(&mut self) {
         self.reap_finished().await;
-        for p in self.board.snapshot() {
-            if let Err(e) = self
-                .coord
-                .put(&keys::progress(&p.link, &p.topic, p.partition), &p)
-                .await
-            {
+        let writes: Vec<cutover_coord::WriteOp> = self
+            .board
+            .snapshot()
+            .into_iter()
+            .filter_map(|p| {
+                let key = keys::progress(&p.link, &p.topic, p.partition);
+                serde_json::to_value(p)
+                    .ok()
+                    .map(|v| cutover_coord::WriteOp::Put(key, v))
+            })
+            .collect();
+        // One etcd transaction per PROGRESS_PER_TXN partitions instead of a
+        // put each: a fetcher with thousands of partitions would otherwise
+        // send thousands of writes every interval.
+        for chunk in writes.chunks(PROGRESS_PER_TXN) {
+            if let Err(e) = self.coord.txn(&[], chunk).await {
                 warn!(error = %e, "could not publish progress");
                 return;
             }
