@@ -417,13 +417,55 @@ async fn offsets(
         .with_context(|| format!("ListOffsets {spec:?} of {topic}"))?;
     let mut out = vec![0i64; ids.len()];
     for (p, r) in answers {
-        let idx = usize::try_from(p)?;
-        let slot = out
-            .get_mut(idx)
+        let slot = ids
+            .iter()
+            .position(|id| *id == p)
+            .and_then(|idx| out.get_mut(idx))
             .ok_or_else(|| anyhow!("ListOffsets answered for unknown partition {p}"))?;
         *slot = r.with_context(|| format!("ListOffsets {spec:?} of {topic}/{p}"))?;
     }
     Ok(out)
+}
+
+/// The header of every record batch `partition` of `topic` holds, in
+/// order (read with Cutover's wire client, CRCs checked).
+pub async fn batch_headers(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<Vec<cutover_records::batch::BatchHeader>> {
+    let cluster = Cluster::connect(ClusterConfig::new([bootstrap]))
+        .await
+        .with_context(|| format!("connecting to {bootstrap}"))?;
+    let result = async {
+        let ids = [partition];
+        let end = offsets(&cluster, topic, &ids, OffsetSpec::Latest).await?[0];
+        let mut next = offsets(&cluster, topic, &ids, OffsetSpec::Earliest).await?[0];
+        let opts = FetchOptions {
+            max_bytes: 8 << 20,
+            partition_max_bytes: 8 << 20,
+            max_wait: Duration::from_millis(10),
+            min_bytes: 1,
+            read_committed: false,
+        };
+        let mut headers = Vec::new();
+        while next < end {
+            let fetched = cluster.fetch(topic, partition, next, &opts).await?;
+            let before = next;
+            for b in cutover_records::batch::batches(&fetched.records) {
+                let b = b?;
+                next = next.max(b.header.base_offset + i64::from(b.header.last_offset_delta) + 1);
+                headers.push(b.header);
+            }
+            if next == before {
+                bail!("no progress reading {topic}/{partition} at offset {next} (end {end})");
+            }
+        }
+        Ok(headers)
+    }
+    .await;
+    cluster.close().await;
+    result
 }
 
 /// Sum over partitions `0..partitions` of the high watermark of `topic`.

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cutover_coord::{Coord, CoordConfig, Session};
-use cutover_model::{keys, FetcherMember, Link, MirrorTopic, PartitionFailure};
+use cutover_model::{
+    keys, FetcherMember, Link, MirrorTopic, PartitionFailure, TargetTopicSettings,
+};
 use cutover_telemetry::{Health, TraceContextLayer};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +45,8 @@ const PROGRESS_PER_TXN: usize = 128;
 
 struct Running {
     key: PartitionKey,
+    /// The target topic settings it runs with (a change restarts it).
+    target: TargetTopicSettings,
     cancel: CancellationToken,
     handle: JoinHandle<Result<(), ReplicateError>>,
 }
@@ -369,8 +373,30 @@ impl Fetcher {
         let owners = cutover_coord::owners(&self.coord, "fetch/").await?;
         self.metrics.owned_partitions.set(self.running.len() as i64);
 
-        // Stop partitions that are no longer wanted, that someone else owns,
-        // or whose mirror settings changed (restart with the new ones).
+        // Partitions whose target topic settings changed (codec, maximum
+        // batch size, compaction) start again with the new ones, keeping
+        // their ownership: batches built for the old settings could be
+        // rebuilt by the broker, and a rebuilt filler batch loses its marker.
+        let changed: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(r, run)| {
+                desired
+                    .get(*r)
+                    .is_some_and(|(_, m, _)| m.target != run.target)
+                    && owners.get(*r).map(String::as_str) == Some(self.id.as_str())
+            })
+            .map(|(r, _)| r.clone())
+            .collect();
+        for r in changed {
+            if let Some((link, mirror, p)) = desired.get(&r) {
+                info!(resource = %r, settings = ?mirror.target, "target topic settings changed; restarting the partition with them");
+                self.stop(&r, false).await;
+                self.start(r.clone(), link.clone(), mirror.clone(), *p);
+            }
+        }
+
+        // Stop partitions that are no longer wanted or that someone else owns.
         let stale: Vec<String> = self
             .running
             .keys()
@@ -468,6 +494,7 @@ impl Fetcher {
             partition,
         };
         let cancel = CancellationToken::new();
+        let target = mirror.target.clone();
         let bandwidth = self.bandwidth_of(&link);
         let clusters = self.clusters.clone();
         let settings = ReplicatorSettings {
@@ -533,6 +560,7 @@ impl Fetcher {
             resource,
             Running {
                 key,
+                target,
                 cancel,
                 handle,
             },

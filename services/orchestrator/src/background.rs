@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::links::connect;
 use crate::plan::{
     copyable_configs, effective_configs, plan_config_sync, plan_partition_sync,
-    plan_timestamp_check, PartitionSync, TimestampCheck,
+    plan_settings_refresh, plan_timestamp_check, PartitionSync, TimestampCheck,
 };
 use crate::Orchestrator;
 
@@ -162,11 +162,9 @@ async fn sync_topic(
         .describe_topic_configs(&topic)
         .await
         .map_err(|e| e.to_string())?;
-    match plan_timestamp_check(
-        &topic,
-        &m.reason,
-        &effective_configs(target_entries.clone()),
-    ) {
+    let target_effective = effective_configs(target_entries.clone());
+    let mut dirty = false;
+    match plan_timestamp_check(&topic, &m.reason, &target_effective) {
         TimestampCheck::Refuse(reason) => {
             if m.reason != reason {
                 m.reason = reason;
@@ -176,13 +174,14 @@ async fn sync_topic(
         }
         TimestampCheck::Fine { clear_reason: true } => {
             m.reason.clear();
-            store(orch, rel, &m, rev).await?;
+            dirty = true;
             info!(topic = %topic, "target topic is CreateTime again; reason cleared");
         }
         TimestampCheck::Fine {
             clear_reason: false,
         } => {}
     }
+    let mut altered = Vec::new();
     if source.supports(ApiKey::DescribeConfigs) && target.supports(ApiKey::IncrementalAlterConfigs)
     {
         let s = copyable_configs(
@@ -199,7 +198,18 @@ async fn sync_topic(
                 .await
                 .map_err(|e| e.to_string())?;
             info!(topic = %topic, changed = ?changes, "synced topic configs to the target");
+            altered = changes;
         }
+    }
+    // Fetchers build batches for the target topic as it is now (codec,
+    // maximum size, compaction); they restart partitions when this changes.
+    if let Some(settings) = plan_settings_refresh(&m.target, &target_effective, &altered) {
+        info!(topic = %topic, ?settings, "target topic settings changed");
+        m.target = settings;
+        dirty = true;
+    }
+    if dirty {
+        store(orch, rel, &m, rev).await?;
     }
     Ok(())
 }

@@ -342,6 +342,22 @@ pub fn plan_partition_sync(
     }
 }
 
+/// The settings fetchers must respect after a sync round: the target
+/// topic's effective configs with what the round just altered on top.
+/// `None` when they are what the mirror already records.
+pub fn plan_settings_refresh(
+    current: &TargetTopicSettings,
+    target_effective: &BTreeMap<String, String>,
+    altered: &[(String, String)],
+) -> Option<TargetTopicSettings> {
+    let mut configs = target_effective.clone();
+    for (k, v) in altered {
+        configs.insert(k.clone(), v.clone());
+    }
+    let fresh = settings_from(&configs);
+    (fresh != *current).then_some(fresh)
+}
+
 /// The configs to SET on the target (IncrementalAlterConfigs) so that its
 /// copyable configs match the source's; both maps are [`copyable_configs`].
 ///
@@ -1013,5 +1029,40 @@ mod tests {
                 clear_reason: false
             }
         );
+    }
+
+    #[test]
+    fn settings_follow_the_target_topic_as_it_is_now() {
+        let current = TargetTopicSettings::default();
+        let same: BTreeMap<String, String> = [
+            (
+                "compression.type".to_string(),
+                current.compression_type.clone(),
+            ),
+            (
+                "max.message.bytes".to_string(),
+                current.max_message_bytes.to_string(),
+            ),
+            ("cleanup.policy".to_string(), "delete".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(plan_settings_refresh(&current, &same, &[]), None);
+
+        let mut lz4 = same.clone();
+        lz4.insert("compression.type".into(), "lz4".into());
+        let fresh = plan_settings_refresh(&current, &lz4, &[]).expect("codec changed");
+        assert_eq!(fresh.compression_type, "lz4");
+        assert_eq!(fresh.max_message_bytes, current.max_message_bytes);
+
+        // What the round just altered wins over what was described before it.
+        let altered = [
+            ("max.message.bytes".to_string(), "2097152".to_string()),
+            ("cleanup.policy".to_string(), "compact".to_string()),
+        ];
+        let fresh = plan_settings_refresh(&current, &same, &altered).expect("size changed");
+        assert_eq!(fresh.max_message_bytes, 2_097_152);
+        assert!(fresh.compacted);
+        assert_eq!(plan_settings_refresh(&fresh, &same, &altered), None);
     }
 }
