@@ -199,9 +199,13 @@ async fn run_once(ctx: &PartitionCtx, cancel: &CancellationToken) -> Result<(), 
         "writer identity"
     );
 
-    let target_end = list_offset(&ctx.target, topic, partition, OffsetSpec::Latest).await?;
-    let source_start = list_offset(&ctx.source, topic, partition, OffsetSpec::Earliest).await?;
-    let source_end = list_offset(&ctx.source, topic, partition, OffsetSpec::Latest).await?;
+    // One round trip instead of three: on a remote target or source each
+    // lookup costs the link's latency, for every partition that starts.
+    let (target_end, source_start, source_end) = tokio::try_join!(
+        list_offset(&ctx.target, topic, partition, OffsetSpec::Latest),
+        list_offset(&ctx.source, topic, partition, OffsetSpec::Earliest),
+        list_offset(&ctx.source, topic, partition, OffsetSpec::Latest),
+    )?;
     if target_end > source_end {
         return Err(ReplicateError::Fatal(format!(
             "target {topic}/{partition} ends at offset {target_end} but the source ends at {source_end}: \
