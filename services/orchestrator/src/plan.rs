@@ -173,6 +173,13 @@ pub struct TargetPlan {
     pub settings: TargetTopicSettings,
 }
 
+const CLEANUP_POLICY: &str = "cleanup.policy";
+
+/// Whether a `cleanup.policy` value compacts ("compact" or "compact,delete").
+fn compacts(policy: &str) -> bool {
+    policy.split(',').any(|p| p.trim() == "compact")
+}
+
 /// Decides whether the target topic is created, used as it is, or refused.
 ///
 /// `source` holds the source topic's configs (empty when the source cannot
@@ -232,10 +239,28 @@ pub fn plan_target(
                 set_create_time_command(topic)
             )))
         }
-        Some(configs) => Ok(TargetPlan {
-            create: None,
-            settings: settings_from(configs),
-        }),
+        Some(configs) => {
+            // Compaction changes which records a log keeps: a target that
+            // compacts what the source keeps (or keeps what the source
+            // compacts away) would not hold the source's records at their
+            // offsets. Known only where both sides describe their configs.
+            let src = source.effective.get(CLEANUP_POLICY);
+            let dst = configs.get(CLEANUP_POLICY);
+            if let (Some(src), Some(dst)) = (src, dst) {
+                if compacts(src) != compacts(dst) {
+                    return Err(ApiError::Precondition(format!(
+                        "topic {topic:?} exists on the target with {CLEANUP_POLICY}={dst} but the source has {src}: \
+                         the target would not keep the same records. Set {CLEANUP_POLICY}={src} on the target topic \
+                         (kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config {CLEANUP_POLICY}={src}), \
+                         then retry"
+                    )));
+                }
+            }
+            Ok(TargetPlan {
+                create: None,
+                settings: settings_from(configs),
+            })
+        }
         // Without DescribeConfigs the source's copyable configs are the best
         // available guess of what the target applies.
         None => Ok(TargetPlan {
@@ -676,7 +701,7 @@ mod tests {
         let source = topic_configs(&[
             ("compression.type", "lz4"),
             ("max.message.bytes", "2097152"),
-            ("cleanup.policy", "compact"),
+            ("cleanup.policy", "delete"),
         ]);
         let target = empty_target(
             3,
@@ -1064,5 +1089,49 @@ mod tests {
         assert_eq!(fresh.max_message_bytes, 2_097_152);
         assert!(fresh.compacted);
         assert_eq!(plan_settings_refresh(&fresh, &same, &altered), None);
+    }
+
+    #[test]
+    fn existing_target_that_compacts_differently_is_refused() {
+        let source = SourceConfigs {
+            copyable: BTreeMap::new(),
+            effective: [("cleanup.policy".to_string(), "delete".to_string())]
+                .into_iter()
+                .collect(),
+        };
+        let target_with = |policy: &str| TargetTopic {
+            partitions: 3,
+            log_ends: vec![(0, 0), (1, 0), (2, 0)],
+            configs: Some(
+                [("cleanup.policy".to_string(), policy.to_string())]
+                    .into_iter()
+                    .collect(),
+            ),
+        };
+        let err = plan_target("t", 3, &source, Some(&target_with("compact")), true)
+            .expect_err("compacting target accepted for a delete source");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("cleanup.policy=compact") && msg.contains("cleanup.policy=delete"),
+            "{msg}"
+        );
+        assert!(plan_target("t", 3, &source, Some(&target_with("delete")), true).is_ok());
+        // Retention on top of compaction does not change which keys survive
+        // compaction; only compacting or not matters here.
+        let compacting = SourceConfigs {
+            copyable: BTreeMap::new(),
+            effective: [("cleanup.policy".to_string(), "compact".to_string())]
+                .into_iter()
+                .collect(),
+        };
+        assert!(plan_target(
+            "t",
+            3,
+            &compacting,
+            Some(&target_with("compact,delete")),
+            true
+        )
+        .is_ok());
+        assert!(plan_target("t", 3, &compacting, Some(&target_with("delete")), true).is_err());
     }
 }
