@@ -15,6 +15,33 @@ fn live_spec() -> ProduceSpec {
     }
 }
 
+/// The end of every test here: `more` further records acknowledged, the
+/// producer stopped without a lost write, the mirror in sync and every
+/// partition identical. Returns the producer's report and the records
+/// compared.
+fn finish(
+    bed: &Bed,
+    cutover: &Cutover,
+    load: LoadGenerator,
+    more: u64,
+    topic: &str,
+    partitions: i32,
+) -> Result<(LoadReport, u64)> {
+    load.wait_acked(load.acked() + more, Duration::from_secs(30))?;
+    let report = load.stop()?;
+    assert_eq!(
+        report.total_failed(),
+        0,
+        "the live producer lost writes: {report:?}"
+    );
+    cutover.wait_in_sync("l1", Duration::from_secs(120))?;
+    let mut compared = 0;
+    for p in 0..partitions {
+        compared += assert_mirrored(bed, topic, p)?;
+    }
+    Ok((report, compared))
+}
+
 #[test]
 fn killed_fetcher_is_replaced_within_the_lease_timeout_without_gap_or_duplicate() -> Result<()> {
     const TOPIC: &str = "events";
@@ -57,18 +84,7 @@ fn killed_fetcher_is_replaced_within_the_lease_timeout_without_gap_or_duplicate(
         "takeover took {took:?} (lease {lease_ttl:?}); owners {owners:?}"
     );
 
-    load.wait_acked(load.acked() + 3_000, Duration::from_secs(30))?;
-    let report = load.stop()?;
-    assert_eq!(
-        report.total_failed(),
-        0,
-        "the live producer lost writes: {report:?}"
-    );
-    cutover.wait_in_sync("l1", Duration::from_secs(120))?;
-    let mut compared = 0;
-    for p in 0..N {
-        compared += assert_mirrored(&bed, TOPIC, p)?;
-    }
+    let (report, compared) = finish(&bed, &cutover, load, 3_000, TOPIC, N)?;
     assert!(
         compared >= 30_000 + report.total_acked(),
         "compared {compared}"
@@ -134,13 +150,7 @@ fn fetchers_share_fairly_and_sigterm_hands_over_before_the_lease_could_expire() 
         "handover took {took:?}, as long as a lease expiry ({lease_ttl:?}): {o:?}"
     );
 
-    load.wait_acked(load.acked() + 2_000, Duration::from_secs(30))?;
-    let report = load.stop()?;
-    assert_eq!(report.total_failed(), 0);
-    cutover.wait_in_sync("l1", Duration::from_secs(120))?;
-    for p in 0..N {
-        assert_mirrored(&bed, TOPIC, p)?;
-    }
+    finish(&bed, &cutover, load, 2_000, TOPIC, N)?;
     Ok(())
 }
 
@@ -207,13 +217,7 @@ fn etcd_outage_longer_than_the_lease_stops_the_fetcher_which_then_joins_again() 
         Duration::from_secs(30),
         || Ok(fetcher.metric_sum("cutover_fetcher_owned_partitions")? == f64::from(N)),
     )?;
-    load.wait_acked(load.acked() + 2_000, Duration::from_secs(30))?;
-    let report = load.stop()?;
-    assert_eq!(report.total_failed(), 0);
-    cutover.wait_in_sync("l1", Duration::from_secs(120))?;
-    for p in 0..N {
-        assert_mirrored(&bed, TOPIC, p)?;
-    }
+    finish(&bed, &cutover, load, 2_000, TOPIC, N)?;
     assert_eq!(
         fetcher.metric_sum("cutover_fetcher_lease_losses_total")?,
         1.0,
