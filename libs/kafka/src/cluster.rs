@@ -192,6 +192,13 @@ impl Cluster {
         Ok(md.topics.into_iter().find(|t| t.name == name))
     }
 
+    /// The broker id leading `topic`/`partition` according to the cached
+    /// metadata; no request is sent. A hint for grouping work by broker:
+    /// requests still go to whoever leads when they are sent.
+    pub fn leader_hint(&self, topic: &str, partition: i32) -> Option<i32> {
+        self.inner.cached_leader(topic, partition)
+    }
+
     /// Whether the cluster offers a version of `api` this client can use.
     /// Lets callers fail early with a clear message ("target cluster does
     /// not support CreateTopics").
@@ -574,6 +581,17 @@ impl Inner {
             return None;
         }
         meta.topics.get(topic).cloned()
+    }
+
+    /// The leader of a partition as the metadata cache knows it, without
+    /// asking the cluster (None when not cached, stale or leaderless).
+    pub(crate) fn cached_leader(&self, topic: &str, partition: i32) -> Option<i32> {
+        let meta = read(&self.meta);
+        if meta.stale.contains(topic) {
+            return None;
+        }
+        let leader = meta.topics.get(topic)?.partition(partition)?.leader;
+        (leader >= 0).then_some(leader)
     }
 
     /// Topic metadata from the cache, refreshed first if missing or stale.

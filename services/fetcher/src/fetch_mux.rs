@@ -4,13 +4,17 @@
 //! A broker answers the requests of a connection strictly in order, so
 //! per-partition Fetch requests on a shared connection would queue every
 //! partition behind the long polls of the caught-up ones. One Fetch for all
-//! of them returns as soon as any partition has data.
+//! of them returns as soon as any partition has data. Each source broker
+//! has its own round in flight, so a slow or unreachable broker holds back
+//! only the partitions it leads.
 
-use cutover_kafka::{Cluster, FetchOptions, FetchRequestPartition, FetchedPartition, KafkaError};
+use std::collections::HashMap;
 use std::time::Duration;
 
+use cutover_kafka::{Cluster, FetchOptions, FetchRequestPartition, FetchedPartition, KafkaError};
+
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -92,47 +96,80 @@ async fn run(
     mut rx: mpsc::Receiver<Request>,
     cancel: CancellationToken,
 ) {
+    // Requests waiting for their broker's round to finish.
+    let mut waiting: Vec<Request> = Vec::new();
+    // One round in flight per source broker (by cached leader; None for
+    // partitions whose leader is not known yet): a slow or unreachable
+    // broker delays only its own partitions, and the requests that queue up
+    // meanwhile go out together in its next round.
+    let mut busy: HashMap<tokio::task::Id, Option<i32>> = HashMap::new();
+    let mut rounds: JoinSet<()> = JoinSet::new();
     loop {
-        let first = tokio::select! {
-            _ = cancel.cancelled() => return,
+        tokio::select! {
+            _ = cancel.cancelled() => break,
             r = rx.recv() => match r {
-                Some(r) => r,
-                None => return,
+                Some(r) => waiting.push(r),
+                None => break,
             },
-        };
-        let mut batch = vec![first];
+            Some(done) = rounds.join_next_with_id(), if !rounds.is_empty() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                };
+                busy.remove(&id);
+            }
+        }
         while let Ok(r) = rx.try_recv() {
-            batch.push(r);
+            waiting.push(r);
         }
         // Requests whose partition task went away need no fetch.
-        batch.retain(|r| !r.reply.is_closed());
-        if batch.is_empty() {
-            continue;
+        waiting.retain(|r| !r.reply.is_closed());
+        let mut by_leader: HashMap<Option<i32>, Vec<Request>> = HashMap::new();
+        for r in waiting.drain(..) {
+            by_leader
+                .entry(cluster.leader_hint(&r.topic, r.partition))
+                .or_default()
+                .push(r);
         }
-        let wanted: Vec<FetchRequestPartition> = batch
-            .iter()
-            .map(|r| FetchRequestPartition {
-                topic: r.topic.clone(),
-                partition: r.partition,
-                offset: r.offset,
-            })
-            .collect();
-        let results = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = cluster.fetch_many(&wanted, &opts) => r,
+        for (leader, requests) in by_leader {
+            if busy.values().any(|b| *b == leader) {
+                waiting.extend(requests);
+                continue;
+            }
+            let (cluster, opts) = (cluster.clone(), opts.clone());
+            let handle = rounds.spawn(
+                async move { fetch_round(&cluster, &opts, requests).await }
+                    .instrument(tracing::Span::current()),
+            );
+            busy.insert(handle.id(), leader);
+        }
+    }
+    // Dropping the rounds fails their requests (the replies close).
+    rounds.shutdown().await;
+}
+
+/// One multi-partition Fetch (per broker, see `Cluster::fetch_many`) and
+/// the answers to the partitions that asked.
+async fn fetch_round(cluster: &Cluster, opts: &FetchOptions, batch: Vec<Request>) {
+    let wanted: Vec<FetchRequestPartition> = batch
+        .iter()
+        .map(|r| FetchRequestPartition {
+            topic: r.topic.clone(),
+            partition: r.partition,
+            offset: r.offset,
+        })
+        .collect();
+    let mut results = cluster.fetch_many(&wanted, opts).await.into_iter();
+    for req in batch {
+        let result = match results.next() {
+            Some(r) if r.topic == req.topic && r.partition == req.partition => r.result,
+            _ => Err(KafkaError::Protocol(format!(
+                "no fetch result for {}/{}",
+                req.topic, req.partition
+            ))),
         };
-        let mut results = results.into_iter();
-        for req in batch {
-            let result = match results.next() {
-                Some(r) if r.topic == req.topic && r.partition == req.partition => r.result,
-                _ => Err(KafkaError::Protocol(format!(
-                    "no fetch result for {}/{}",
-                    req.topic, req.partition
-                ))),
-            };
-            // The partition task may have stopped meanwhile; nothing to do then.
-            let _ = req.reply.send(result);
-        }
+        // The partition task may have stopped meanwhile; nothing to do then.
+        let _ = req.reply.send(result);
     }
 }
 
