@@ -111,6 +111,22 @@ impl DeliveryCounter {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
+
+    /// After a flush: every one of the `sent` records acknowledged, none
+    /// failed; `who` names the producer in the error.
+    fn expect_all_acked(&self, who: &str, sent: u64) -> Result<u64> {
+        let (acked, failed) = (
+            self.acked.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        );
+        if failed > 0 || acked != sent {
+            bail!(
+                "{who}: {acked} of {sent} records acknowledged, {failed} failed (first error: {:?})",
+                self.first_error()
+            );
+        }
+        Ok(acked)
+    }
 }
 
 impl ClientContext for DeliveryCounter {}
@@ -291,18 +307,9 @@ pub fn write_source(
     producer
         .flush(deadline.saturating_duration_since(Instant::now()))
         .context("flushing source producer")?;
-    let ctx = producer.context();
-    let (acked, failed) = (
-        ctx.acked.load(Ordering::Relaxed),
-        ctx.failed.load(Ordering::Relaxed),
-    );
-    if failed > 0 || acked != total {
-        bail!(
-            "source producer: {acked} of {total} records acknowledged, {failed} failed (first error: {:?})",
-            ctx.first_error()
-        );
-    }
-    Ok(acked)
+    producer
+        .context()
+        .expect_all_acked("source producer", total)
 }
 
 /// What a topic holds, measured from its record batch headers.
@@ -666,17 +673,9 @@ pub fn run_baseline(spec: &BaselineSpec) -> Result<BaselineOutcome> {
         .context("flushing baseline producer")?;
     let wall_secs = start.elapsed().as_secs_f64();
     let cpu = process_cpu_times(pid)?.since(&cpu0);
-    let ctx = producer.context();
-    let (acked, failed) = (
-        ctx.acked.load(Ordering::Relaxed),
-        ctx.failed.load(Ordering::Relaxed),
-    );
-    if failed > 0 || acked != records {
-        bail!(
-            "baseline producer: {acked} of {records} records acknowledged, {failed} failed (first error: {:?})",
-            ctx.first_error()
-        );
-    }
+    producer
+        .context()
+        .expect_all_acked("baseline producer", records)?;
     Ok(BaselineOutcome {
         records,
         payload_bytes,

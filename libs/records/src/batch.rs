@@ -147,7 +147,7 @@ pub struct BatchHeader {
     pub record_count: i32,
 }
 
-fn be<const N: usize>(buf: &[u8], pos: usize) -> [u8; N] {
+pub(crate) fn be<const N: usize>(buf: &[u8], pos: usize) -> [u8; N] {
     let mut out = [0u8; N];
     if let Some(src) = buf.get(pos..pos + N) {
         out.copy_from_slice(src);

@@ -137,6 +137,18 @@ pub struct OutBatch {
     body: Bytes,
 }
 
+/// Writes a writer identity (producer id, epoch, base sequence) into a header.
+fn put_identity(
+    h: &mut [u8; HEADER_LEN],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) {
+    h[PRODUCER_ID_POS..PRODUCER_EPOCH_POS].copy_from_slice(&producer_id.to_be_bytes());
+    h[PRODUCER_EPOCH_POS..BASE_SEQUENCE_POS].copy_from_slice(&producer_epoch.to_be_bytes());
+    h[BASE_SEQUENCE_POS..RECORD_COUNT_POS].copy_from_slice(&base_sequence.to_be_bytes());
+}
+
 impl OutBatch {
     /// `header` must carry a valid CRC for `header ++ body` (a source batch
     /// whose CRC was checked, or one we encoded): every header edit updates
@@ -150,12 +162,7 @@ impl OutBatch {
         h[BASE_OFFSET_POS..BASE_OFFSET_POS + 8].copy_from_slice(&0i64.to_be_bytes());
         h[LEADER_EPOCH_POS..LEADER_EPOCH_POS + 4]
             .copy_from_slice(&NO_PARTITION_LEADER_EPOCH.to_be_bytes());
-        let record_count = i32::from_be_bytes([
-            h[RECORD_COUNT_POS],
-            h[RECORD_COUNT_POS + 1],
-            h[RECORD_COUNT_POS + 2],
-            h[RECORD_COUNT_POS + 3],
-        ]);
+        let record_count = i32::from_be_bytes(batch::be(&h, RECORD_COUNT_POS));
         let mut out = OutBatch {
             source_offset,
             record_count,
@@ -170,10 +177,7 @@ impl OutBatch {
             // is the source cleaner's business, not the target's.
             let attrs = attrs & !(ATTR_TRANSACTIONAL | ATTR_DELETE_HORIZON);
             h[ATTRIBUTES_POS..ATTRIBUTES_POS + 2].copy_from_slice(&attrs.to_be_bytes());
-            h[PRODUCER_ID_POS..PRODUCER_EPOCH_POS].copy_from_slice(&NO_PRODUCER_ID.to_be_bytes());
-            h[PRODUCER_EPOCH_POS..BASE_SEQUENCE_POS]
-                .copy_from_slice(&NO_PRODUCER_EPOCH.to_be_bytes());
-            h[BASE_SEQUENCE_POS..RECORD_COUNT_POS].copy_from_slice(&NO_SEQUENCE.to_be_bytes());
+            put_identity(h, NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE);
         });
         out
     }
@@ -185,8 +189,7 @@ impl OutBatch {
         before.copy_from_slice(&self.header[ATTRIBUTES_POS..]);
         edit(&mut self.header);
         let h = &mut self.header;
-        let stored =
-            u32::from_be_bytes([h[CRC_POS], h[CRC_POS + 1], h[CRC_POS + 2], h[CRC_POS + 3]]);
+        let stored = u32::from_be_bytes(batch::be(h.as_slice(), CRC_POS));
         let crc = crate::crc::replace_head(stored, &before, &h[ATTRIBUTES_POS..], self.body.len());
         h[CRC_POS..ATTRIBUTES_POS].copy_from_slice(&crc.to_be_bytes());
     }
@@ -200,11 +203,7 @@ impl OutBatch {
     /// Writes producer id, epoch, base sequence (the fetcher's writer
     /// identity) and updates the CRC without reading the records.
     pub fn stamp(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
-        self.edit_header(|h| {
-            h[PRODUCER_ID_POS..PRODUCER_EPOCH_POS].copy_from_slice(&producer_id.to_be_bytes());
-            h[PRODUCER_EPOCH_POS..BASE_SEQUENCE_POS].copy_from_slice(&producer_epoch.to_be_bytes());
-            h[BASE_SEQUENCE_POS..RECORD_COUNT_POS].copy_from_slice(&base_sequence.to_be_bytes());
-        });
+        self.edit_header(|h| put_identity(h, producer_id, producer_epoch, base_sequence));
     }
 
     /// The whole batch (one copy), as a Produce request carries it.

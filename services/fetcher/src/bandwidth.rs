@@ -36,7 +36,7 @@ type Bucket = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Du
 
 struct Limit {
     bytes_per_sec: u64,
-    bucket: Arc<Bucket>,
+    bucket: Bucket,
     clock: TokioClock,
     /// Largest amount taken at once (the bucket's capacity).
     burst: u32,
@@ -62,10 +62,11 @@ impl LinkBandwidth {
 
     /// Sets the rate; 0 removes the limit. Unchanged rates keep their bucket
     /// (and its debt), so a rebalance round does not hand out a fresh burst.
-    pub fn set_rate(&self, bytes_per_sec: u64) {
+    /// Returns whether the rate changed.
+    pub fn set_rate(&self, bytes_per_sec: u64) -> bool {
         let mut limit = self.limit.lock().unwrap_or_else(|p| p.into_inner());
         if limit.as_ref().map_or(0, |l| l.bytes_per_sec) == bytes_per_sec {
-            return;
+            return false;
         }
         *limit = NonZeroU32::new(bytes_per_sec.min(u32::MAX as u64) as u32).map(|rate| {
             // A tenth of a second of traffic, but at least MIN_BURST: small
@@ -84,11 +85,12 @@ impl LinkBandwidth {
             let _ = bucket.check_n(burst);
             Arc::new(Limit {
                 bytes_per_sec,
-                bucket: Arc::new(bucket),
+                bucket,
                 clock,
                 burst: burst.get(),
             })
         });
+        true
     }
 
     pub fn rate(&self) -> u64 {
@@ -192,19 +194,19 @@ mod tests {
         send(&bw, 100 * MB, 1_000_000).await;
         assert_eq!(start.elapsed(), Duration::ZERO);
 
-        bw.set_rate(2 * MB);
+        assert!(bw.set_rate(2 * MB), "a new rate is a change");
         assert_eq!(bw.rate(), 2 * MB);
         let start = Instant::now();
         send(&bw, 6 * MB, 500_000).await;
         assert_took(start.elapsed(), 3.0, "6 MB at 2 MB/s");
 
         // Setting the same rate again keeps the bucket as it is.
-        bw.set_rate(2 * MB);
+        assert!(!bw.set_rate(2 * MB), "the same rate is no change");
         let start = Instant::now();
         send(&bw, 2 * MB, 500_000).await;
         assert_took(start.elapsed(), 1.0, "2 MB more at 2 MB/s");
 
-        bw.set_rate(0);
+        assert!(bw.set_rate(0));
         let start = Instant::now();
         send(&bw, 100 * MB, 1_000_000).await;
         assert_eq!(start.elapsed(), Duration::ZERO);

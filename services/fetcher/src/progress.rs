@@ -103,10 +103,6 @@ impl ProgressBoard {
         PartitionBoard { entry }
     }
 
-    pub fn update(&self, key: &PartitionKey, f: impl FnOnce(&mut PartitionProgress)) {
-        self.handle(key).update(f);
-    }
-
     pub fn remove(&self, key: &PartitionKey) -> Option<PartitionProgress> {
         let removed = lock(&self.inner).remove(key);
         removed.map(|e| lock(&e).progress.clone())
@@ -115,11 +111,6 @@ impl ProgressBoard {
     pub fn snapshot(&self) -> Vec<PartitionProgress> {
         let entries: Vec<Shared> = lock(&self.inner).values().cloned().collect();
         entries.iter().map(|e| lock(e).progress.clone()).collect()
-    }
-
-    pub fn get(&self, key: &PartitionKey) -> Option<PartitionProgress> {
-        let entry = lock(&self.inner).get(key).cloned();
-        entry.map(|e| lock(&e).progress.clone())
     }
 
     /// A receiver of the acknowledged target log end, if the partition is owned here.

@@ -32,7 +32,7 @@ const OFFSET_OUT_OF_RANGE: i16 = 1;
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// The acknowledged target log end as last published (-1 before the first attempt).
+/// The target log end the partition's progress shows (acknowledged writes).
 fn acked_end(ctx: &PartitionCtx) -> i64 {
     ctx.progress.get().target_log_end
 }

@@ -461,19 +461,21 @@ impl Fetcher {
         desired: &HashMap<String, (Link, MirrorTopic, i32)>,
     ) {
         self.bandwidth.retain(|name, _| links.contains_key(name));
+        let mut partitions: HashMap<&str, usize> = HashMap::new();
+        for (l, _, _) in desired.values() {
+            *partitions.entry(l.name.as_str()).or_default() += 1;
+        }
+        let mut running: HashMap<String, usize> = HashMap::new();
+        for r in self.running.values() {
+            *running.entry(r.key.link.clone()).or_default() += 1;
+        }
         for (name, link) in links {
-            let partitions = desired.values().filter(|(l, _, _)| &l.name == name).count();
-            let here = self
-                .running
-                .values()
-                .filter(|r| &r.key.link == name)
-                .count();
+            let partitions = partitions.get(name.as_str()).copied().unwrap_or(0);
+            let here = running.get(name).copied().unwrap_or(0);
             let rate =
                 bandwidth::share(link.options.bandwidth_limit_bytes_per_sec, here, partitions);
-            let bw = self.bandwidth_of(link);
-            if bw.rate() != rate {
+            if self.bandwidth_of(link).set_rate(rate) {
                 info!(link = %name, bytes_per_sec = rate, partitions_here = here, partitions, "bandwidth share set");
-                bw.set_rate(rate);
             }
         }
     }
