@@ -119,13 +119,7 @@ async fn sync_topic(
         target.supports(ApiKey::CreatePartitions),
     ) {
         PartitionSync::Unchanged => {}
-        PartitionSync::Refuse(reason) => {
-            if m.reason != reason {
-                m.reason = reason;
-                let _ = orch.coord.update(rel, &m, rev).await;
-            }
-            return Err(m.reason);
-        }
+        PartitionSync::Refuse(reason) => return Err(refuse(orch, rel, m, rev, reason).await),
         PartitionSync::Grow {
             add_on_target_to,
             mirror_partitions,
@@ -165,13 +159,7 @@ async fn sync_topic(
     let target_effective = effective_configs(target_entries.clone());
     let mut dirty = false;
     match plan_timestamp_check(&topic, &m.reason, &target_effective) {
-        TimestampCheck::Refuse(reason) => {
-            if m.reason != reason {
-                m.reason = reason;
-                let _ = orch.coord.update(rel, &m, rev).await;
-            }
-            return Err(m.reason);
-        }
+        TimestampCheck::Refuse(reason) => return Err(refuse(orch, rel, m, rev, reason).await),
         TimestampCheck::Fine { clear_reason: true } => {
             m.reason.clear();
             dirty = true;
@@ -212,6 +200,22 @@ async fn sync_topic(
         store(orch, rel, &m, rev).await?;
     }
     Ok(())
+}
+
+/// Shows why the leader cannot follow on the mirror (written once, best
+/// effort: the next round tries again) and returns it.
+async fn refuse(
+    orch: &Orchestrator,
+    rel: &str,
+    mut m: MirrorTopic,
+    rev: i64,
+    reason: String,
+) -> String {
+    if m.reason != reason {
+        m.reason = reason;
+        let _ = orch.coord.update(rel, &m, rev).await;
+    }
+    m.reason
 }
 
 /// Writes the mirror back if nobody changed it since `rev`.

@@ -29,6 +29,16 @@ pub enum ApiError {
     Conflict(String),
 }
 
+impl ApiError {
+    /// For `map_err`: a Kafka error of the `side` ("source"/"target") cluster.
+    pub fn kafka(side: &'static str) -> impl Fn(cutover_kafka::KafkaError) -> ApiError {
+        move |e| ApiError::Kafka {
+            side,
+            cause: e.to_string(),
+        }
+    }
+}
+
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
         let msg = e.to_string();

@@ -93,13 +93,10 @@ impl Orchestrator {
         target: &Cluster,
     ) -> ApiResult<Vec<MirrorTopic>> {
         let link = &versioned_link.value;
-        let kafka = |side: &'static str| {
-            move |e: cutover_kafka::KafkaError| ApiError::Kafka {
-                side,
-                cause: e.to_string(),
-            }
-        };
-        let md = source.metadata(None).await.map_err(kafka("source"))?;
+        let md = source
+            .metadata(None)
+            .await
+            .map_err(ApiError::kafka("source"))?;
         let existing: HashSet<String> = self
             .mirrors_of(&link.name)
             .await?
@@ -165,7 +162,7 @@ impl Orchestrator {
             for (name, r) in target
                 .create_topics(&creates, true)
                 .await
-                .map_err(kafka("target"))?
+                .map_err(ApiError::kafka("target"))?
             {
                 r.map_err(|e| {
                     ApiError::Precondition(format!(
@@ -176,7 +173,7 @@ impl Orchestrator {
             for (name, r) in target
                 .create_topics(&creates, false)
                 .await
-                .map_err(kafka("target"))?
+                .map_err(ApiError::kafka("target"))?
             {
                 r.map_err(|e| ApiError::Kafka {
                     side: "target",
@@ -252,16 +249,10 @@ impl Orchestrator {
         source: &Cluster,
         target: &Cluster,
     ) -> ApiResult<Plan> {
-        let kafka = |side: &'static str| {
-            move |e: cutover_kafka::KafkaError| ApiError::Kafka {
-                side,
-                cause: e.to_string(),
-            }
-        };
         let src = source
             .topic(topic)
             .await
-            .map_err(kafka("source"))?
+            .map_err(ApiError::kafka("source"))?
             .ok_or_else(|| {
                 ApiError::Precondition(format!("topic {topic:?} disappeared from the source"))
             })?;
@@ -273,12 +264,16 @@ impl Orchestrator {
                 source
                     .describe_topic_configs(topic)
                     .await
-                    .map_err(kafka("source"))?,
+                    .map_err(ApiError::kafka("source"))?,
             )
         } else {
             SourceConfigs::default()
         };
-        let existing = match target.topic(topic).await.map_err(kafka("target"))? {
+        let existing = match target
+            .topic(topic)
+            .await
+            .map_err(ApiError::kafka("target"))?
+        {
             None => None,
             Some(t) => {
                 let ids: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
@@ -286,16 +281,16 @@ impl Orchestrator {
                 for (p, end) in target
                     .list_offsets(topic, &ids, OffsetSpec::Latest)
                     .await
-                    .map_err(kafka("target"))?
+                    .map_err(ApiError::kafka("target"))?
                 {
-                    log_ends.push((p, end.map_err(kafka("target"))?));
+                    log_ends.push((p, end.map_err(ApiError::kafka("target"))?));
                 }
                 let configs = if target.supports(ApiKey::DescribeConfigs) {
                     Some(effective_configs(
                         target
                             .describe_topic_configs(topic)
                             .await
-                            .map_err(kafka("target"))?,
+                            .map_err(ApiError::kafka("target"))?,
                     ))
                 } else {
                     None

@@ -21,6 +21,12 @@ const NOT_COPIED: &[&str] = &[
 
 const TIMESTAMP_TYPE: &str = "message.timestamp.type";
 const CREATE_TIME: &str = "CreateTime";
+const CLEANUP_POLICY: &str = "cleanup.policy";
+
+/// Whether a `cleanup.policy` value compacts ("compact" or "compact,delete").
+fn compacts(policy: &str) -> bool {
+    policy.split(',').any(|p| p.trim() == "compact")
+}
 
 /// Configs a created target topic always gets with the source topic's
 /// effective value, even where the source only inherits its broker's
@@ -51,7 +57,7 @@ const CREATE_TIME: &str = "CreateTime";
 ///   late records may reach the source, not the target (mirrored records
 ///   arrive later still), and which of these names a broker knows depends
 ///   on its version, so sending them could make CreateTopics fail.
-const SHAPE: &[&str] = &["max.message.bytes", "cleanup.policy", "compression.type"];
+const SHAPE: &[&str] = &["max.message.bytes", CLEANUP_POLICY, "compression.type"];
 
 /// The topic-level configs of a source topic that are copied to (and kept in
 /// sync on) the target: set on the topic itself, writable, not secret.
@@ -129,8 +135,8 @@ pub fn settings_from(configs: &BTreeMap<String, String>) -> TargetTopicSettings 
     {
         s.max_message_bytes = v;
     }
-    if let Some(v) = configs.get("cleanup.policy") {
-        s.compacted = v.contains("compact");
+    if let Some(v) = configs.get(CLEANUP_POLICY) {
+        s.compacted = compacts(v);
     }
     s
 }
@@ -171,13 +177,6 @@ pub struct TargetPlan {
     pub create: Option<NewTopic>,
     /// Stored in the mirror document for the fetchers.
     pub settings: TargetTopicSettings,
-}
-
-const CLEANUP_POLICY: &str = "cleanup.policy";
-
-/// Whether a `cleanup.policy` value compacts ("compact" or "compact,delete").
-fn compacts(policy: &str) -> bool {
-    policy.split(',').any(|p| p.trim() == "compact")
 }
 
 /// Decides whether the target topic is created, used as it is, or refused.

@@ -66,10 +66,7 @@ impl<'a> Cursor<'a> {
                 .cluster
                 .fetch(self.topic, self.partition, self.next, &opts)
                 .await
-                .map_err(|e| ApiError::Kafka {
-                    side,
-                    cause: e.to_string(),
-                })?;
+                .map_err(ApiError::kafka(side))?;
             let aborted_first: Vec<(i64, i64)> = f.aborted.clone();
             let mut active_aborts: HashSet<i64> = HashSet::new();
             for b in batches(&f.records) {
@@ -209,16 +206,10 @@ async fn offset_of(
     let r = c
         .list_offsets(topic, &[p], spec)
         .await
-        .map_err(|e| ApiError::Kafka {
-            side,
-            cause: e.to_string(),
-        })?;
+        .map_err(ApiError::kafka(side))?;
     match r.into_iter().next() {
         Some((_, Ok(o))) => Ok(o),
-        Some((_, Err(e))) => Err(ApiError::Kafka {
-            side,
-            cause: e.to_string(),
-        }),
+        Some((_, Err(e))) => Err(ApiError::kafka(side)(e)),
         None => Err(ApiError::Kafka {
             side,
             cause: format!("no offsets for {topic}/{p}"),
