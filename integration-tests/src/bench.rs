@@ -353,6 +353,38 @@ async fn scan_with(cluster: &Cluster, topic: &str, partitions: i32) -> Result<Ba
             "{topic}/{p} starts at offset {low}: the mock trimmed it (too much data per partition)"
         );
     }
+    let mut stats = BatchStats {
+        min_batch: u64::MAX,
+        end_offsets: highs.iter().sum(),
+        ..BatchStats::default()
+    };
+    for_each_batch(cluster, topic, &ids, &lows, &highs, |batch| {
+        let size = batch.bytes.len() as u64;
+        stats.batches += 1;
+        stats.bytes += size;
+        stats.records += u64::try_from(batch.header.record_count)?;
+        stats.min_batch = stats.min_batch.min(size);
+        stats.max_batch = stats.max_batch.max(size);
+        Ok(())
+    })
+    .await?;
+    if stats.batches == 0 {
+        stats.min_batch = 0;
+    }
+    Ok(stats)
+}
+
+/// Reads the record batches of partitions `ids` of `topic` from `lows` up to
+/// `highs` (same order as `ids`), each once and in offset order per
+/// partition, and hands them to `each`.
+async fn for_each_batch(
+    cluster: &Cluster,
+    topic: &str,
+    ids: &[i32],
+    lows: &[i64],
+    highs: &[i64],
+    mut each: impl FnMut(&cutover_records::batch::RawBatch) -> Result<()>,
+) -> Result<()> {
     let opts = FetchOptions {
         max_bytes: 64 << 20,
         partition_max_bytes: 8 << 20,
@@ -360,18 +392,13 @@ async fn scan_with(cluster: &Cluster, topic: &str, partitions: i32) -> Result<Ba
         min_bytes: 1,
         read_committed: false,
     };
-    let mut next = lows.clone();
-    let mut stats = BatchStats {
-        min_batch: u64::MAX,
-        end_offsets: highs.iter().sum(),
-        ..BatchStats::default()
-    };
+    let mut next = lows.to_vec();
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let wanted: Vec<FetchRequestPartition> = ids
             .iter()
             .zip(&next)
-            .zip(&highs)
+            .zip(highs)
             .filter(|((_, n), h)| n < h)
             .map(|((p, n), _)| FetchRequestPartition {
                 topic: topic.to_owned(),
@@ -380,7 +407,7 @@ async fn scan_with(cluster: &Cluster, topic: &str, partitions: i32) -> Result<Ba
             })
             .collect();
         if wanted.is_empty() {
-            break;
+            return Ok(());
         }
         if Instant::now() > deadline {
             bail!("reading {topic} took more than 5 minutes; positions {next:?} of {highs:?}");
@@ -389,27 +416,20 @@ async fn scan_with(cluster: &Cluster, topic: &str, partitions: i32) -> Result<Ba
             let fetched = r
                 .result
                 .with_context(|| format!("fetching {topic}/{}", r.partition))?;
-            let idx = usize::try_from(r.partition)?;
+            let idx = ids
+                .iter()
+                .position(|id| *id == r.partition)
+                .ok_or_else(|| anyhow!("fetched unknown partition {topic}/{}", r.partition))?;
             for batch in cutover_records::batches(&fetched.records) {
                 let batch = batch.with_context(|| format!("a batch of {topic}/{}", r.partition))?;
-                let h = batch.header;
-                if h.next_offset() <= next[idx] {
+                if batch.header.next_offset() <= next[idx] {
                     continue;
                 }
-                let size = batch.bytes.len() as u64;
-                stats.batches += 1;
-                stats.bytes += size;
-                stats.records += u64::try_from(h.record_count)?;
-                stats.min_batch = stats.min_batch.min(size);
-                stats.max_batch = stats.max_batch.max(size);
-                next[idx] = h.next_offset();
+                next[idx] = batch.header.next_offset();
+                each(&batch)?;
             }
         }
     }
-    if stats.batches == 0 {
-        stats.min_batch = 0;
-    }
-    Ok(stats)
 }
 
 async fn offsets(
@@ -446,28 +466,14 @@ pub async fn batch_headers(
         .with_context(|| format!("connecting to {bootstrap}"))?;
     let result = async {
         let ids = [partition];
-        let end = offsets(&cluster, topic, &ids, OffsetSpec::Latest).await?[0];
-        let mut next = offsets(&cluster, topic, &ids, OffsetSpec::Earliest).await?[0];
-        let opts = FetchOptions {
-            max_bytes: 8 << 20,
-            partition_max_bytes: 8 << 20,
-            max_wait: Duration::from_millis(10),
-            min_bytes: 1,
-            read_committed: false,
-        };
+        let lows = offsets(&cluster, topic, &ids, OffsetSpec::Earliest).await?;
+        let highs = offsets(&cluster, topic, &ids, OffsetSpec::Latest).await?;
         let mut headers = Vec::new();
-        while next < end {
-            let fetched = cluster.fetch(topic, partition, next, &opts).await?;
-            let before = next;
-            for b in cutover_records::batch::batches(&fetched.records) {
-                let b = b?;
-                next = next.max(b.header.base_offset + i64::from(b.header.last_offset_delta) + 1);
-                headers.push(b.header);
-            }
-            if next == before {
-                bail!("no progress reading {topic}/{partition} at offset {next} (end {end})");
-            }
-        }
+        for_each_batch(&cluster, topic, &ids, &lows, &highs, |batch| {
+            headers.push(batch.header);
+            Ok(())
+        })
+        .await?;
         Ok(headers)
     }
     .await;
