@@ -575,22 +575,24 @@ impl Inner {
         }
     }
 
-    fn cached_topic(&self, topic: &str) -> Option<TopicMetadata> {
+    /// `f` of the topic's cached metadata, unless it is missing or stale.
+    fn with_cached_topic<R>(&self, topic: &str, f: impl FnOnce(&TopicMetadata) -> R) -> Option<R> {
         let meta = read(&self.meta);
         if meta.stale.contains(topic) {
             return None;
         }
-        meta.topics.get(topic).cloned()
+        meta.topics.get(topic).map(f)
+    }
+
+    fn cached_topic(&self, topic: &str) -> Option<TopicMetadata> {
+        self.with_cached_topic(topic, TopicMetadata::clone)
     }
 
     /// The leader of a partition as the metadata cache knows it, without
     /// asking the cluster (None when not cached, stale or leaderless).
     pub(crate) fn cached_leader(&self, topic: &str, partition: i32) -> Option<i32> {
-        let meta = read(&self.meta);
-        if meta.stale.contains(topic) {
-            return None;
-        }
-        let leader = meta.topics.get(topic)?.partition(partition)?.leader;
+        let leader =
+            self.with_cached_topic(topic, |t| t.partition(partition).map(|p| p.leader))??;
         (leader >= 0).then_some(leader)
     }
 
