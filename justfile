@@ -2,18 +2,22 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-# Run every test (unit, crate integration, end to end with real etcd, mock Kafka clusters and our binaries).
-test: build
+# Run every test (unit, crate integration, end to end with real etcd, real Apache Kafka, mock clusters for fault injection, and our binaries).
+test: build kafka-jars
     cargo test --workspace --exclude cutover-integration-tests
     # End-to-end tests start etcd, two mock clusters and several service processes each: two at a time on 2 cores.
     cargo test -p cutover-integration-tests -- --test-threads=2
+
+# Resolve the pinned Apache Kafka versions from Maven Central into target/kafka/ (once; needs java and mvn).
+kafka-jars:
+    bash integration-tests/kafka/fetch.sh
 
 # Build every binary the end-to-end tests and the demo start.
 build:
     cargo build --workspace --bins
 
 # A live migration end to end on local embedded clusters, with a report.
-demo: build
+demo: build kafka-jars
     cargo run -q -p cutover-integration-tests --bin cutover-demo
 
 # Formatting and lints, as CI runs them.
@@ -44,5 +48,5 @@ fuzz target="batches" seconds="60":
     cd fuzz && cargo +nightly fuzz run {{target}} -- -max_total_time={{seconds}}
 
 # Start etcd and two embedded clusters and keep them up (for running services by hand).
-testbed *args:
+testbed *args: kafka-jars
     cargo run -q -p cutover-integration-tests --bin cutover-testbed -- {{args}}

@@ -154,9 +154,16 @@ pub fn verify_text(topic: &str, r: &pb::VerifyResponse) -> String {
     for p in &r.partitions {
         if p.first_difference.is_empty() {
             out.push_str(&format!(
-                "{topic}/{}: offsets [{}, {}) identical: {} records, {} fillers\n",
+                "{topic}/{}: offsets [{}, {}) identical: {} records, {} fillers",
                 p.partition, p.from_offset, p.to_offset, p.records_identical, p.fillers_skipped
             ));
+            if p.compacted_on_one_side > 0 {
+                out.push_str(&format!(
+                    ", {} compacted away on one side only",
+                    p.compacted_on_one_side
+                ));
+            }
+            out.push('\n');
         } else {
             out.push_str(&format!(
                 "{topic}/{}: DIFFERENT after {} identical records: {}\n",
@@ -182,6 +189,7 @@ pub fn verify_json(r: &pb::VerifyResponse) -> Value {
         "partitions": r.partitions.iter().map(|p| json!({
             "partition": p.partition, "from": p.from_offset, "to": p.to_offset,
             "records_identical": p.records_identical, "fillers_skipped": p.fillers_skipped,
+            "compacted_on_one_side": p.compacted_on_one_side,
             "first_difference": p.first_difference, "first_difference_offset": p.first_difference_offset,
         })).collect::<Vec<_>>(),
     })

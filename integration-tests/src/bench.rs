@@ -481,6 +481,33 @@ pub async fn batch_headers(
     result
 }
 
+/// Every record batch `partition` of `topic` holds, in order: its header
+/// and its bytes as stored (read with Cutover's wire client, CRCs checked).
+pub async fn raw_batches(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<Vec<(cutover_records::batch::BatchHeader, Vec<u8>)>> {
+    let cluster = Cluster::connect(ClusterConfig::new([bootstrap]))
+        .await
+        .with_context(|| format!("connecting to {bootstrap}"))?;
+    let result = async {
+        let ids = [partition];
+        let lows = offsets(&cluster, topic, &ids, OffsetSpec::Earliest).await?;
+        let highs = offsets(&cluster, topic, &ids, OffsetSpec::Latest).await?;
+        let mut out = Vec::new();
+        for_each_batch(&cluster, topic, &ids, &lows, &highs, |batch| {
+            out.push((batch.header, batch.bytes.to_vec()));
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+    .await;
+    cluster.close().await;
+    result
+}
+
 /// Sum over partitions `0..partitions` of the high watermark of `topic`.
 pub async fn total_end(cluster: &Cluster, topic: &str, partitions: i32) -> Result<i64> {
     let ids: Vec<i32> = (0..partitions).collect();

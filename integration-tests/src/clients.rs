@@ -35,7 +35,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn producer_config(bootstrap: &str, spec: &ProduceSpec) -> ClientConfig {
+pub(crate) fn producer_config(bootstrap: &str, spec: &ProduceSpec) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", bootstrap)
         .set("client.id", "cutover-bed-producer")
@@ -225,7 +225,7 @@ pub async fn produce_async(
         .context("produce task")?
 }
 
-fn base_record<'a, D: rdkafka::IntoOpaque>(
+pub(crate) fn base_record<'a, D: rdkafka::IntoOpaque>(
     topic: &'a str,
     partition: i32,
     content: &'a RecordContent,
@@ -254,7 +254,7 @@ fn base_record<'a, D: rdkafka::IntoOpaque>(
 
 /// Enqueues one record, serving delivery reports while the local queue is
 /// full.
-fn send_blocking<C>(
+pub(crate) fn send_blocking<C>(
     producer: &BaseProducer<C>,
     topic: &str,
     partition: i32,
@@ -280,6 +280,25 @@ where
                 producer.poll(Duration::from_millis(50));
             }
             Err((e, _)) => return Err(e).context("enqueueing record"),
+        }
+    }
+}
+
+/// Which records a reader sees (`isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Every data record, aborted ones too (never control records).
+    #[default]
+    ReadUncommitted,
+    /// Up to the last stable offset, without aborted records.
+    ReadCommitted,
+}
+
+impl Isolation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Isolation::ReadUncommitted => "read_uncommitted",
+            Isolation::ReadCommitted => "read_committed",
         }
     }
 }
@@ -332,12 +351,35 @@ pub fn read_partition_with_timeout(
     to: i64,
     timeout: Duration,
 ) -> Result<Vec<ConsumedRecord>> {
+    read_partition_isolated(
+        bootstrap,
+        topic,
+        partition,
+        from,
+        to,
+        Isolation::ReadUncommitted,
+        timeout,
+    )
+}
+
+/// [`read_partition`] with an isolation level and a deadline. With
+/// `read_committed`, `to` must not pass the last stable offset.
+pub fn read_partition_isolated(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    to: i64,
+    isolation: Isolation,
+    timeout: Duration,
+) -> Result<Vec<ConsumedRecord>> {
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
     if to <= from {
         return Ok(out);
     }
     let consumer: BaseConsumer = reader_config(bootstrap)
+        .set("isolation.level", isolation.as_str())
         .create()
         .context("creating consumer")?;
     let mut tpl = TopicPartitionList::new();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::Value;
 
-use crate::bed::Bed;
+use crate::bed::TestBed;
 use crate::process::{bin_path, free_port, http_get, ServiceProcess};
 
 /// A fetcher process and its ports.
@@ -129,13 +129,13 @@ fn spawn_service(
 
 impl Cutover {
     /// Starts the orchestrator (id `orchestrator-1`) and waits until it is ready.
-    pub fn start(bed: &Bed) -> Result<Cutover> {
+    pub fn start(bed: &impl TestBed) -> Result<Cutover> {
         Self::start_with_otlp(bed, None)
     }
 
     /// Like [`Cutover::start`], with the orchestrator, and every service
     /// started later, exporting spans to `otlp` (see [`Cutover::otlp`]).
-    pub fn start_with_otlp(bed: &Bed, otlp: Option<Otlp>) -> Result<Cutover> {
+    pub fn start_with_otlp(bed: &impl TestBed, otlp: Option<Otlp>) -> Result<Cutover> {
         let (orchestrator, server) = spawn_orchestrator(
             bed.etcd_endpoint(),
             "orchestrator-1",
@@ -298,7 +298,7 @@ impl Cutover {
 /// Asserts that the target holds, at every offset both clusters still keep,
 /// exactly the source's record (key, value, headers, timestamp) and that both
 /// end at the same offset. Returns the number of records compared.
-pub fn assert_mirrored(bed: &Bed, topic: &str, partition: i32) -> Result<u64> {
+pub fn assert_mirrored(bed: &impl TestBed, topic: &str, partition: i32) -> Result<u64> {
     let (s_low, s_high) = crate::clients::watermarks(bed.source_bootstrap(), topic, partition)?;
     let (t_low, t_high) = crate::clients::watermarks(bed.target_bootstrap(), topic, partition)?;
     if s_high != t_high {
@@ -390,7 +390,7 @@ impl Cutover {
 
     /// `cutover link create <link>` between the bed's clusters, with `extra`
     /// flags (e.g. `--bandwidth-limit`).
-    pub fn create_link(&self, bed: &Bed, link: &str, extra: &[&str]) -> Result<Value> {
+    pub fn create_link(&self, bed: &impl TestBed, link: &str, extra: &[&str]) -> Result<Value> {
         let mut args = vec![
             "link",
             "create",
@@ -406,10 +406,34 @@ impl Cutover {
 
     /// `cutover link create <link>` between the bed's clusters, then
     /// `cutover mirror add --link <link> <topics>`; returns the added mirrors.
-    pub fn mirror(&self, bed: &Bed, link: &str, topics: &[&str]) -> Result<Value> {
+    pub fn mirror(&self, bed: &impl TestBed, link: &str, topics: &[&str]) -> Result<Value> {
         self.create_link(bed, link, &[])?;
         let mut args = vec!["mirror", "add", "--link", link];
         args.extend_from_slice(topics);
         self.cli_json(&args)
     }
+}
+
+/// Every etcd key with its value, and the store revision: equal before and
+/// after a request means the request changed nothing.
+pub fn etcd_snapshot(endpoint: &str) -> Result<(i64, Vec<(String, String)>)> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect([endpoint], None).await?;
+        let r = c
+            .get("", Some(etcd_client::GetOptions::new().with_all_keys()))
+            .await?;
+        let rev = r.header().map(|h| h.revision()).unwrap_or(0);
+        let kvs = r
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    kv.key_str().unwrap_or("").to_string(),
+                    kv.value_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        Ok((rev, kvs))
+    })
 }

@@ -23,21 +23,27 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod bed;
 pub mod bench;
 pub mod clients;
 pub mod clusters;
 pub mod cutover;
+pub mod kafka;
+pub mod oracle;
 pub mod process;
 pub mod records;
+pub mod writer;
 
-pub use bed::Bed;
+pub use admin::Admin;
+pub use bed::{Bed, RealBed, RealClusters, TestBed};
 pub use clients::{
     partition_leader, produce, produce_async, read_partition, read_partition_async,
-    read_partition_with_timeout, watermarks, watermarks_async, LoadGenerator, LoadReport,
-    PartitionLoad, MAX_LOAD_RATE,
+    read_partition_isolated, read_partition_with_timeout, watermarks, watermarks_async, Isolation,
+    LoadGenerator, LoadReport, PartitionLoad, MAX_LOAD_RATE,
 };
 pub use clusters::{trim_spec, Clusters, Mock, Side};
+pub use kafka::{KafkaCluster, KafkaDist, KafkaOptions};
 pub use process::{
     bin_path, free_port, http_get, log_tail, profile_dir, test_log_dir, wait_http_ok, HttpResponse,
     ServiceProcess,
@@ -47,6 +53,7 @@ pub use records::{
     ProduceMode, ProduceSpec, Produced, ProducedRecord, RecordContent, RecordHeader,
     DEFAULT_TIMESTAMP_BASE_MS,
 };
+pub use writer::Writer;
 
 /// Re-exported so tests can name api keys and error codes for fault
 /// injection without depending on rdkafka themselves.

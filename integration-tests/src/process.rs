@@ -102,6 +102,9 @@ pub struct ServiceProcess {
     log_path: PathBuf,
     state: Arc<ExitState>,
     waiter: Option<JoinHandle<()>>,
+    /// Write end of a tethered process's stdin (see
+    /// [`ServiceProcess::spawn_tethered`]); closed on drop.
+    tether: Option<std::process::ChildStdin>,
 }
 
 impl ServiceProcess {
@@ -124,18 +127,41 @@ impl ServiceProcess {
 
     /// Runs a prepared command (for environment variables, working dir...).
     /// stdin is closed; stdout and stderr go to `<log_dir>/<name>.log`.
-    pub fn spawn_command(name: &str, mut cmd: Command, log_dir: &Path) -> Result<ServiceProcess> {
+    pub fn spawn_command(name: &str, cmd: Command, log_dir: &Path) -> Result<ServiceProcess> {
+        Self::spawn_inner(name, cmd, log_dir, false)
+    }
+
+    /// Like [`ServiceProcess::spawn_command`], but the child's stdin is a
+    /// pipe whose write end only this process holds: the child sees the end
+    /// of its input when this process exits in any way (also SIGKILL), so a
+    /// child that stops at the end of its input cannot outlive the test.
+    /// Kafka's JVMs run under `Tether` for this (see `crate::kafka`).
+    pub fn spawn_tethered(name: &str, cmd: Command, log_dir: &Path) -> Result<ServiceProcess> {
+        Self::spawn_inner(name, cmd, log_dir, true)
+    }
+
+    fn spawn_inner(
+        name: &str,
+        mut cmd: Command,
+        log_dir: &Path,
+        tethered: bool,
+    ) -> Result<ServiceProcess> {
         std::fs::create_dir_all(log_dir)
             .with_context(|| format!("creating {}", log_dir.display()))?;
         let log_path = log_dir.join(format!("{name}.log"));
         let log =
             File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-        cmd.stdin(Stdio::null())
-            .stdout(log.try_clone().context("duplicating log file")?)
-            .stderr(log);
+        cmd.stdin(if tethered {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(log.try_clone().context("duplicating log file")?)
+        .stderr(log);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("spawning {name} ({:?})", cmd.get_program()))?;
+        let tether = child.stdin.take();
         let pid = Pid::from_raw(
             i32::try_from(child.id()).map_err(|_| anyhow!("pid {} out of range", child.id()))?,
         );
@@ -174,6 +200,7 @@ impl ServiceProcess {
             log_path,
             state,
             waiter: Some(waiter),
+            tether,
         })
     }
 
@@ -279,6 +306,7 @@ impl ServiceProcess {
 
 impl Drop for ServiceProcess {
     fn drop(&mut self) {
+        self.tether.take();
         let _ = self.signal(Signal::SIGKILL);
         let exited = self.wait_exit(KILL_WAIT).is_ok();
         if let Some(w) = self.waiter.take() {

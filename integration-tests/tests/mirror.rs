@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use cutover_integration_tests::cutover::{assert_mirrored, Cutover};
+use cutover_integration_tests::cutover::{assert_mirrored, etcd_snapshot, Cutover};
 use cutover_integration_tests::*;
 
 const TOPIC: &str = "orders";
@@ -123,30 +123,6 @@ fn mirror_keeps_offsets_identical_for_every_codec_and_producer_kind() -> Result<
     Ok(())
 }
 
-/// Every etcd key and the store revision: equal before and after means the
-/// requests changed nothing.
-fn etcd_state(bed: &Bed) -> Result<(i64, Vec<(String, String)>)> {
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async {
-        let mut c = etcd_client::Client::connect([bed.etcd_endpoint()], None).await?;
-        let r = c
-            .get("", Some(etcd_client::GetOptions::new().with_all_keys()))
-            .await?;
-        let rev = r.header().map(|h| h.revision()).unwrap_or(0);
-        let kvs = r
-            .kvs()
-            .iter()
-            .map(|kv| {
-                (
-                    kv.key_str().unwrap_or("").to_string(),
-                    kv.value_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect();
-        Ok((rev, kvs))
-    })
-}
-
 #[test]
 fn bad_requests_get_clear_errors_and_change_nothing() -> Result<()> {
     let bed = Bed::start("mirror_bad_input")?;
@@ -168,9 +144,9 @@ fn bad_requests_get_clear_errors_and_change_nothing() -> Result<()> {
     cutover.cli_json(&["link", "create", "l1", "--source", src, "--target", tgt])?;
     // Let the orchestrator's leader election settle so etcd is quiet.
     let before = loop {
-        let a = etcd_state(&bed)?;
+        let a = etcd_snapshot(bed.etcd_endpoint())?;
         std::thread::sleep(Duration::from_millis(300));
-        if etcd_state(&bed)?.0 == a.0 {
+        if etcd_snapshot(bed.etcd_endpoint())?.0 == a.0 {
             break a;
         }
     };
@@ -274,7 +250,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() -> Result<()> {
     let v: serde_json::Value = serde_json::from_str(&out)?;
     assert_eq!(v["code"], "FailedPrecondition", "{v}");
 
-    let after = etcd_state(&bed)?;
+    let after = etcd_snapshot(bed.etcd_endpoint())?;
     assert_eq!(before, after, "a refused request changed etcd");
 
     // The good topic still mirrors fine after all that (nothing half-done).
@@ -386,7 +362,7 @@ fn pause_resume_report_lost_ranges_exactly_and_remove_leaves_nothing_behind() ->
     cutover.wait_owners("l1", Duration::from_secs(30), |o| o.is_empty())?;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, kvs) = etcd_state(&bed)?;
+        let (_, kvs) = etcd_snapshot(bed.etcd_endpoint())?;
         let left: Vec<&String> = kvs
             .iter()
             .map(|(k, _)| k)

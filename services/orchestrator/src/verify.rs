@@ -10,7 +10,7 @@ use cutover_kafka::{Cluster, FetchOptions, OffsetSpec};
 use cutover_model::{keys, MirrorTopic};
 use cutover_proto::v1 as pb;
 use cutover_records::batch::{batches, Record};
-use cutover_records::filler::is_filler;
+use cutover_records::filler::{filler_reason, is_filler};
 
 use crate::error::{ApiError, ApiResult};
 use crate::links::connect;
@@ -19,8 +19,10 @@ use crate::Orchestrator;
 #[derive(Debug)]
 enum Entry {
     Data(Record),
-    /// Source: not visible to consumers. Target: a filler record.
+    /// Source: a transaction marker or aborted record. Target: a filler.
     Hidden,
+    /// No record at all: a compaction hole, between or inside batches.
+    Gap,
 }
 
 /// Reads one partition in offset order, one entry per offset.
@@ -67,7 +69,13 @@ impl<'a> Cursor<'a> {
                 .fetch(self.topic, self.partition, self.next, &opts)
                 .await
                 .map_err(ApiError::kafka(side))?;
-            let aborted_first: Vec<(i64, i64)> = f.aborted.clone();
+            // As Kafka's consumer does: each aborted transaction becomes
+            // active once, when the first batch reaching its first offset
+            // arrives, and ends at its producer's ABORT marker. Looking at
+            // the whole list for every batch would re-open a transaction
+            // after its marker and hide that producer's later commits.
+            let mut pending_aborts: Vec<(i64, i64)> = f.aborted.clone();
+            pending_aborts.sort_by_key(|(_, first)| std::cmp::Reverse(*first));
             let mut active_aborts: HashSet<i64> = HashSet::new();
             for b in batches(&f.records) {
                 let b = b.map_err(|e| ApiError::Kafka {
@@ -76,10 +84,8 @@ impl<'a> Cursor<'a> {
                 })?;
                 let h = b.header;
                 let (base, last) = (h.base_offset, h.last_offset());
-                for (pid, first) in &aborted_first {
-                    if *first <= last && *pid == h.producer_id {
-                        active_aborts.insert(*pid);
-                    }
+                while let Some((pid, _)) = pending_aborts.pop_if(|(_, first)| *first <= last) {
+                    active_aborts.insert(pid);
                 }
                 let hidden_batch = if self.is_source {
                     h.is_control()
@@ -113,18 +119,27 @@ impl<'a> Cursor<'a> {
                         // Offsets a compacted batch skips are holes: hidden.
                         while expected < r.offset {
                             if expected >= self.next {
-                                self.buffered.push_back((expected, Entry::Hidden));
+                                self.buffered.push_back((expected, Entry::Gap));
                             }
                             expected += 1;
                         }
                         expected = r.offset + 1;
-                        if r.offset >= self.next {
-                            self.buffered.push_back((r.offset, Entry::Data(r)));
+                        let offset = r.offset;
+                        if offset >= self.next {
+                            // A target's log cleaner rebuilds a filler batch
+                            // it compacts, and the batch header marker goes
+                            // with it; each filler record's header stays.
+                            let entry = if !self.is_source && filler_reason(&r).is_some() {
+                                Entry::Hidden
+                            } else {
+                                Entry::Data(r)
+                            };
+                            self.buffered.push_back((offset, entry));
                         }
                     }
                     while expected <= last {
                         if expected >= self.next {
-                            self.buffered.push_back((expected, Entry::Hidden));
+                            self.buffered.push_back((expected, Entry::Gap));
                         }
                         expected += 1;
                     }
@@ -135,7 +150,7 @@ impl<'a> Cursor<'a> {
             let mut expect = self.next;
             for (o, e) in self.buffered.drain(..) {
                 while expect < o {
-                    filled.push_back((expect, Entry::Hidden));
+                    filled.push_back((expect, Entry::Gap));
                     expect += 1;
                 }
                 if o == expect {
@@ -255,7 +270,16 @@ impl Orchestrator {
         let mut out = Vec::new();
         let mut result = Ok(());
         for p in partitions {
-            match verify_partition(&source, &target, &req.topic, p, &req).await {
+            match verify_partition(
+                &source,
+                &target,
+                &req.topic,
+                p,
+                &req,
+                mirror.target.compacted,
+            )
+            .await
+            {
                 Ok(v) => out.push(v),
                 Err(e) => {
                     result = Err(e);
@@ -280,6 +304,7 @@ async fn verify_partition(
     topic: &str,
     p: i32,
     req: &pb::VerifyRequest,
+    compacted: bool,
 ) -> ApiResult<pb::PartitionVerification> {
     let s_start = offset_of(source, "source", topic, p, OffsetSpec::Earliest).await?;
     let s_end = offset_of(source, "source", topic, p, OffsetSpec::Latest).await?;
@@ -317,12 +342,20 @@ async fn verify_partition(
                     }
                     d
                 }
-                (Entry::Hidden, Entry::Hidden) => {
+                (Entry::Hidden | Entry::Gap, Entry::Hidden | Entry::Gap) => {
                     v.fillers_skipped += 1;
                     None
                 }
+                // Each cluster's log cleaner runs on its own schedule: a
+                // record one side has already compacted away may still be
+                // on the other.
+                (Entry::Data(_), Entry::Gap) | (Entry::Gap, Entry::Data(_)) if compacted => {
+                    v.compacted_on_one_side += 1;
+                    None
+                }
                 (Entry::Data(a), Entry::Hidden) => Some(format!("offset {offset}: the source has a record ({}) but the target has a filler", describe(&a))),
-                (Entry::Hidden, Entry::Data(b)) => Some(format!(
+                (Entry::Data(a), Entry::Gap) => Some(format!("offset {offset}: the source has a record ({}) but the target has none (the topic does not compact)", describe(&a))),
+                (Entry::Hidden | Entry::Gap, Entry::Data(b)) => Some(format!(
                     "offset {offset}: the source has no visible record (marker, aborted or compacted) but the target has one ({})",
                     describe(&b)
                 )),
