@@ -139,3 +139,39 @@ fn replication_recovers_from_faults_on_both_clusters() -> Result<()> {
     );
     Ok(())
 }
+
+/// Review defect: a non-retriable answer (here an injected
+/// MESSAGE_TOO_LARGE on Produce, which the mock makes cheap) stops the
+/// partition as FAILED with the broker's error name and what to do,
+/// instead of being retried forever while status says SYNCING. Retriable
+/// errors are still retried (the test above).
+#[test]
+fn non_retriable_produce_error_fails_the_partition_with_what_to_do() -> Result<()> {
+    const T: &str = "refused";
+    let bed = Bed::start("faults_non_retriable")?;
+    bed.clusters.create_topic_both(T, 1)?;
+    produce(bed.source_bootstrap(), T, 0, 500, &ProduceSpec::default())?;
+    let mut cutover = Cutover::start(&bed)?;
+    cutover.add_fetcher()?;
+    bed.clusters.push_request_errors(
+        Side::Target,
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    )?;
+    cutover.mirror(&bed, "l1", &[T])?;
+    let mut last = serde_json::Value::Null;
+    wait_until("the partition to fail", Duration::from_secs(60), || {
+        last = cutover.cli_json(&["status", "--link", "l1"])?;
+        Ok(last["topics"][0]["partitions"][0]["state"] == "FAILED")
+    })?;
+    let reason = last["topics"][0]["partitions"][0]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("MESSAGE_TOO_LARGE")
+            && reason.contains("max.message.bytes")
+            && reason.contains("cutover mirror resume"),
+        "{reason}"
+    );
+    Ok(())
+}

@@ -7,6 +7,7 @@
 //! Kafka connections per link.
 
 pub mod bandwidth;
+pub mod classify;
 pub mod clusters;
 pub mod config;
 pub mod fetch_mux;

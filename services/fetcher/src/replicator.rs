@@ -83,7 +83,10 @@ pub enum ReplicateError {
 
 impl From<KafkaError> for ReplicateError {
     fn from(e: KafkaError) -> Self {
-        ReplicateError::Transient(e.to_string())
+        match crate::classify::classify(&e) {
+            crate::classify::ErrorClass::Transient => ReplicateError::Transient(e.to_string()),
+            crate::classify::ErrorClass::Fatal(msg) => ReplicateError::Fatal(msg),
+        }
     }
 }
 
