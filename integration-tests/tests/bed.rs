@@ -489,6 +489,12 @@ fn testbed_binary_prints_endpoints_and_stops() {
     let target = ready["target"].as_str().expect("target").to_owned();
     let etcd = ready["etcd"].as_str().expect("etcd").to_owned();
     assert_eq!(ready["logs"].as_str(), logs.to_str());
+    // Real Apache Kafka by default, the source on the older pinned line.
+    assert_eq!(ready["kafka"]["kind"], "real", "{ready}");
+    assert!(
+        ready["kafka"]["source_version"].as_str() < ready["kafka"]["target_version"].as_str(),
+        "{ready}"
+    );
     assert_eq!(ports(&target).len(), 3);
     assert!(etcd.starts_with("http://127.0.0.1:"));
     assert_eq!(
@@ -504,9 +510,9 @@ fn testbed_binary_prints_endpoints_and_stops() {
     let source_ports = ports(&source);
     assert!(!accepts(source_ports[0]));
 
-    // Stops on SIGTERM.
+    // Stops on SIGTERM (here with the mock clusters).
     let mut child = Command::new(&bin)
-        .args(["--ignore-stdin", "--log-dir"])
+        .args(["--kafka", "mock", "--ignore-stdin", "--log-dir"])
         .arg(&logs)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -517,6 +523,7 @@ fn testbed_binary_prints_endpoints_and_stops() {
         .read_line(&mut line)
         .expect("ready line");
     assert!(line.contains("\"etcd\""), "{line}");
+    assert!(line.contains("\"kind\":\"mock\""), "{line}");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -1,6 +1,8 @@
-//! `just demo`: a live mirror end to end on local embedded clusters.
+//! `just demo`: a live mirror end to end on local real Apache Kafka
+//! clusters.
 //!
-//! Starts etcd, two librdkafka mock clusters (source 1 broker, target 3),
+//! Starts etcd, two real Kafka clusters (source: 1 broker of the older
+//! pinned line, target: 3 brokers of the newer; one JVM each),
 //! the orchestrator and two fetchers as real processes, a producer load,
 //! then drives everything through the real `cutover` CLI and prints a report.
 
@@ -29,16 +31,19 @@ fn show(cutover: &Cutover, args: &[&str]) -> Result<()> {
 
 fn main() -> Result<()> {
     let started = Instant::now();
-    step("starting etcd and two embedded Kafka clusters (librdkafka mock: source 1 broker, target 3)");
-    let bed = Bed::start("demo")?;
+    step("starting etcd and two Apache Kafka clusters (source: 1 broker, target: 3 brokers)");
+    let bed = RealBed::start_own("demo")?;
     for (t, n) in TOPICS {
-        bed.clusters.create_topic_both(t, n)?;
+        // Only on the source: `mirror add` creates the target topics.
+        bed.kafka.create_topic(Side::Source, t, n, &[])?;
     }
     println!(
-        "etcd   {}\nsource {}\ntarget {}\nlogs   {}",
+        "etcd   {}\nsource {} (Kafka {})\ntarget {} (Kafka {})\nlogs   {}",
         bed.etcd_endpoint(),
         bed.source_bootstrap(),
+        bed.kafka.source.version(),
         bed.target_bootstrap(),
+        bed.kafka.target.version(),
         bed.log_dir().display()
     );
 

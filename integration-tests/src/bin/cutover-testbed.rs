@@ -1,6 +1,8 @@
-//! `cutover-testbed`: etcd and two librdkafka mock clusters (source: 1
-//! broker, target: 3) in one process, for `just demo` and for running the
-//! services by hand.
+//! `cutover-testbed`: etcd and two Kafka clusters (source: 1 broker,
+//! target: 3), real Apache Kafka by default (`--kafka real`: the pinned
+//! versions, see integration-tests/kafka/versions.env) or librdkafka's mock
+//! clusters inside this process (`--kafka mock`), for running the services
+//! by hand and for scripts.
 //!
 //! Prints one JSON line on stdout once everything is ready:
 //! `{"etcd":"http://127.0.0.1:P","source":"host:p","target":"host:p,...","logs":"DIR"}`
@@ -15,21 +17,27 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use cutover_coord::testing::EtcdServer;
 use cutover_integration_tests::{
-    test_log_dir, Clusters, Codec, LoadGenerator, ProduceMode, ProduceSpec, Side,
+    test_log_dir, Clusters, Codec, KafkaOptions, LoadGenerator, ProduceMode, ProduceSpec,
+    RealClusters, Side,
 };
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "cutover-testbed",
-    about = "etcd + source and target mock Kafka clusters"
+    about = "etcd + source and target Kafka clusters (real Apache Kafka, or librdkafka's mock)"
 )]
 struct Args {
+    /// Real Apache Kafka brokers (one JVM each) or librdkafka's mock
+    /// clusters (in this process; for fault injection).
+    #[arg(long, value_enum, default_value_t = KafkaKind::Real)]
+    kafka: KafkaKind,
     /// Topics to create, `name:partitions,...`.
     #[arg(long, value_delimiter = ',')]
     topics: Vec<String>,
-    /// Create the topics on the source only (default: on both clusters, as
-    /// the mock target cannot create topics itself).
+    /// Create the topics on the source only (default: on both clusters;
+    /// `cutover mirror add` accepts an identical empty target topic, and the
+    /// mock target cannot create topics itself).
     #[arg(long)]
     source_only: bool,
     /// Write this many records per second (all partitions of all topics,
@@ -52,6 +60,34 @@ struct Args {
     /// stdin from /dev/null).
     #[arg(long)]
     ignore_stdin: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum KafkaKind {
+    Real,
+    Mock,
+}
+
+/// The clusters of either kind; dropping it stops them.
+enum Kafka {
+    Real(RealClusters),
+    Mock(Clusters),
+}
+
+impl Kafka {
+    fn bootstrap(&self, side: Side) -> &str {
+        match self {
+            Kafka::Real(k) => k.cluster(side).bootstrap(),
+            Kafka::Mock(c) => c.bootstrap(side),
+        }
+    }
+
+    fn create_topic(&self, side: Side, name: &str, partitions: i32) -> Result<()> {
+        match self {
+            Kafka::Real(k) => k.create_topic(side, name, partitions, &[]),
+            Kafka::Mock(c) => c.create_topic(side, name, partitions),
+        }
+    }
 }
 
 fn parse_topic(spec: &str) -> Result<(String, i32)> {
@@ -84,7 +120,21 @@ fn main() -> Result<()> {
         None => test_log_dir("testbed")?,
     };
     let etcd = EtcdServer::start(Some(&log_dir)).context("starting etcd")?;
-    let clusters = Clusters::start_with(args.source_brokers, args.target_brokers)?;
+    let clusters = match args.kafka {
+        KafkaKind::Mock => Kafka::Mock(Clusters::start_with(
+            args.source_brokers,
+            args.target_brokers,
+        )?),
+        KafkaKind::Real => {
+            let mut source = KafkaOptions::source()?;
+            source.brokers = args.source_brokers;
+            let mut target = KafkaOptions::target()?;
+            target.brokers = args.target_brokers;
+            Kafka::Real(RealClusters::start_with(
+                "testbed", source, target, &log_dir,
+            )?)
+        }
+    };
     for (name, parts) in &topics {
         clusters.create_topic(Side::Source, name, *parts)?;
         if !args.source_only {
@@ -107,7 +157,7 @@ fn main() -> Result<()> {
             ..ProduceSpec::default()
         };
         Some(LoadGenerator::start(
-            clusters.source_bootstrap(),
+            clusters.bootstrap(Side::Source),
             &partitions,
             args.produce_rate,
             spec,
@@ -133,8 +183,16 @@ fn main() -> Result<()> {
 
     let ready = serde_json::json!({
         "etcd": etcd.endpoint(),
-        "source": clusters.source_bootstrap(),
-        "target": clusters.target_bootstrap(),
+        "kafka": match &clusters {
+            Kafka::Real(k) => serde_json::json!({
+                "kind": "real",
+                "source_version": k.source.version(),
+                "target_version": k.target.version(),
+            }),
+            Kafka::Mock(_) => serde_json::json!({"kind": "mock"}),
+        },
+        "source": clusters.bootstrap(Side::Source),
+        "target": clusters.bootstrap(Side::Target),
         "logs": log_dir.display().to_string(),
     });
     {
