@@ -16,7 +16,7 @@ kafka-jars:
 build:
     cargo build --workspace --bins
 
-# A live migration end to end on local embedded clusters, with a report.
+# A live migration end to end on local real Apache Kafka clusters, with a report.
 demo: build kafka-jars
     cargo run -q -p cutover-integration-tests --bin cutover-demo
 
@@ -47,6 +47,6 @@ bench: bench-fetcher bench-bandwidth
 fuzz target="batches" seconds="60":
     cd fuzz && cargo +nightly fuzz run {{target}} -- -max_total_time={{seconds}}
 
-# Start etcd and two embedded clusters and keep them up (for running services by hand).
+# Start etcd and two Kafka clusters (real by default, --kafka mock) and keep them up (for running services by hand).
 testbed *args: kafka-jars
     cargo run -q -p cutover-integration-tests --bin cutover-testbed -- {{args}}

@@ -70,7 +70,7 @@ enum KafkaKind {
 
 /// The clusters of either kind; dropping it stops them.
 enum Kafka {
-    Real(RealClusters),
+    Real(Box<RealClusters>),
     Mock(Clusters),
 }
 
@@ -130,9 +130,9 @@ fn main() -> Result<()> {
             source.brokers = args.source_brokers;
             let mut target = KafkaOptions::target()?;
             target.brokers = args.target_brokers;
-            Kafka::Real(RealClusters::start_with(
+            Kafka::Real(Box::new(RealClusters::start_with(
                 "testbed", source, target, &log_dir,
-            )?)
+            )?))
         }
     };
     for (name, parts) in &topics {
