@@ -30,10 +30,15 @@ lint:
 # What CI runs.
 ci: lint test
 
-# Fetcher CPU per byte and throughput versus a librdkafka consume-then-produce copy (MirrorMaker's way).
-bench-fetcher:
+# Fetcher versus MirrorMaker 2 (and its exactly-once mode) on real Apache Kafka: CPU per byte and throughput, 1 GB per scenario.
+bench-fetcher *args: kafka-jars
     cargo build --release --workspace --bins
-    cargo run --release -q -p cutover-integration-tests --bin cutover-bench-fetcher
+    cargo run --release -q -p cutover-integration-tests --bin cutover-bench-vs-mm2 -- {{args}}
+
+# Fetcher versus a librdkafka consume-then-produce copy on the mock clusters (no broker work in the figures).
+bench-fetcher-mock *args:
+    cargo build --release --workspace --bins
+    cargo run --release -q -p cutover-integration-tests --bin cutover-bench-fetcher -- {{args}}
 
 # Copy rate of a mirror under a link bandwidth limit (fails if the limit does not hold).
 bench-bandwidth:
@@ -41,7 +46,7 @@ bench-bandwidth:
     cargo run --release -q -p cutover-integration-tests --bin cutover-bench-bandwidth
 
 # All benchmarks.
-bench: bench-fetcher bench-bandwidth
+bench: bench-fetcher bench-fetcher-mock bench-bandwidth
 
 # Fuzz the record batch decoder and the transformation (needs nightly and cargo-fuzz).
 fuzz target="batches" seconds="60":

@@ -93,6 +93,31 @@ impl Admin {
         }
     }
 
+    /// DeleteTopics, then waits until Metadata no longer lists the topic.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let results = block_on(self.client.delete_topics(&[name], &Self::options()))
+            .with_context(|| format!("DeleteTopics {name}"))?;
+        for r in results {
+            r.map_err(|(t, e)| anyhow!("deleting topic {t}: {e}"))?;
+        }
+        let deadline = std::time::Instant::now() + ADMIN_TIMEOUT;
+        loop {
+            let md = self
+                .client
+                .inner()
+                .fetch_metadata(None, Duration::from_secs(5))
+                .context("metadata")?;
+            if !md.topics().iter().any(|t| t.name() == name) {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!("{name} still listed {ADMIN_TIMEOUT:?} after DeleteTopics");
+            }
+            // Deletion has no event a client can await: poll.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// CreatePartitions: grows `topic` to `total` partitions.
     pub fn create_partitions(&self, topic: &str, total: usize) -> Result<()> {
         let np = NewPartitions::new(topic, total);

@@ -153,9 +153,30 @@ fn kafka_data_dir(name: &str) -> Result<PathBuf> {
     let target = profile
         .parent()
         .ok_or_else(|| anyhow!("{} has no parent dir", profile.display()))?;
-    Ok(target
-        .join("kafka-data")
-        .join(format!("{name}-{}", std::process::id())))
+    let root = target.join("kafka-data");
+    remove_dead_data(&root);
+    Ok(root.join(format!("{name}-{}", std::process::id())))
+}
+
+/// Shared clusters live in a static, so their data stays behind when their
+/// test binary exits: folders whose process (the `-<pid>` suffix) is gone
+/// are removed here, by the next bed.
+fn remove_dead_data(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .rsplit_once('-')
+            .and_then(|(_, p)| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A bed on real Kafka: its own etcd and log dir, and real clusters that are

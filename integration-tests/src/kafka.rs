@@ -266,9 +266,19 @@ pub struct KafkaCluster {
 
 /// A random Kafka cluster id (16 random bytes, URL-safe base64, no padding),
 /// as `kafka-storage random-uuid` prints, without starting a JVM for it.
+/// Like Kafka's `Uuid.randomUuid`, never one starting with '-', which a
+/// command line would take for an option.
 fn random_cluster_id() -> String {
+    loop {
+        let id = encode_cluster_id(*uuid::Uuid::new_v4().as_bytes());
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
+fn encode_cluster_id(bytes: [u8; 16]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bytes = *uuid::Uuid::new_v4().as_bytes();
     let mut out = String::with_capacity(22);
     for chunk in bytes.chunks(3) {
         let mut n = 0u32;
@@ -618,6 +628,14 @@ fn node_properties(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_ids_never_start_with_a_dash() {
+        // 0xf8.. encodes to "-" first.
+        assert!(encode_cluster_id([0xf8; 16]).starts_with('-'));
+        assert_eq!(encode_cluster_id([0; 16]), "AAAAAAAAAAAAAAAAAAAAAA");
+        assert!((0..2_000).all(|_| !random_cluster_id().starts_with('-')));
+    }
 
     #[test]
     fn cluster_ids_look_like_kafkas() {

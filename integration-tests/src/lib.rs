@@ -29,6 +29,7 @@ pub mod bench;
 pub mod clients;
 pub mod clusters;
 pub mod cutover;
+pub mod java_clients;
 pub mod kafka;
 pub mod oracle;
 pub mod process;

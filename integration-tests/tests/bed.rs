@@ -1,5 +1,7 @@
 //! The bed itself, with real parts: mock clusters, librdkafka clients, etcd,
 //! processes.
+//!
+//! Broker: librdkafka's mock cluster, because the bed's own parts (mock clusters, clients, processes; the real brokers are exercised by every `real_*` test and the testbed test here).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,5 +1,7 @@
 //! Faults injected by the mock clusters while the fetcher copies: leader
 //! changes, broker outages, request errors and latency, on either cluster.
+//!
+//! Broker: librdkafka's mock cluster, because fault injection (leader moves, broker outages, request errors, latency) is what the mock makes cheap.
 
 use std::time::Duration;
 

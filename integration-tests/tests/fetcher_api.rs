@@ -1,4 +1,6 @@
 //! The fetcher's internal gRPC API (what topic promotion will call).
+//!
+//! Broker: librdkafka's mock cluster, because the fetcher's gRPC API does not depend on broker behaviour.
 
 use anyhow::Result;
 use cutover_integration_tests::cutover::Cutover;

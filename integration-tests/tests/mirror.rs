@@ -1,5 +1,7 @@
 //! End to end: real etcd, two librdkafka mock clusters, our real binaries,
 //! real librdkafka producers and consumers.
+//!
+//! Broker: librdkafka's mock cluster, because identity at volume (every codec and producer kind) needs only produce and fetch; the broker-dependent cases are in `real_data_path.rs`.
 
 use std::time::Duration;
 

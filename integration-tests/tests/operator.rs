@@ -1,6 +1,8 @@
 //! The CLI as an operator uses it beyond the basics: choosing topics by
 //! pattern (dry run first), watching status until in sync, and `verify`
 //! finding a record that differs.
+//!
+//! Broker: librdkafka's mock cluster, because CLI behaviour, not broker behaviour.
 
 use std::time::Duration;
 

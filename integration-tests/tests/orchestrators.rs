@@ -1,5 +1,7 @@
 //! Several orchestrators: all serve the API over the same state in etcd, one
 //! leads background work, and leadership moves when the leader dies.
+//!
+//! Broker: librdkafka's mock cluster, because orchestrator election and API over etcd, not broker behaviour.
 
 use std::time::{Duration, Instant};
 

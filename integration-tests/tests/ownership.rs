@@ -1,4 +1,6 @@
 //! Fetchers sharing partitions through etcd leases, with real processes.
+//!
+//! Broker: librdkafka's mock cluster, because ownership is about fetchers and etcd; fencing by a real broker and kill -9 on real Kafka are in `real_faults.rs`.
 
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! More partitions than one etcd transaction holds (128 operations): the
 //! fetcher's progress reports go out in several transactions and every
 //! partition still reports, in sync and identical.
+//!
+//! Broker: librdkafka's mock cluster, because many partitions reporting progress through etcd; no broker behaviour.
 
 use std::time::Duration;
 

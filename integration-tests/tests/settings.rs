@@ -1,6 +1,8 @@
 //! A mirror's target topic settings change (as the orchestrator's sync
 //! records when the target topic's configs change): the fetcher restarts
 //! the partitions with them, and what it writes from then on follows them.
+//!
+//! Broker: librdkafka's mock cluster, because the fetcher's reaction to changed settings in etcd; no broker behaviour.
 
 use std::time::Duration;
 

@@ -10,6 +10,8 @@
 //! spans start their own traces. The fetcher's server side of trace
 //! propagation is checked with a call from the test, the way a future
 //! caller of its API (topic promotion) will make it.
+//!
+//! Broker: librdkafka's mock cluster, because span export, not broker behaviour.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};

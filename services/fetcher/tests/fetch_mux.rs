@@ -1,5 +1,7 @@
 //! The link's fetch loop against librdkafka's mock cluster: a slow source
 //! broker holds back only the partitions it leads.
+//!
+//! Broker: librdkafka's mock cluster, because it injects latency on one broker.
 
 use std::time::Duration;
 

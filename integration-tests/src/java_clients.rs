@@ -1,0 +1,160 @@
+//! Kafka's own test clients from `kafka-tools` (the Java client most users
+//! run): `VerifiableProducer` and `VerifiableConsumer`, which print one JSON
+//! event per acknowledged or (with `--verbose`) consumed record.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::Value;
+
+use crate::kafka::KafkaDist;
+use crate::process::ServiceProcess;
+
+/// One record as a Java client reported it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct JavaRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: Option<String>,
+}
+
+fn run(
+    dist: &KafkaDist,
+    main_class: &str,
+    name: &str,
+    args: &[String],
+    config: &str,
+    log_dir: &Path,
+    timeout: Duration,
+) -> Result<Vec<Value>> {
+    let conf_dir = log_dir.join(format!("{name}-conf"));
+    let mut cmd = dist.java(main_class, 256, true, &conf_dir)?;
+    let config_path = conf_dir.join("client.properties");
+    std::fs::write(&config_path, config)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    cmd.args(args).arg("--command-config").arg(&config_path);
+    let process = ServiceProcess::spawn_tethered(name, cmd, log_dir)?;
+    let status = process.wait_exit(timeout)?;
+    let text = std::fs::read_to_string(process.log_path())
+        .with_context(|| format!("reading {}", process.log_path().display()))?;
+    if !status.success() {
+        bail!("{name} exited ({status}):\n{}", process.log_tail(30));
+    }
+    // Log lines go to the same output; the events are the JSON lines.
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+fn record(v: &Value) -> Option<JavaRecord> {
+    Some(JavaRecord {
+        partition: i32::try_from(v["partition"].as_i64()?).ok()?,
+        offset: v["offset"].as_i64()?,
+        key: v["key"].as_str().map(str::to_owned),
+        value: v["value"].as_str().map(str::to_owned),
+    })
+}
+
+/// `VerifiableProducer`: `n` records to `topic` with an idempotent,
+/// acks=all Java producer; returns every acknowledged record (it fails if
+/// any send failed).
+pub fn verifiable_producer(
+    dist: &KafkaDist,
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+    log_dir: &Path,
+) -> Result<Vec<JavaRecord>> {
+    let args: Vec<String> = [
+        "--bootstrap-server",
+        bootstrap,
+        "--topic",
+        topic,
+        "--max-messages",
+        &n.to_string(),
+        "--throughput",
+        "-1",
+        "--acks",
+        "-1",
+        "--repeating-keys",
+        "97",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // The tool forces retries=0, which idempotence refuses.
+    let config = "enable.idempotence=true\nretries=2147483647\nmax.in.flight.requests.per.connection=5\nlinger.ms=5\n";
+    let events = run(
+        dist,
+        "org.apache.kafka.tools.VerifiableProducer",
+        &format!("verifiable-producer-{topic}"),
+        &args,
+        config,
+        log_dir,
+        Duration::from_secs(120),
+    )?;
+    if let Some(e) = events.iter().find(|e| e["name"] == "producer_send_error") {
+        bail!("VerifiableProducer: a send failed: {e}");
+    }
+    let acked: Vec<JavaRecord> = events
+        .iter()
+        .filter(|e| e["name"] == "producer_send_success")
+        .filter_map(record)
+        .collect();
+    if acked.len() != n {
+        bail!(
+            "VerifiableProducer acknowledged {} of {n} records",
+            acked.len()
+        );
+    }
+    Ok(acked)
+}
+
+/// `VerifiableConsumer` (classic group protocol, read_committed, from the
+/// earliest offset, `--verbose`): consumes `n` records of `topic` in group
+/// `group` and returns each with its partition and offset.
+pub fn verifiable_consumer(
+    dist: &KafkaDist,
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    n: usize,
+    log_dir: &Path,
+) -> Result<Vec<JavaRecord>> {
+    let args: Vec<String> = [
+        "--bootstrap-server",
+        bootstrap,
+        "--group-id",
+        group,
+        "--topic",
+        topic,
+        "--reset-policy",
+        "earliest",
+        "--group-protocol",
+        "classic",
+        "--max-messages",
+        &n.to_string(),
+        "--verbose",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let events = run(
+        dist,
+        "org.apache.kafka.tools.VerifiableConsumer",
+        &format!("verifiable-consumer-{group}"),
+        &args,
+        "isolation.level=read_committed\n",
+        log_dir,
+        Duration::from_secs(120),
+    )?;
+    Ok(events
+        .iter()
+        .filter(|e| e["name"] == "record_data")
+        .filter_map(record)
+        .collect())
+}
