@@ -808,3 +808,95 @@ fn real_kafka_java_clients_see_every_acknowledged_record_at_its_offset() -> Resu
     );
     Ok(())
 }
+
+/// The fetch loop's incremental fetch sessions (KIP-227) on a real broker:
+/// one full request creates the session, then requests carry only changes;
+/// the broker answers only for partitions with something new, and a
+/// forgotten partition is no longer answered for.
+#[test]
+fn real_kafka_fetch_sessions_are_incremental() -> Result<()> {
+    use cutover_kafka::{
+        Cluster, ClusterConfig, FetchOptions, FetchRequestPartition, FetchSession,
+    };
+    const T: &str = "sessions";
+    const N: i32 = 40;
+    let bed = RealBed::start("real_fetch_sessions")?;
+    let src = bed.source_bootstrap().to_owned();
+    bed.kafka.create_topic(Side::Source, T, N, &[])?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let cluster = Cluster::connect(ClusterConfig::new([src.as_str()])).await?;
+        // The source is one broker, node 1.
+        let leader = cluster.leader_hint(T, 0).unwrap_or(1);
+        let mut session = FetchSession::new(leader);
+        let opts = FetchOptions {
+            max_wait: Duration::from_millis(200),
+            ..FetchOptions::default()
+        };
+        let at = |offsets: &[(i32, i64)]| -> Vec<FetchRequestPartition> {
+            offsets
+                .iter()
+                .map(|(p, o)| FetchRequestPartition {
+                    topic: T.into(),
+                    partition: *p,
+                    offset: *o,
+                })
+                .collect()
+        };
+        let all: Vec<(i32, i64)> = (0..N).map(|p| (p, 0)).collect();
+        // The first request answers every partition (a full response).
+        let first = cluster
+            .fetch_in_session(&mut session, &at(&all), &opts)
+            .await?;
+        ensure!(session.id() != 0, "the broker offered no session");
+        ensure!(first.len() == N as usize && session.full_requests() == 1);
+        // Nothing new: an incremental request, an empty answer.
+        let quiet = cluster
+            .fetch_in_session(&mut session, &at(&all), &opts)
+            .await?;
+        ensure!(quiet.is_empty(), "answered for {} partitions", quiet.len());
+        // A record on partition 7: only partition 7 comes back.
+        let mut w = Writer::new(&src, T, 7, spec(Codec::None, ProduceMode::Plain, 0), None)?;
+        tokio::task::block_in_place(|| w.write(1))?;
+        let got = cluster
+            .fetch_in_session(&mut session, &at(&all), &opts)
+            .await?;
+        ensure!(
+            got.len() == 1
+                && got[0].partition == 7
+                && !got[0]
+                    .result
+                    .as_ref()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .records
+                    .is_empty(),
+            "expected records of partition 7 only: {:?}",
+            got.iter().map(|r| r.partition).collect::<Vec<_>>()
+        );
+        // Partition 7 forgotten: new records there are not answered.
+        let without: Vec<(i32, i64)> = all.iter().copied().filter(|(p, _)| *p != 7).collect();
+        tokio::task::block_in_place(|| w.write(1))?;
+        let got = cluster
+            .fetch_in_session(&mut session, &at(&without), &opts)
+            .await?;
+        ensure!(
+            got.is_empty(),
+            "a forgotten partition was answered: {:?}",
+            got.iter().map(|r| r.partition).collect::<Vec<_>>()
+        );
+        // Back at its new offset, it is answered again; still one session.
+        let mut again = without.clone();
+        again.push((7, 1));
+        let got = cluster
+            .fetch_in_session(&mut session, &at(&again), &opts)
+            .await?;
+        ensure!(got.len() == 1 && got[0].partition == 7);
+        ensure!(
+            session.full_requests() == 1,
+            "{} full requests",
+            session.full_requests()
+        );
+        cluster.close().await;
+        Ok(())
+    })
+}

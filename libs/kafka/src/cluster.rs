@@ -199,6 +199,11 @@ impl Cluster {
         self.inner.cached_leader(topic, partition)
     }
 
+    /// The configuration this client was connected with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.inner.config
+    }
+
     /// Whether the cluster offers a version of `api` this client can use.
     /// Lets callers fail early with a clear message ("target cluster does
     /// not support CreateTopics").
@@ -594,6 +599,11 @@ impl Inner {
         let leader =
             self.with_cached_topic(topic, |t| t.partition(partition).map(|p| p.leader))??;
         (leader >= 0).then_some(leader)
+    }
+
+    /// `host:port` of a broker by node id, from the cached broker list.
+    pub(crate) fn broker_addr(&self, id: i32) -> Option<String> {
+        read(&self.meta).brokers.get(&id).map(BrokerMetadata::addr)
     }
 
     /// Topic metadata from the cache, refreshed first if missing or stale.

@@ -66,7 +66,7 @@ fn no_fetch_result(topic: &str, partition: i32) -> KafkaError {
 }
 
 /// One partition of a Fetch response.
-fn fetched(p: PartitionData) -> FetchResult {
+pub(crate) fn fetched(p: PartitionData) -> FetchResult {
     KafkaError::check(p.error_code, None)?;
     Ok(FetchedPartition {
         records: p.records.unwrap_or_default(),

@@ -40,6 +40,7 @@ mod config;
 mod conn;
 mod data;
 mod error;
+mod session;
 mod types;
 
 pub use cluster::Cluster;
@@ -49,6 +50,7 @@ pub use data::ProduceHandle;
 pub use error::{error_name, KafkaError};
 pub use kafka_protocol;
 pub use kafka_protocol::messages::ApiKey;
+pub use session::FetchSession;
 pub use types::{
     config_source, BrokerMetadata, ClusterMetadata, ConfigEntry, FetchOptions,
     FetchRequestPartition, FetchResultPartition, FetchedPartition, NewTopic, OffsetSpec,

@@ -3,15 +3,29 @@
 //!
 //! A broker answers the requests of a connection strictly in order, so
 //! per-partition Fetch requests on a shared connection would queue every
-//! partition behind the long polls of the caught-up ones. One Fetch for all
-//! of them returns as soon as any partition has data. Each source broker
-//! has its own round in flight, so a slow or unreachable broker holds back
-//! only the partitions it leads.
+//! partition behind the long polls of the caught-up ones. Two paths keep
+//! busy and idle partitions apart:
+//!
+//! - **Busy** partitions (their last fetch returned records) are fetched at
+//!   once (no long poll) in one multi-partition Fetch per broker; each
+//!   source broker has its own round in flight, so a slow or unreachable
+//!   broker holds back only the partitions it leads.
+//! - **Caught-up** partitions (their last fetch returned nothing) wait in
+//!   one incremental fetch session (KIP-227) per broker, on a connection of
+//!   its own, long-polling as a broker's replica fetcher does: the broker
+//!   answers as soon as one of them has something new, at the latest after
+//!   `idle_poll`, and each request carries only the partitions that joined
+//!   or left. Thousands of caught-up partitions cost one small request per
+//!   long poll per broker. A partition that gets records leaves the session
+//!   and is busy again.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cutover_kafka::{Cluster, FetchOptions, FetchRequestPartition, FetchedPartition, KafkaError};
+use cutover_kafka::{
+    Cluster, FetchOptions, FetchRequestPartition, FetchResultPartition, FetchSession,
+    FetchedPartition, KafkaError,
+};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
@@ -23,6 +37,8 @@ struct Request {
     topic: String,
     partition: i32,
     offset: i64,
+    /// The partition's previous fetch had nothing new: wait in the session.
+    idle: bool,
     reply: oneshot::Sender<Result<FetchedPartition, KafkaError>>,
 }
 
@@ -30,9 +46,6 @@ struct Request {
 #[derive(Clone)]
 pub struct FetchMux {
     tx: mpsc::Sender<Request>,
-    /// Idle partitions ask again on a grid of `idle_poll` steps from here.
-    epoch: Instant,
-    idle_poll: Duration,
 }
 
 /// Each partition has at most one fetch outstanding, so this bounds memory
@@ -40,7 +53,8 @@ pub struct FetchMux {
 const QUEUE: usize = 4096;
 
 impl FetchMux {
-    /// Starts the loop for `cluster`; it stops when `cancel` fires.
+    /// Starts the loop for `cluster`; it stops when `cancel` fires. Caught-up
+    /// partitions long-poll for `idle_poll` at most (see the module doc).
     pub fn start(
         cluster: Cluster,
         opts: FetchOptions,
@@ -50,39 +64,27 @@ impl FetchMux {
     ) -> (FetchMux, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let span = tracing::info_span!("fetch_loop", link = %link);
-        let handle = tokio::spawn(run(cluster, opts, rx, cancel).instrument(span));
-        let mux = FetchMux {
-            tx,
-            epoch: Instant::now(),
-            idle_poll: idle_poll.max(Duration::from_millis(1)),
-        };
-        (mux, handle)
+        let idle_poll = idle_poll.max(Duration::from_millis(1));
+        let handle = tokio::spawn(run(cluster, opts, idle_poll, rx, cancel).instrument(span));
+        (FetchMux { tx }, handle)
     }
 
-    /// When a partition that had nothing new asks again. Every idle
-    /// partition of the link wakes at the same grid point, so their fetches
-    /// go out together in one request instead of one each, and a caught-up
-    /// partition costs one entry of a Fetch per `idle_poll` (see
-    /// `just bench-fetcher`'s idle figure).
-    pub fn next_idle_poll(&self) -> Instant {
-        let step = self.idle_poll.as_nanos().max(1);
-        let steps = self.epoch.elapsed().as_nanos() / step + 1;
-        let offset = u64::try_from(steps.saturating_mul(step)).unwrap_or(u64::MAX);
-        self.epoch + Duration::from_nanos(offset)
-    }
-
-    /// Fetches one partition at `offset` (batched with the other partitions' fetches).
+    /// Fetches one partition at `offset` (batched with the other partitions'
+    /// fetches). With `idle` (the previous fetch had nothing new), the
+    /// answer comes when the source has something new for the partition.
     pub async fn fetch(
         &self,
         topic: &str,
         partition: i32,
         offset: i64,
+        idle: bool,
     ) -> Result<FetchedPartition, KafkaError> {
         let (reply, rx) = oneshot::channel();
         let req = Request {
             topic: topic.to_string(),
             partition,
             offset,
+            idle,
             reply,
         };
         self.tx.send(req).await.map_err(|_| KafkaError::Closed)?;
@@ -90,20 +92,42 @@ impl FetchMux {
     }
 }
 
+/// What a finished round hands back to the loop.
+enum Done {
+    Busy,
+    Session {
+        session: Box<FetchSession>,
+        results: Vec<FetchResultPartition>,
+    },
+}
+
+type Key = (String, i32);
+
 async fn run(
     cluster: Cluster,
     opts: FetchOptions,
+    idle_poll: Duration,
     mut rx: mpsc::Receiver<Request>,
     cancel: CancellationToken,
 ) {
-    // Requests waiting for their broker's round to finish.
+    // Busy requests waiting for their broker's round to finish.
     let mut waiting: Vec<Request> = Vec::new();
-    // One round in flight per source broker (by cached leader; None for
-    // partitions whose leader is not known yet): a slow or unreachable
-    // broker delays only its own partitions, and the requests that queue up
-    // meanwhile go out together in its next round.
-    let mut busy: HashMap<tokio::task::Id, Option<i32>> = HashMap::new();
-    let mut rounds: JoinSet<()> = JoinSet::new();
+    // Caught-up partitions, by broker, until the session answers for them.
+    let mut parked: HashMap<Option<i32>, HashMap<Key, Request>> = HashMap::new();
+    // Each broker's session while no round of it is in flight.
+    let mut sessions: HashMap<i32, Box<FetchSession>> = HashMap::new();
+    // One busy round and one session round in flight per broker (by cached
+    // leader; None for partitions whose leader is not known yet).
+    let mut busy: HashMap<tokio::task::Id, (bool, Option<i32>)> = HashMap::new();
+    let mut rounds: JoinSet<Done> = JoinSet::new();
+    // The sessions' connections, opened on first use (by a round, so a
+    // slow connect never holds up the loop).
+    let session_cluster: std::sync::Arc<tokio::sync::OnceCell<Cluster>> = Default::default();
+    let long_poll = FetchOptions {
+        max_wait: idle_poll,
+        min_bytes: 1,
+        ..opts.clone()
+    };
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -112,11 +136,23 @@ async fn run(
                 None => break,
             },
             Some(done) = rounds.join_next_with_id(), if !rounds.is_empty() => {
-                let id = match done {
-                    Ok((id, ())) => id,
-                    Err(e) => e.id(),
-                };
-                busy.remove(&id);
+                match done {
+                    Ok((id, Done::Busy)) => { busy.remove(&id); }
+                    Ok((id, Done::Session { session, results })) => {
+                        busy.remove(&id);
+                        let broker = session.broker();
+                        if let Some(ps) = parked.get_mut(&Some(broker)) {
+                            for r in results {
+                                if let Some(req) = ps.remove(&(r.topic, r.partition)) {
+                                    // The partition task may have stopped meanwhile.
+                                    let _ = req.reply.send(r.result);
+                                }
+                            }
+                        }
+                        sessions.insert(broker, session);
+                    }
+                    Err(e) => { busy.remove(&e.id()); }
+                }
             }
         }
         while let Ok(r) = rx.try_recv() {
@@ -124,28 +160,103 @@ async fn run(
         }
         // Requests whose partition task went away need no fetch.
         waiting.retain(|r| !r.reply.is_closed());
+        for ps in parked.values_mut() {
+            ps.retain(|_, r| !r.reply.is_closed());
+        }
         let mut by_leader: HashMap<Option<i32>, Vec<Request>> = HashMap::new();
         for r in waiting.drain(..) {
-            by_leader
-                .entry(cluster.leader_hint(&r.topic, r.partition))
-                .or_default()
-                .push(r);
+            let leader = cluster.leader_hint(&r.topic, r.partition);
+            if r.idle && leader.is_some() {
+                parked
+                    .entry(leader)
+                    .or_default()
+                    .insert((r.topic.clone(), r.partition), r);
+            } else {
+                by_leader.entry(leader).or_default().push(r);
+            }
         }
         for (leader, requests) in by_leader {
-            if busy.values().any(|b| *b == leader) {
+            if busy.values().any(|b| *b == (false, leader)) {
                 waiting.extend(requests);
                 continue;
             }
             let (cluster, opts) = (cluster.clone(), opts.clone());
             let handle = rounds.spawn(
-                async move { fetch_round(&cluster, &opts, requests).await }
-                    .instrument(tracing::Span::current()),
+                async move {
+                    fetch_round(&cluster, &opts, requests).await;
+                    Done::Busy
+                }
+                .instrument(tracing::Span::current()),
             );
-            busy.insert(handle.id(), leader);
+            busy.insert(handle.id(), (false, leader));
+        }
+        for (leader, ps) in &parked {
+            let Some(broker) = *leader else { continue };
+            if ps.is_empty() || busy.values().any(|b| *b == (true, *leader)) {
+                continue;
+            }
+            let session = sessions
+                .remove(&broker)
+                .unwrap_or_else(|| Box::new(FetchSession::new(broker)));
+            let wanted: Vec<FetchRequestPartition> = ps
+                .values()
+                .map(|r| FetchRequestPartition {
+                    topic: r.topic.clone(),
+                    partition: r.partition,
+                    offset: r.offset,
+                })
+                .collect();
+            let opts = long_poll.clone();
+            let (shared, own) = (cluster.clone(), session_cluster.clone());
+            let handle = rounds.spawn(
+                async move {
+                    let sc = own
+                        .get_or_try_init(|| Cluster::connect(shared.config().clone()))
+                        .await
+                        .cloned()
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(error = %e, "no connection of its own for the fetch session; sharing the link's");
+                            shared
+                        });
+                    session_round(sc, session, wanted, opts).await
+                }
+                .instrument(tracing::Span::current()),
+            );
+            busy.insert(handle.id(), (true, *leader));
         }
     }
     // Dropping the rounds fails their requests (the replies close).
     rounds.shutdown().await;
+    if let Some(c) = session_cluster.get() {
+        c.close().await;
+    }
+}
+
+/// One long poll of a broker's session. A broker that answers at once
+/// without anything new (one that ignores max_wait) waits the rest of the
+/// poll here, so the loop never spins.
+async fn session_round(
+    cluster: Cluster,
+    mut session: Box<FetchSession>,
+    wanted: Vec<FetchRequestPartition>,
+    opts: FetchOptions,
+) -> Done {
+    let started = Instant::now();
+    let results = match cluster.fetch_in_session(&mut session, &wanted, &opts).await {
+        Ok(r) => r,
+        Err(e) => wanted
+            .iter()
+            .map(|w| FetchResultPartition {
+                topic: w.topic.clone(),
+                partition: w.partition,
+                result: Err(e.clone()),
+            })
+            .collect(),
+    };
+    if results.is_empty() {
+        tokio::time::sleep_until(started + opts.max_wait).await;
+    }
+    Done::Session { session, results }
 }
 
 /// One multi-partition Fetch (per broker, see `Cluster::fetch_many`) and
@@ -170,35 +281,5 @@ async fn fetch_round(cluster: &Cluster, opts: &FetchOptions, batch: Vec<Request>
         };
         // The partition task may have stopped meanwhile; nothing to do then.
         let _ = req.reply.send(result);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn mux(idle_poll: Duration) -> FetchMux {
-        let (tx, _rx) = mpsc::channel(1);
-        FetchMux {
-            tx,
-            epoch: Instant::now(),
-            idle_poll,
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn idle_partitions_wake_together_on_the_next_grid_point() {
-        let m = mux(Duration::from_millis(50));
-        let epoch = m.epoch;
-        tokio::time::advance(Duration::from_millis(20)).await;
-        let a = m.next_idle_poll();
-        tokio::time::advance(Duration::from_millis(17)).await;
-        let b = m.next_idle_poll();
-        // Two partitions that went idle 17 ms apart ask again at the same moment.
-        assert_eq!(a, b);
-        assert_eq!(a - epoch, Duration::from_millis(50));
-        // Exactly on a grid point: the next one, never now (no busy loop).
-        tokio::time::advance(Duration::from_millis(13)).await;
-        assert_eq!(m.next_idle_poll() - epoch, Duration::from_millis(100));
     }
 }

@@ -29,6 +29,10 @@ use crate::progress::{PartitionBoard, PartitionKey};
 /// Kafka's OFFSET_OUT_OF_RANGE.
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 
+/// How often a caught-up partition's progress is confirmed while it waits
+/// in the fetch session.
+const IDLE_CONFIRM: Duration = Duration::from_millis(500);
+
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -304,6 +308,7 @@ async fn copy(
         }
     }
 
+    let mut idle = false;
     loop {
         if cancel.is_cancelled() {
             // Finish what is in flight so the checkpoint (target end) is exact.
@@ -311,10 +316,19 @@ async fn copy(
             return Ok(());
         }
         let next = attempt.transformer.next_offset();
-        let fetched = tokio::select! {
-            _ = cancel.cancelled() => continue,
-            r = ctx.fetch.fetch(topic, partition, next) => r,
+        let fetch = ctx.fetch.fetch(topic, partition, next, idle);
+        tokio::pin!(fetch);
+        let fetched = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break None,
+                r = &mut fetch => break Some(r),
+                // Caught up and waiting in the fetch session: every session
+                // answer without this partition confirms it is still in
+                // sync, which status shows as a fresh update.
+                _ = tokio::time::sleep(IDLE_CONFIRM), if idle => ctx.progress.update(|_| {}),
+            }
         };
+        let Some(fetched) = fetched else { continue };
         let fetched = match fetched {
             Ok(f) => f,
             Err(e) if e.code() == Some(OFFSET_OUT_OF_RANGE) => {
@@ -362,12 +376,12 @@ async fn copy(
                     PartitionState::Syncing
                 };
             });
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = tokio::time::sleep_until(ctx.fetch.next_idle_poll()) => {}
-            }
+            // The next fetch waits in the link's fetch session until the
+            // source has something new for this partition.
+            idle = true;
             continue;
         }
+        idle = false;
         for batch in out {
             attempt.send(batch).await?;
         }

@@ -36,20 +36,20 @@ async fn a_slow_broker_holds_back_only_its_own_partitions() {
         cancel.clone(),
     );
     // Both partitions once: metadata cached, a connection to each broker.
-    mux.fetch("t", 0, 0).await.expect("p0");
-    mux.fetch("t", 1, 0).await.expect("p1");
+    mux.fetch("t", 0, 0, false).await.expect("p0");
+    mux.fetch("t", 1, 0, false).await.expect("p1");
 
     // Broker 1 now answers after 3 s.
     mock.broker_round_trip_time(1, Duration::from_secs(3))
         .expect("rtt");
     let slow = tokio::spawn({
         let mux = mux.clone();
-        async move { mux.fetch("t", 0, 0).await }
+        async move { mux.fetch("t", 0, 0, false).await }
     });
     // Let the slow fetch go out first, as it would in a running fetcher.
     tokio::task::yield_now().await;
     for i in 0..5 {
-        mux.fetch("t", 1, 0)
+        mux.fetch("t", 1, 0, false)
             .await
             .unwrap_or_else(|e| panic!("fetch {i} of p1: {e}"));
     }
