@@ -45,8 +45,13 @@ bench-bandwidth:
     cargo build --release --workspace --bins
     cargo run --release -q -p cutover-integration-tests --bin cutover-bench-bandwidth
 
+# 5,000 partitions over three fetchers on real Kafka: idle CPU, source-to-target delay, takeover after kill -9.
+bench-scale *args: kafka-jars
+    cargo build --release --workspace --bins
+    cargo run --release -q -p cutover-integration-tests --bin cutover-bench-scale -- {{args}}
+
 # All benchmarks.
-bench: bench-fetcher bench-fetcher-mock bench-bandwidth
+bench: bench-fetcher bench-fetcher-mock bench-bandwidth bench-scale
 
 # Fuzz the record batch decoder and the transformation (needs nightly and cargo-fuzz).
 fuzz target="batches" seconds="60":

@@ -97,6 +97,10 @@ enum Done {
     Busy,
     Session {
         session: Box<FetchSession>,
+        /// The offsets the round fetched at: an answer is only for a parked
+        /// request at that offset (a partition that restarted meanwhile
+        /// asks at another one and waits for the next round).
+        asked: HashMap<Key, i64>,
         results: Vec<FetchResultPartition>,
     },
 }
@@ -138,12 +142,16 @@ async fn run(
             Some(done) = rounds.join_next_with_id(), if !rounds.is_empty() => {
                 match done {
                     Ok((id, Done::Busy)) => { busy.remove(&id); }
-                    Ok((id, Done::Session { session, results })) => {
+                    Ok((id, Done::Session { session, asked, results })) => {
                         busy.remove(&id);
                         let broker = session.broker();
                         if let Some(ps) = parked.get_mut(&Some(broker)) {
                             for r in results {
-                                if let Some(req) = ps.remove(&(r.topic, r.partition)) {
+                                let key = (r.topic, r.partition);
+                                let same = ps
+                                    .get(&key)
+                                    .is_some_and(|req| asked.get(&key) == Some(&req.offset));
+                                if let Some(req) = same.then(|| ps.remove(&key)).flatten() {
                                     // The partition task may have stopped meanwhile.
                                     let _ = req.reply.send(r.result);
                                 }
@@ -256,7 +264,15 @@ async fn session_round(
     if results.is_empty() {
         tokio::time::sleep_until(started + opts.max_wait).await;
     }
-    Done::Session { session, results }
+    let asked = wanted
+        .into_iter()
+        .map(|w| ((w.topic, w.partition), w.offset))
+        .collect();
+    Done::Session {
+        session,
+        asked,
+        results,
+    }
 }
 
 /// One multi-partition Fetch (per broker, see `Cluster::fetch_many`) and
