@@ -1,6 +1,7 @@
 //! Our own services on a [`Bed`]: the orchestrator and fetchers as real
 //! processes on free ports, and the real `cutover` CLI.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -28,10 +29,37 @@ impl Fetcher {
         Ok(r.body)
     }
 
+    /// Every sample of one metric: labels and value.
+    pub fn metric_samples(&self, name: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>> {
+        Ok(metric_samples(&self.metrics()?, name))
+    }
+
     /// Sum of one metric over all label sets (0 when absent).
     pub fn metric_sum(&self, name: &str) -> Result<f64> {
         Ok(sum_metric(&self.metrics()?, name))
     }
+}
+
+/// Every sample of `name` in Prometheus text format: its labels and value.
+pub fn metric_samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(r) => r.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            let labels = labels
+                .split(',')
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    Some((k.to_string(), v.trim_matches('"').to_string()))
+                })
+                .collect();
+            Some((labels, value.trim().parse::<f64>().ok()?))
+        })
+        .collect()
 }
 
 /// Sums every sample of `name` in Prometheus text format.
@@ -314,8 +342,8 @@ pub fn assert_mirrored(bed: &impl TestBed, topic: &str, partition: i32) -> Resul
 }
 
 /// Partitions owned per fetcher id in a `cutover status --json` document.
-pub fn owners(status: &Value) -> std::collections::BTreeMap<String, usize> {
-    let mut m = std::collections::BTreeMap::new();
+pub fn owners(status: &Value) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
     for t in status["topics"].as_array().into_iter().flatten() {
         for p in t["partitions"].as_array().into_iter().flatten() {
             if let Some(o) = p["owner"].as_str().filter(|o| !o.is_empty()) {
@@ -333,8 +361,8 @@ impl Cutover {
         &self,
         link: &str,
         timeout: Duration,
-        pred: impl Fn(&std::collections::BTreeMap<String, usize>) -> bool,
-    ) -> Result<(std::collections::BTreeMap<String, usize>, Duration)> {
+        pred: impl Fn(&BTreeMap<String, usize>) -> bool,
+    ) -> Result<(BTreeMap<String, usize>, Duration)> {
         let start = Instant::now();
         let mut last = Default::default();
         while start.elapsed() < timeout {

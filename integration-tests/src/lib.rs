@@ -26,6 +26,7 @@
 pub mod admin;
 pub mod bed;
 pub mod bench;
+pub mod blackhole;
 pub mod clients;
 pub mod clusters;
 pub mod cutover;
@@ -38,6 +39,7 @@ pub mod writer;
 
 pub use admin::Admin;
 pub use bed::{Bed, RealBed, RealClusters, TestBed};
+pub use blackhole::Blackhole;
 pub use clients::{
     partition_leader, produce, produce_async, read_partition, read_partition_async,
     read_partition_isolated, read_partition_with_timeout, watermarks, watermarks_async, Isolation,

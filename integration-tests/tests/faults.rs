@@ -177,3 +177,75 @@ fn non_retriable_produce_error_fails_the_partition_with_what_to_do() -> Result<(
     );
     Ok(())
 }
+
+/// Review defect: the fetcher's connection cache held its lock across
+/// connects, so one link whose cluster accepts connections but never
+/// answers (each attempt waits out the Kafka timeout per bootstrap server)
+/// stalled every other link of the fetcher, and its balancer with them.
+/// Here the dark link's connect would last 120 s; the other link, added
+/// while it is under way, must copy everything meanwhile.
+#[test]
+fn a_link_whose_target_never_answers_does_not_stall_another_link() -> Result<()> {
+    const DARK: &str = "dark";
+    const LIT: &str = "lit";
+    let bed = Bed::start("faults_black_hole")?;
+    for t in [DARK, LIT] {
+        bed.clusters.create_topic_both(t, 2)?;
+        for p in 0..2 {
+            produce(bed.source_bootstrap(), t, p, 1_000, &ProduceSpec::default())?;
+        }
+    }
+    let target_broker = bed
+        .target_bootstrap()
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let hole = Blackhole::start(&target_broker)?;
+    let mut cutover = Cutover::start(&bed)?;
+    // The dark link is created and its mirror added while its target still
+    // answers through the black hole, which then goes dark.
+    cutover.cli_json(&[
+        "link",
+        "create",
+        DARK,
+        "--source",
+        bed.source_bootstrap(),
+        "--target",
+        &hole.addr(),
+    ])?;
+    cutover.cli_json(&["mirror", "add", "--link", DARK, DARK])?;
+    hole.go_dark();
+    cutover
+        .fetcher_flags
+        .extend(["--kafka-timeout-ms".to_string(), "120000".to_string()]);
+    cutover.add_fetcher()?;
+    // The fetcher owns the dark partitions (their tasks connect right after
+    // the claim) and is stuck at the black hole.
+    cutover.wait_owners(DARK, Duration::from_secs(30), |o| {
+        o.get("fetcher-1") == Some(&2)
+    })?;
+    wait_until(
+        "a connection to the black hole",
+        Duration::from_secs(30),
+        || Ok(hole.held() > 0),
+    )?;
+
+    let started = std::time::Instant::now();
+    cutover.mirror(&bed, LIT, &[LIT])?;
+    cutover.wait_in_sync(LIT, Duration::from_secs(60))?;
+    for p in 0..2 {
+        assert_eq!(assert_mirrored(&bed, LIT, p)?, 1_000);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "the lit link waited for the dark one's connect"
+    );
+    // The dark link is still connecting: nothing of it was copied.
+    for p in 0..2 {
+        assert_eq!(bed.clusters.watermarks(Side::Target, DARK, p)?.1, 0);
+    }
+    let f = cutover.fetcher("fetcher-1")?;
+    assert_eq!(f.metric_sum("cutover_fetcher_records_total")?, 2_000.0);
+    Ok(())
+}

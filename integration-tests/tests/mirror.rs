@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use cutover_integration_tests::cutover::{assert_mirrored, etcd_snapshot, Cutover};
+use cutover_integration_tests::cutover::{assert_mirrored, etcd_snapshot, wait_until, Cutover};
 use cutover_integration_tests::*;
 
 const TOPIC: &str = "orders";
@@ -383,5 +383,18 @@ fn pause_resume_report_lost_ranges_exactly_and_remove_leaves_nothing_behind() ->
         cutover.cli_json(&["mirror", "list", "--link", "l1"])?,
         serde_json::json!([])
     );
+    // Nor a metric series of it on the fetcher.
+    let fetcher = &cutover.fetchers[0];
+    let of_mirror = format!("topic=\"{T}\"");
+    wait_until(
+        "the removed mirror's metric series to go",
+        Duration::from_secs(10),
+        || {
+            Ok(!fetcher
+                .metrics()?
+                .lines()
+                .any(|l| !l.starts_with('#') && l.contains(&of_mirror)))
+        },
+    )?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 
 use crate::client::{is_lease_not_found, Coord};
 use crate::error::CoordError;
-use crate::watch::Backoff;
+use crate::watch::RECONNECT;
 
 /// Keepalives sent per TTL. Several per fencing window, so one slow or
 /// lost renewal does not fence a healthy owner.
@@ -283,7 +283,7 @@ impl KeepAlive {
     async fn keep(&self) -> End {
         let lease_id = self.shared.lease_id;
         let interval = self.shared.ttl / RENEWALS_PER_TTL;
-        let mut backoff = Backoff::new();
+        let mut backoff = RECONNECT.backoff();
         let mut conn: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
         // Send times of renewals not yet answered; etcd answers in order.
         let mut pending: VecDeque<Instant> = VecDeque::new();
@@ -319,7 +319,7 @@ impl KeepAlive {
                         return End::Lost("etcd reports the lease expired".into())
                     }
                     Err(e) => {
-                        let delay = backoff.next();
+                        let delay = backoff.next_delay();
                         warn!(lease_id, error = %e, retry_in_ms = delay.as_millis() as u64, "etcd lease keepalive failed; retrying");
                         tokio::select! {
                             biased;

@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use cutover_retry::{Backoff, Policy};
 use etcd_client::{EventType, WatchOptions};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
@@ -108,7 +109,7 @@ impl Coord {
             next_rev: revision + 1,
             known,
             tx,
-            backoff: Backoff::new(),
+            backoff: RECONNECT.backoff(),
         };
         tokio::spawn(task.run(cancel));
         Ok((Snapshot { revision, kvs }, rx))
@@ -158,7 +159,7 @@ impl Watcher {
                     needs_relist = true;
                 }
                 Interrupted::Failed(reason) => {
-                    let delay = self.backoff.next();
+                    let delay = self.backoff.next_delay();
                     warn!(
                         prefix = %self.rel_prefix,
                         resume_revision = self.next_rev,
@@ -304,26 +305,6 @@ impl Watcher {
     }
 }
 
-/// Exponential retry delay, reset by any successful response.
-pub(crate) struct Backoff {
-    current: Duration,
-}
-
-impl Backoff {
-    const MIN: Duration = Duration::from_millis(50);
-    const MAX: Duration = Duration::from_secs(5);
-
-    pub(crate) fn new() -> Self {
-        Backoff { current: Self::MIN }
-    }
-
-    pub(crate) fn next(&mut self) -> Duration {
-        let d = self.current;
-        self.current = (self.current * 2).min(Self::MAX);
-        d
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.current = Self::MIN;
-    }
-}
+/// Delays before reconnecting to etcd (a watch, a lease keepalive); reset
+/// by any successful response.
+pub(crate) const RECONNECT: Policy = Policy::new(Duration::from_millis(50), Duration::from_secs(5));

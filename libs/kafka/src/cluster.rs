@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, instrument, Span};
 
-use crate::config::{backoff, ClusterConfig};
+use crate::config::ClusterConfig;
 use crate::conn::{Connection, VersionTable};
 use crate::error::{codes, KafkaError};
 use crate::types::{BrokerMetadata, ClusterMetadata, PartitionMetadata, TopicMetadata, Uuid};
@@ -333,11 +333,7 @@ impl Inner {
                 Ok(c)
             }
             Err(e) => {
-                let delay = backoff(
-                    self.config.reconnect_backoff,
-                    self.config.reconnect_backoff_max,
-                    reconnect.failures,
-                );
+                let delay = self.config.reconnect_policy().delay(reconnect.failures);
                 reconnect.failures = reconnect.failures.saturating_add(1);
                 reconnect.not_before = Some(Instant::now() + delay);
                 debug!(broker = %addr, error = %e, ?delay, "connection failed");
@@ -448,11 +444,7 @@ impl Inner {
                         && e.is_retriable()
                         && e.needs_metadata_refresh() =>
                 {
-                    let delay = backoff(
-                        self.config.retry_backoff,
-                        self.config.retry_backoff_max,
-                        attempt,
-                    );
+                    let delay = self.config.retry_policy().delay(attempt);
                     debug!(error = %e, attempt, ?delay, "{what} failed, retrying");
                     attempt += 1;
                     tokio::select! {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use cutover_retry::Policy;
+
 /// How to reach a cluster and how patient to be with it.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -19,7 +21,8 @@ pub struct ClusterConfig {
     /// (leader moved, connection lost). Produce is never retried here: the
     /// caller owns sequence numbers and ordering.
     pub retries: u32,
-    /// First delay between such retries; doubles each time, with jitter.
+    /// First delay between such retries; doubles each time, with jitter
+    /// (`cutover_retry::Policy`).
     pub retry_backoff: Duration,
     /// Upper bound of the retry delay.
     pub retry_backoff_max: Duration,
@@ -84,20 +87,16 @@ impl Default for ClusterConfig {
     }
 }
 
-/// Exponential backoff with "equal jitter": a random delay in
-/// `[d/2, d]` where `d = base * 2^attempt` capped at `max`, so many clients
-/// retrying after the same failure spread out instead of arriving together.
-pub(crate) fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
-    let factor = 1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX);
-    let d = base.saturating_mul(factor).min(max);
-    let half = d / 2;
-    let jitter_ns = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
-    let extra = if jitter_ns == 0 {
-        0
-    } else {
-        rand::random_range(0..=jitter_ns)
-    };
-    half + Duration::from_nanos(extra)
+impl ClusterConfig {
+    /// Delays between retries of an idempotent request.
+    pub(crate) fn retry_policy(&self) -> Policy {
+        Policy::new(self.retry_backoff, self.retry_backoff_max)
+    }
+
+    /// Delays before reconnecting to a broker that failed.
+    pub(crate) fn reconnect_policy(&self) -> Policy {
+        Policy::new(self.reconnect_backoff, self.reconnect_backoff_max)
+    }
 }
 
 #[cfg(test)]
@@ -110,17 +109,5 @@ mod tests {
         assert_eq!(c.bootstrap, vec!["a:1", "b:2", "c:3"]);
         let c = ClusterConfig::new(vec!["x:9".to_string()]);
         assert_eq!(c.bootstrap, vec!["x:9"]);
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(1);
-        for attempt in 0..40 {
-            let d = backoff(base, max, attempt);
-            assert!(d <= max);
-            let full = base.saturating_mul(1 << attempt.min(20)).min(max);
-            assert!(d >= full / 2);
-        }
     }
 }

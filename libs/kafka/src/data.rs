@@ -575,11 +575,7 @@ impl Inner {
 
     /// Sleeps the retry backoff for `attempt`, unless the client closes.
     pub(crate) async fn pause(&self, attempt: u32) -> Result<(), KafkaError> {
-        let delay = crate::config::backoff(
-            self.config.retry_backoff,
-            self.config.retry_backoff_max,
-            attempt,
-        );
+        let delay = self.config.retry_policy().delay(attempt);
         tokio::select! {
             _ = self.closed() => Err(KafkaError::Closed),
             _ = tokio::time::sleep(delay) => Ok(()),

@@ -15,6 +15,8 @@
 //! Idempotent requests (Metadata, Fetch, ListOffsets, DeleteRecords, admin
 //! requests, InitProducerId) are retried a few times, with backoff and after
 //! a metadata refresh, when they fail with an error that a refresh may cure.
+//! Retry and reconnect delays come from `cutover_retry` (exponential, capped,
+//! with jitter; `ClusterConfig` sets their initial and maximum values).
 //! Produce is retried only before it is queued; once on the wire, its fate is
 //! reported to the caller, who owns sequence numbers and ordering.
 //!

@@ -260,6 +260,8 @@ async fn run_once(ctx: &PartitionCtx, cancel: &CancellationToken) -> Result<(), 
         acked_end: target_end,
         pm: ctx.metrics.partition(&ctx.key),
     };
+    // Known from the start, also for a partition with nothing to copy.
+    attempt.pm.target_log_end.set(target_end);
 
     let result = copy(&mut attempt, cancel, source_start, target_end).await;
     if let Err(ReplicateError::Transient(_)) = &result {

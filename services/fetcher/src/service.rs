@@ -62,6 +62,8 @@ struct Fetcher {
     running: HashMap<String, Running>,
     /// This fetcher's share of each link's bandwidth limit.
     bandwidth: HashMap<String, Arc<LinkBandwidth>>,
+    /// (link, topic) of the mirrors at the last balancing round.
+    mirrors_seen: HashSet<(String, String)>,
 }
 
 /// Runs a fetcher until `shutdown` fires, then stops gracefully. A lost
@@ -158,6 +160,7 @@ pub async fn run(cfg: FetcherConfig, shutdown: CancellationToken) -> Result<(), 
         metrics,
         running: HashMap::new(),
         bandwidth: HashMap::new(),
+        mirrors_seen: HashSet::new(),
     };
     let result = loop {
         match fetcher.main_loop(&shutdown).await {
@@ -448,6 +451,18 @@ impl Fetcher {
         }
         let live: Vec<String> = links.keys().cloned().collect();
         self.clusters.retain(&live).await;
+        // Series of mirrors that are gone go too (only then: collecting
+        // every series of every partition each round would cost).
+        let now: HashSet<(String, String)> = mirrors
+            .iter()
+            .filter(|m| links.contains_key(&m.link))
+            .map(|m| (m.link.clone(), m.topic.clone()))
+            .collect();
+        if !self.mirrors_seen.is_subset(&now) {
+            self.metrics
+                .retain_mirrors(|link, topic| now.contains(&(link.to_owned(), topic.to_owned())));
+        }
+        self.mirrors_seen = now;
         self.share_bandwidth(&links, &desired);
         self.metrics.owned_partitions.set(self.running.len() as i64);
         Ok(())
@@ -607,6 +622,10 @@ impl Fetcher {
                 error!(resource, error = %e, "could not record the partition failure in etcd");
             }
         }
+        // The task ended: this fetcher no longer reports the partition's
+        // state (before the release, so the next owner's series never
+        // coexist with ours).
+        self.metrics.forget_partition(key);
         if let Some(p) = self.board.remove(key) {
             // Without a live lease this fetcher is no longer the partition's
             // voice (and etcd may be the reason: each call would wait out
