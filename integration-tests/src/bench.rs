@@ -508,6 +508,18 @@ pub async fn raw_batches(
     result
 }
 
+/// The high watermark of every partition `0..partitions` of `topic`, in
+/// one ListOffsets per leader.
+pub async fn log_ends(bootstrap: &str, topic: &str, partitions: i32) -> Result<Vec<i64>> {
+    let cluster = Cluster::connect(ClusterConfig::new([bootstrap]))
+        .await
+        .with_context(|| format!("connecting to {bootstrap}"))?;
+    let ids: Vec<i32> = (0..partitions).collect();
+    let result = offsets(&cluster, topic, &ids, OffsetSpec::Latest).await;
+    cluster.close().await;
+    result
+}
+
 /// Sum over partitions `0..partitions` of the high watermark of `topic`.
 pub async fn total_end(cluster: &Cluster, topic: &str, partitions: i32) -> Result<i64> {
     let ids: Vec<i32> = (0..partitions).collect();

@@ -442,6 +442,37 @@ impl Cutover {
     }
 }
 
+/// The progress documents fetchers published for `topic` of `link` (under
+/// the default prefix), by partition, read from etcd itself rather than
+/// through `status` (which lists every partition, reported or not).
+pub fn progress_documents(
+    endpoint: &str,
+    link: &str,
+    topic: &str,
+) -> Result<std::collections::BTreeMap<i32, cutover_model::PartitionProgress>> {
+    let prefix = format!(
+        "/cutover/v1/{}",
+        cutover_model::keys::progress_of(link, topic)
+    );
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect([endpoint], None).await?;
+        let r = c
+            .get(
+                prefix.as_str(),
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await?;
+        let mut out = std::collections::BTreeMap::new();
+        for kv in r.kvs() {
+            let doc: cutover_model::PartitionProgress = serde_json::from_slice(kv.value())
+                .with_context(|| format!("progress document {:?}", kv.key_str()))?;
+            out.insert(doc.partition, doc);
+        }
+        Ok(out)
+    })
+}
+
 /// Every etcd key with its value, and the store revision: equal before and
 /// after a request means the request changed nothing.
 pub fn etcd_snapshot(endpoint: &str) -> Result<(i64, Vec<(String, String)>)> {

@@ -1,10 +1,14 @@
 //! Telemetry shared by every service: structured logs, OTLP traces (Jaeger),
-//! W3C trace context across gRPC, and the HTTP endpoint for Prometheus
-//! `/metrics` and `/healthz`.
+//! W3C trace context across gRPC, gRPC server metrics, and the HTTP endpoint
+//! for Prometheus `/metrics` and `/healthz`.
 
+mod grpc_metrics;
 mod http_endpoint;
 mod propagation;
 
+pub use grpc_metrics::{
+    code_name, GrpcMetricsLayer, GrpcMetricsService, GrpcServerMetrics, MeteredBody,
+};
 pub use http_endpoint::{serve_http, Health};
 pub use propagation::{
     inject_current, TraceContextLayer, TraceContextService, TraceParent, TraceParentError,

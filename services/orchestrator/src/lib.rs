@@ -10,6 +10,7 @@ pub mod guards;
 pub mod links;
 pub mod mirrors;
 pub mod plan;
+pub mod server;
 pub mod status;
 pub mod verify;
 
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cutover_coord::{Coord, CoordConfig};
-use cutover_telemetry::{Health, TraceContextLayer};
+use cutover_telemetry::{GrpcServerMetrics, Health};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -47,6 +48,21 @@ pub struct OrchestratorConfig {
     /// Timeout of each Kafka request made on behalf of an API call.
     #[arg(long, env = "CUTOVER_KAFKA_TIMEOUT_MS", default_value_t = 10_000)]
     pub kafka_timeout_ms: u64,
+    /// Longest time an API call may take before it fails with
+    /// DEADLINE_EXCEEDED (0 = no limit); Verify and WatchStatus have their own.
+    #[arg(long, env = "CUTOVER_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
+    pub request_timeout_ms: u64,
+    /// Longest time a Verify may take (0 = no limit): it reads whole
+    /// partitions. WatchStatus streams have no timeout.
+    #[arg(long, env = "CUTOVER_VERIFY_TIMEOUT_SECS", default_value_t = 3600)]
+    pub verify_timeout_secs: u64,
+    /// API calls served at once, open WatchStatus streams included; calls
+    /// beyond it are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CUTOVER_MAX_CONCURRENT_REQUESTS", default_value_t = 64)]
+    pub max_concurrent_requests: usize,
+    /// Verify calls served at once; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CUTOVER_MAX_CONCURRENT_VERIFIES", default_value_t = 2)]
+    pub max_concurrent_verifies: usize,
     /// How often the leader compares source and target topics (partitions, configs).
     #[arg(long, env = "CUTOVER_SYNC_INTERVAL_MS", default_value_t = 10_000)]
     pub sync_interval_ms: u64,
@@ -73,6 +89,8 @@ pub enum OrchestratorError {
     },
     #[error(transparent)]
     Telemetry(#[from] cutover_telemetry::TelemetryError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
 }
@@ -103,7 +121,8 @@ pub async fn run(
         connect_timeout: Duration::from_secs(5),
     })
     .await?;
-    let registry = prometheus::Registry::new();
+    let registry = prometheus::Registry::new_custom(Some("cutover_orchestrator".into()), None)?;
+    let metrics = GrpcServerMetrics::register(&registry)?;
     let health = Health::default();
     let internal = shutdown.child_token();
     let (http_addr, http_task) =
@@ -133,14 +152,7 @@ pub async fn run(
     info!(orchestrator = %id, grpc = %grpc_addr, http = %http_addr, "orchestrator started");
 
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let served = tonic::transport::Server::builder()
-        // Continue the caller's trace (CLI or another service) in this service.
-        .layer(TraceContextLayer::Server)
-        .add_service(
-            cutover_proto::v1::orchestrator_server::OrchestratorServer::new(api::Api(orch)),
-        )
-        .serve_with_incoming_shutdown(incoming, internal.clone().cancelled_owned())
-        .await;
+    let served = server::serve(orch, &metrics, incoming, internal.clone().cancelled_owned()).await;
     health.set_ready(false);
     internal.cancel();
     if let Err(e) = background.await {

@@ -46,10 +46,10 @@ pub async fn connect(
     cfg.request_timeout = timeout;
     Cluster::connect(cfg)
         .await
-        .map_err(|e| ApiError::ClusterUnreachable {
+        .map_err(|error| ApiError::ClusterUnreachable {
             side,
             addrs: spec.bootstrap_servers.join(","),
-            cause: e.to_string(),
+            error,
         })
 }
 

@@ -96,7 +96,7 @@ impl Orchestrator {
         let md = source
             .metadata(None)
             .await
-            .map_err(ApiError::kafka("source"))?;
+            .map_err(ApiError::kafka("source", source))?;
         let existing: HashSet<String> = self
             .mirrors_of(&link.name)
             .await?
@@ -162,7 +162,7 @@ impl Orchestrator {
             for (name, r) in target
                 .create_topics(&creates, true)
                 .await
-                .map_err(ApiError::kafka("target"))?
+                .map_err(ApiError::kafka("target", target))?
             {
                 r.map_err(|e| {
                     ApiError::Precondition(format!(
@@ -173,12 +173,13 @@ impl Orchestrator {
             for (name, r) in target
                 .create_topics(&creates, false)
                 .await
-                .map_err(ApiError::kafka("target"))?
+                .map_err(ApiError::kafka("target", target))?
             {
-                r.map_err(|e| ApiError::Kafka {
-                    side: "target",
-                    cause: format!("creating topic {name:?}: {e}"),
-                })?;
+                r.map_err(ApiError::kafka_doing(
+                    "target",
+                    target,
+                    format!("creating topic {name:?}"),
+                ))?;
             }
             // The fetchers need what the target applies to the created
             // topics, which may differ from what was asked for.
@@ -189,13 +190,14 @@ impl Orchestrator {
                         target
                             .describe_topic_configs(topic)
                             .await
-                            .map_err(|e| ApiError::Kafka {
-                                side: "target",
-                                cause: format!(
-                                    "reading the configs of topic {topic:?}, which was just created there: {e}; \
-                                     no mirror was stored. Retry: the created topic is empty and is used as it is"
+                            .map_err(ApiError::kafka_doing(
+                                "target",
+                                target,
+                                format!(
+                                    "reading the configs of topic {topic:?}, which was just created there \
+                                     (no mirror was stored; retry: the created topic is empty and is used as it is)"
                                 ),
-                            })?,
+                            ))?,
                     ))
                 } else {
                     None
@@ -252,7 +254,7 @@ impl Orchestrator {
         let src = source
             .topic(topic)
             .await
-            .map_err(ApiError::kafka("source"))?
+            .map_err(ApiError::kafka("source", source))?
             .ok_or_else(|| {
                 ApiError::Precondition(format!("topic {topic:?} disappeared from the source"))
             })?;
@@ -264,7 +266,7 @@ impl Orchestrator {
                 source
                     .describe_topic_configs(topic)
                     .await
-                    .map_err(ApiError::kafka("source"))?,
+                    .map_err(ApiError::kafka("source", source))?,
             )
         } else {
             SourceConfigs::default()
@@ -272,7 +274,7 @@ impl Orchestrator {
         let existing = match target
             .topic(topic)
             .await
-            .map_err(ApiError::kafka("target"))?
+            .map_err(ApiError::kafka("target", target))?
         {
             None => None,
             Some(t) => {
@@ -281,16 +283,16 @@ impl Orchestrator {
                 for (p, end) in target
                     .list_offsets(topic, &ids, OffsetSpec::Latest)
                     .await
-                    .map_err(ApiError::kafka("target"))?
+                    .map_err(ApiError::kafka("target", target))?
                 {
-                    log_ends.push((p, end.map_err(ApiError::kafka("target"))?));
+                    log_ends.push((p, end.map_err(ApiError::kafka("target", target))?));
                 }
                 let configs = if target.supports(ApiKey::DescribeConfigs) {
                     Some(effective_configs(
                         target
                             .describe_topic_configs(topic)
                             .await
-                            .map_err(ApiError::kafka("target"))?,
+                            .map_err(ApiError::kafka("target", target))?,
                     ))
                 } else {
                     None

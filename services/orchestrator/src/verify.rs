@@ -68,7 +68,7 @@ impl<'a> Cursor<'a> {
                 .cluster
                 .fetch(self.topic, self.partition, self.next, &opts)
                 .await
-                .map_err(ApiError::kafka(side))?;
+                .map_err(ApiError::kafka(side, self.cluster))?;
             // As Kafka's consumer does: each aborted transaction becomes
             // active once, when the first batch reaching its first offset
             // arrives, and ends at its producer's ABORT marker. Looking at
@@ -78,9 +78,8 @@ impl<'a> Cursor<'a> {
             pending_aborts.sort_by_key(|(_, first)| std::cmp::Reverse(*first));
             let mut active_aborts: HashSet<i64> = HashSet::new();
             for b in batches(&f.records) {
-                let b = b.map_err(|e| ApiError::Kafka {
-                    side,
-                    cause: format!("undecodable batch: {e}"),
+                let b = b.map_err(|e| {
+                    ApiError::kafka_data(side, self.cluster, format!("undecodable batch: {e}"))
                 })?;
                 let h = b.header;
                 let (base, last) = (h.base_offset, h.last_offset());
@@ -110,9 +109,12 @@ impl<'a> Cursor<'a> {
                         self.buffered.push_back((o, Entry::Hidden));
                     }
                 } else {
-                    let recs = b.records().map_err(|e| ApiError::Kafka {
-                        side,
-                        cause: format!("undecodable batch at {base}: {e}"),
+                    let recs = b.records().map_err(|e| {
+                        ApiError::kafka_data(
+                            side,
+                            self.cluster,
+                            format!("undecodable batch at {base}: {e}"),
+                        )
                     })?;
                     let mut expected = base;
                     for r in recs {
@@ -165,10 +167,11 @@ impl<'a> Cursor<'a> {
                 }
                 empty_fetches += 1;
                 if empty_fetches > 20 {
-                    return Err(ApiError::Kafka {
+                    return Err(ApiError::kafka_data(
                         side,
-                        cause: format!("no progress reading offset {}", self.next),
-                    });
+                        self.cluster,
+                        format!("no progress reading offset {}", self.next),
+                    ));
                 }
             }
         }
@@ -221,14 +224,15 @@ async fn offset_of(
     let r = c
         .list_offsets(topic, &[p], spec)
         .await
-        .map_err(ApiError::kafka(side))?;
+        .map_err(ApiError::kafka(side, c))?;
     match r.into_iter().next() {
         Some((_, Ok(o))) => Ok(o),
-        Some((_, Err(e))) => Err(ApiError::kafka(side)(e)),
-        None => Err(ApiError::Kafka {
+        Some((_, Err(e))) => Err(ApiError::kafka(side, c)(e)),
+        None => Err(ApiError::kafka_data(
             side,
-            cause: format!("no offsets for {topic}/{p}"),
-        }),
+            c,
+            format!("no offsets for {topic}/{p}"),
+        )),
     }
 }
 
