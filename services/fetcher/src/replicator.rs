@@ -18,7 +18,7 @@ use cutover_records::transform::{
     AbortedTxn, FetchedPartition, OutBatch, OutKind, TransformConfig, Transformer,
 };
 use cutover_records::{Codec, FillerReason};
-use rand::Rng;
+use cutover_retry::Policy;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
@@ -33,8 +33,8 @@ const OFFSET_OUT_OF_RANGE: i16 = 1;
 /// in the fetch session.
 const IDLE_CONFIRM: Duration = Duration::from_millis(500);
 
-const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Delays between attempts after transient errors.
+const RETRY: Policy = Policy::new(Duration::from_millis(100), Duration::from_secs(10));
 
 /// The target log end the partition's progress shows (acknowledged writes).
 fn acked_end(ctx: &PartitionCtx) -> i64 {
@@ -109,7 +109,7 @@ impl From<cutover_coord::CoordError> for ReplicateError {
 pub async fn run(ctx: PartitionCtx, cancel: CancellationToken) -> Result<(), ReplicateError> {
     let span = tracing::info_span!("replicate", link = %ctx.key.link, topic = %ctx.key.topic, partition = ctx.key.partition);
     async move {
-        let mut backoff = INITIAL_BACKOFF;
+        let mut backoff = RETRY.backoff();
         loop {
             ctx.progress.update(|p| {
                 p.owner = ctx.owner.clone();
@@ -127,17 +127,16 @@ pub async fn run(ctx: PartitionCtx, cancel: CancellationToken) -> Result<(), Rep
                     // failures: the next error is a new incident, not the
                     // tenth retry of an old one that waits 10 s.
                     if acked_end(&ctx) > acked_before {
-                        backoff = INITIAL_BACKOFF;
+                        backoff.reset();
                     }
-                    warn!(error = %msg, backoff_ms = backoff.as_millis() as u64, "replication interrupted; retrying");
+                    let delay = backoff.next_delay();
+                    warn!(error = %msg, backoff_ms = delay.as_millis() as u64, "replication interrupted; retrying");
                     ctx.metrics.errors.with_label_values(&[&ctx.key.link, &ctx.key.topic, &ctx.key.partition.to_string(), "transient"]).inc();
                     ctx.progress.update(|p| p.error = msg.clone());
-                    let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
                     tokio::select! {
                         _ = cancel.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
+                        _ = tokio::time::sleep(delay) => {}
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(ReplicateError::Fatal(msg)) => {
                     warn!(error = %msg, "partition failed; it needs an operator");

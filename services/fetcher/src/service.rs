@@ -10,6 +10,7 @@ use cutover_coord::{Coord, CoordConfig, Session};
 use cutover_model::{
     keys, FetcherMember, Link, MirrorTopic, PartitionFailure, TargetTopicSettings,
 };
+use cutover_retry::Policy;
 use cutover_telemetry::{Health, TraceContextLayer};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,12 @@ pub enum FetcherError {
     #[error("the etcd lease was lost; partitions were stopped before it could expire")]
     LeaseLost,
 }
+
+/// Delays between tries to join the fetcher group again after a lost lease.
+const REJOIN: Policy = Policy::new(Duration::from_millis(500), Duration::from_secs(10));
+
+/// Delays between tries of a partition to connect its link's clusters.
+const CONNECT: Policy = Policy::new(Duration::from_millis(200), Duration::from_secs(10));
 
 /// etcd refuses transactions of more than 128 operations by default
 /// (`--max-txn-ops`).
@@ -228,7 +235,7 @@ impl Fetcher {
         internal: &CancellationToken,
         shutdown: &CancellationToken,
     ) -> Result<bool, FetcherError> {
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = REJOIN.backoff();
         loop {
             if shutdown.is_cancelled() {
                 return Ok(false);
@@ -272,9 +279,8 @@ impl Fetcher {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(false),
-                _ = tokio::time::sleep(backoff) => {}
+                _ = backoff.wait() => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
     }
 
@@ -535,7 +541,7 @@ impl Fetcher {
             async move {
                 // Connecting is retried here, not in the balancer, so one
                 // unreachable cluster never stalls the others.
-                let mut backoff = Duration::from_millis(200);
+                let mut backoff = CONNECT.backoff();
                 let clients = loop {
                     match clusters.get(&link).await {
                         Ok(c) => break c,
@@ -547,9 +553,8 @@ impl Fetcher {
                             });
                             tokio::select! {
                                 _ = task_cancel.cancelled() => return Ok(()),
-                                _ = tokio::time::sleep(backoff) => {}
+                                _ = backoff.wait() => {}
                             }
-                            backoff = (backoff * 2).min(Duration::from_secs(10));
                         }
                     }
                 };

@@ -113,7 +113,7 @@ async fn a_cluster_that_never_answers_does_not_hold_up_other_links() {
         .await
         .expect("the good link connects while the dark one is still connecting")
         .expect("good link clients");
-    clients.fetch.fetch("t", 0, 0).await.expect("fetch");
+    clients.fetch.fetch("t", 0, 0, false).await.expect("fetch");
     // The balancer's clean-up does not wait for the connect either, and
     // ends it: its caller learns at once.
     tokio::time::timeout(Duration::from_secs(20), cache.retain(&["good".into()]))
@@ -130,7 +130,11 @@ async fn a_cluster_that_never_answers_does_not_hold_up_other_links() {
     );
     // The good link is still served from the cache.
     let again = cache.get(&good).await.expect("cached");
-    again.fetch.fetch("t", 0, 0).await.expect("fetch again");
+    again
+        .fetch
+        .fetch("t", 0, 0, false)
+        .await
+        .expect("fetch again");
     tokio::time::timeout(Duration::from_secs(20), cache.close_all())
         .await
         .expect("close_all");

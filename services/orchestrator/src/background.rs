@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use cutover_kafka::{ApiKey, Cluster};
 use cutover_model::{keys, Link, MirrorState, MirrorTopic};
+use cutover_retry::{Backoff, Policy};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -18,14 +19,19 @@ use crate::plan::{
 };
 use crate::Orchestrator;
 
+/// Delays before campaigning again: a steady second, jittered so that
+/// orchestrators that lost etcd together do not come back in step.
+const CAMPAIGN_AGAIN: Policy = Policy::new(Duration::from_secs(1), Duration::from_secs(1));
+
 pub async fn run(orch: Arc<Orchestrator>, cancel: CancellationToken) {
     let ttl = Duration::from_secs(orch.cfg.lease_ttl_secs.max(2));
+    let mut backoff = CAMPAIGN_AGAIN.backoff();
     while !cancel.is_cancelled() {
-        if let Err(e) = lead(&orch, ttl, &cancel).await {
+        if let Err(e) = lead(&orch, ttl, &cancel, &mut backoff).await {
             warn!(error = %e, "leadership ended; campaigning again");
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = backoff.wait() => {}
             }
         }
     }
@@ -35,6 +41,7 @@ async fn lead(
     orch: &Orchestrator,
     ttl: Duration,
     cancel: &CancellationToken,
+    backoff: &mut Backoff,
 ) -> Result<(), cutover_coord::CoordError> {
     let session = orch.coord.session(ttl, cancel.child_token()).await?;
     let election = cutover_coord::Election::new(&orch.coord, &session, "orchestrator", &orch.id);
@@ -42,6 +49,7 @@ async fn lead(
     if cancel.is_cancelled() {
         return Ok(());
     }
+    backoff.reset();
     info!(orchestrator = %orch.id, "leading background work");
     let mut tick = tokio::time::interval(Duration::from_millis(orch.cfg.sync_interval_ms.max(500)));
     loop {
