@@ -492,6 +492,11 @@ fn real_kafka_trimmed_sources_keep_their_log_start_and_losses_are_reported_exact
     retention_on_target("3600000")?;
     fresh.write(20)?;
     cutover.cli_json(&["mirror", "resume", "--link", "l1", RETAINED])?;
+    // The progress of before the pause can look in sync until the resumed
+    // partition reports: wait for the copy past the loss on the target.
+    cutover_integration_tests::cutover::wait_until("the copy past the lost range", SYNC, || {
+        Ok(watermarks(&tgt, RETAINED, 0)?.1 == 370)
+    })?;
     let status = cutover.wait_in_sync("l1", SYNC)?;
     let lost = status["topics"]
         .as_array()
