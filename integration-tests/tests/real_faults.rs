@@ -14,6 +14,17 @@ use serde_json::Value;
 
 const SYNC: Duration = Duration::from_secs(120);
 
+/// These tests freeze and kill processes and measure takeover times; on two
+/// cores, two of them at once (plus a second set of brokers) made timings
+/// depend on the neighbour. One at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn live_spec() -> ProduceSpec {
     ProduceSpec {
         codec: Codec::Lz4,
@@ -107,6 +118,7 @@ fn wait_failed(cutover: &Cutover, link: &str) -> Result<String> {
 /// target stays identical.
 #[test]
 fn real_kafka_frozen_fetcher_is_fenced_by_the_broker_and_rejoins() -> Result<()> {
+    let _serial = serial();
     const TOPIC: &str = "fenced";
     const N: i32 = 4;
     let lease = Duration::from_secs(3);
@@ -269,6 +281,7 @@ async fn produce_as_writer(
 /// the offset, instead of the mirror writing on misaligned.
 #[test]
 fn real_kafka_direct_write_into_the_target_fails_the_partition_naming_the_offset() -> Result<()> {
+    let _serial = serial();
     const TOPIC: &str = "intruded";
     let bed = RealBed::start("real_direct_write")?;
     bed.kafka.create_topic(Side::Source, TOPIC, 1, &[])?;
@@ -303,6 +316,7 @@ fn real_kafka_direct_write_into_the_target_fails_the_partition_naming_the_offset
 /// while status says SYNCING.
 #[test]
 fn real_kafka_target_refusing_batches_fails_the_partition_with_the_reason() -> Result<()> {
+    let _serial = serial();
     const TOPIC: &str = "too-large";
     let bed = RealBed::start("real_too_large")?;
     bed.kafka.create_topic(Side::Source, TOPIC, 1, &[])?;
@@ -332,6 +346,7 @@ fn real_kafka_target_refusing_batches_fails_the_partition_with_the_reason() -> R
 #[test]
 fn real_kafka_kill9_of_a_fetcher_and_of_a_target_broker_recover_without_gap_or_duplicate(
 ) -> Result<()> {
+    let _serial = serial();
     const TOPIC: &str = "crashes";
     const N: i32 = 6;
     let lease = Duration::from_secs(3);

@@ -58,6 +58,10 @@ struct Args {
     /// Delay probes (one record each, on idle partitions).
     #[arg(long, default_value_t = 200)]
     probes: usize,
+    /// Run the fetchers with `--fetch-sessions` (the figures in the
+    /// README were taken with it).
+    #[arg(long)]
+    fetch_sessions: bool,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -93,6 +97,9 @@ fn main() -> Result<()> {
 
     let mut cutover = Cutover::start(&bed)?;
     cutover.use_fetcher_lease(Duration::from_secs(args.lease_secs));
+    if args.fetch_sessions {
+        cutover.fetcher_flags.push("--fetch-sessions".into());
+    }
     for _ in 0..args.fetchers {
         cutover.add_fetcher()?;
     }

@@ -22,7 +22,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::fetch_mux::FetchMux;
+use crate::fetch_mux::{FetchMux, IdleMode};
 
 /// What the partitions of one link share.
 #[derive(Clone)]
@@ -96,7 +96,7 @@ pub struct ClusterCache {
     client_id: String,
     timeout: Duration,
     fetch_opts: FetchOptions,
-    idle_poll: Duration,
+    idle: IdleMode,
     slots: Arc<Mutex<Slots>>,
 }
 
@@ -105,13 +105,13 @@ impl ClusterCache {
         client_id: String,
         timeout: Duration,
         fetch_opts: FetchOptions,
-        idle_poll: Duration,
+        idle: IdleMode,
     ) -> Self {
         ClusterCache {
             client_id,
             timeout,
             fetch_opts,
-            idle_poll,
+            idle,
             slots: Arc::default(),
         }
     }
@@ -196,7 +196,7 @@ impl ClusterCache {
         let (fetch, fetch_loop) = FetchMux::start(
             source.clone(),
             self.fetch_opts.clone(),
-            self.idle_poll,
+            self.idle,
             &link.name,
             stop.clone(),
         );

@@ -41,6 +41,13 @@ pub struct FetcherConfig {
     /// a long poll would hold the connection every partition shares.
     #[arg(long, env = "CUTOVER_IDLE_POLL_MS", default_value_t = 50)]
     pub idle_poll_ms: u64,
+    /// Experimental: caught-up partitions wait in one incremental fetch
+    /// session (KIP-227) per source broker, long-polling `--idle-poll-ms`,
+    /// instead of asking again every `--idle-poll-ms`. Off by default: a
+    /// fault test on real Kafka still sees a batch beyond the high
+    /// watermark once in a while with it on.
+    #[arg(long, env = "CUTOVER_FETCH_SESSIONS", default_value_t = false)]
+    pub fetch_sessions: bool,
     /// Source batches smaller than this are merged into one target batch.
     #[arg(long, env = "CUTOVER_COALESCE_BELOW_BYTES", default_value_t = 16 * 1024)]
     pub coalesce_below_bytes: usize,
@@ -68,6 +75,15 @@ impl FetcherConfig {
     pub fn kafka_timeout(&self) -> Duration {
         Duration::from_millis(self.kafka_timeout_ms.max(1000))
     }
+    /// How caught-up partitions wait.
+    pub fn idle_mode(&self) -> crate::fetch_mux::IdleMode {
+        if self.fetch_sessions {
+            crate::fetch_mux::IdleMode::Session(self.idle_poll())
+        } else {
+            crate::fetch_mux::IdleMode::Poll(self.idle_poll())
+        }
+    }
+
     pub fn idle_poll(&self) -> Duration {
         Duration::from_millis(self.idle_poll_ms.clamp(1, 10_000))
     }

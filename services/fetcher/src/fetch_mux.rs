@@ -42,10 +42,24 @@ struct Request {
     reply: oneshot::Sender<Result<FetchedPartition, KafkaError>>,
 }
 
+/// How caught-up partitions wait for new records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleMode {
+    /// Ask again (no long poll) on a grid of this step, so the caught-up
+    /// partitions' fetches go out together.
+    Poll(Duration),
+    /// Wait in an incremental fetch session, long-polling this long
+    /// (`--fetch-sessions`; experimental, see ARCHITECTURE.md).
+    Session(Duration),
+}
+
 /// Handle used by partition tasks; cheap to clone.
 #[derive(Clone)]
 pub struct FetchMux {
     tx: mpsc::Sender<Request>,
+    /// Idle partitions ask again on a grid of `Poll` steps from here.
+    epoch: Instant,
+    idle: IdleMode,
 }
 
 /// Each partition has at most one fetch outstanding, so this bounds memory
@@ -58,15 +72,45 @@ impl FetchMux {
     pub fn start(
         cluster: Cluster,
         opts: FetchOptions,
-        idle_poll: Duration,
+        idle: IdleMode,
         link: &str,
         cancel: CancellationToken,
     ) -> (FetchMux, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let span = tracing::info_span!("fetch_loop", link = %link);
-        let idle_poll = idle_poll.max(Duration::from_millis(1));
-        let handle = tokio::spawn(run(cluster, opts, idle_poll, rx, cancel).instrument(span));
-        (FetchMux { tx }, handle)
+        let idle = match idle {
+            IdleMode::Poll(d) => IdleMode::Poll(d.max(Duration::from_millis(1))),
+            IdleMode::Session(d) => IdleMode::Session(d.max(Duration::from_millis(1))),
+        };
+        let long_poll = match idle {
+            IdleMode::Poll(d) | IdleMode::Session(d) => d,
+        };
+        let handle = tokio::spawn(run(cluster, opts, long_poll, rx, cancel).instrument(span));
+        let mux = FetchMux {
+            tx,
+            epoch: Instant::now(),
+            idle,
+        };
+        (mux, handle)
+    }
+
+    /// Whether caught-up partitions wait in a fetch session (else they ask
+    /// again at [`FetchMux::next_idle_poll`]).
+    pub fn sessions(&self) -> bool {
+        matches!(self.idle, IdleMode::Session(_))
+    }
+
+    /// When a partition that had nothing new asks again (poll mode). Every
+    /// idle partition of the link wakes at the same grid point, so their
+    /// fetches go out together in one request instead of one each.
+    pub fn next_idle_poll(&self) -> Instant {
+        let step = match self.idle {
+            IdleMode::Poll(d) | IdleMode::Session(d) => d,
+        };
+        let step = step.as_nanos().max(1);
+        let steps = self.epoch.elapsed().as_nanos() / step + 1;
+        let offset = u64::try_from(steps.saturating_mul(step)).unwrap_or(u64::MAX);
+        self.epoch + Duration::from_nanos(offset)
     }
 
     /// Fetches one partition at `offset` (batched with the other partitions'
@@ -84,7 +128,7 @@ impl FetchMux {
             topic: topic.to_string(),
             partition,
             offset,
-            idle,
+            idle: idle && self.sessions(),
             reply,
         };
         self.tx.send(req).await.map_err(|_| KafkaError::Closed)?;

@@ -377,9 +377,16 @@ async fn copy(
                     PartitionState::Syncing
                 };
             });
-            // The next fetch waits in the link's fetch session until the
-            // source has something new for this partition.
-            idle = true;
+            if ctx.fetch.sessions() {
+                // The next fetch waits in the link's fetch session until the
+                // source has something new for this partition.
+                idle = true;
+            } else {
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = tokio::time::sleep_until(ctx.fetch.next_idle_poll()) => {}
+                }
+            }
             continue;
         }
         idle = false;

@@ -40,7 +40,7 @@ fn cache(timeout: Duration) -> ClusterCache {
             min_bytes: 1,
             read_committed: true,
         },
-        Duration::from_millis(50),
+        cutover_fetcher::fetch_mux::IdleMode::Poll(Duration::from_millis(50)),
     )
 }
 

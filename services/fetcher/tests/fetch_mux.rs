@@ -31,7 +31,7 @@ async fn a_slow_broker_holds_back_only_its_own_partitions() {
     let (mux, task) = FetchMux::start(
         cluster.clone(),
         opts,
-        Duration::from_millis(50),
+        cutover_fetcher::fetch_mux::IdleMode::Poll(Duration::from_millis(50)),
         "l",
         cancel.clone(),
     );
