@@ -36,7 +36,7 @@ type LeaderGroups = HashMap<String, (Arc<Connection>, Vec<(i32, i32)>)>;
 
 /// Fetch and Produce switched from topic names to topic ids at v13; without
 /// an id (metadata older than v10) stay below.
-const LAST_VERSION_WITH_NAMES: i16 = 12;
+pub(crate) const LAST_VERSION_WITH_NAMES: i16 = 12;
 
 fn missing(what: &str, broker: &str) -> KafkaError {
     KafkaError::Protocol(format!("broker {broker} answered without {what}"))

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
 use tracing::debug;
 
 use crate::cluster::{millis, topic_name, unknown_topic, Cluster};
-use crate::data::fetched;
+use crate::data::{fetched, LAST_VERSION_WITH_NAMES};
 use crate::error::KafkaError;
 use crate::types::{FetchOptions, FetchRequestPartition, FetchResultPartition, Uuid};
 
@@ -23,7 +23,6 @@ const SESSION_ID_NOT_FOUND: i16 = 70;
 const INVALID_SESSION_EPOCH: i16 = 71;
 /// Sessions exist from Fetch v7.
 const FIRST_SESSION_VERSION: i16 = 7;
-const LAST_VERSION_WITH_NAMES: i16 = 12;
 
 /// A partition: (topic, partition).
 type Key = (String, i32);

@@ -53,6 +53,25 @@ pub enum IdleMode {
     Session(Duration),
 }
 
+impl IdleMode {
+    /// The poll step or the long poll.
+    fn wait(self) -> Duration {
+        match self {
+            IdleMode::Poll(d) | IdleMode::Session(d) => d,
+        }
+    }
+}
+
+impl Request {
+    fn wanted(&self) -> FetchRequestPartition {
+        FetchRequestPartition {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
 /// Handle used by partition tasks; cheap to clone.
 #[derive(Clone)]
 pub struct FetchMux {
@@ -82,10 +101,7 @@ impl FetchMux {
             IdleMode::Poll(d) => IdleMode::Poll(d.max(Duration::from_millis(1))),
             IdleMode::Session(d) => IdleMode::Session(d.max(Duration::from_millis(1))),
         };
-        let long_poll = match idle {
-            IdleMode::Poll(d) | IdleMode::Session(d) => d,
-        };
-        let handle = tokio::spawn(run(cluster, opts, long_poll, rx, cancel).instrument(span));
+        let handle = tokio::spawn(run(cluster, opts, idle.wait(), rx, cancel).instrument(span));
         let mux = FetchMux {
             tx,
             epoch: Instant::now(),
@@ -104,10 +120,7 @@ impl FetchMux {
     /// idle partition of the link wakes at the same grid point, so their
     /// fetches go out together in one request instead of one each.
     pub fn next_idle_poll(&self) -> Instant {
-        let step = match self.idle {
-            IdleMode::Poll(d) | IdleMode::Session(d) => d,
-        };
-        let step = step.as_nanos().max(1);
+        let step = self.idle.wait().as_nanos().max(1);
         let steps = self.epoch.elapsed().as_nanos() / step + 1;
         let offset = u64::try_from(steps.saturating_mul(step)).unwrap_or(u64::MAX);
         self.epoch + Duration::from_nanos(offset)
@@ -250,14 +263,7 @@ async fn run(
             let session = sessions
                 .remove(&broker)
                 .unwrap_or_else(|| Box::new(FetchSession::new(broker)));
-            let wanted: Vec<FetchRequestPartition> = ps
-                .values()
-                .map(|r| FetchRequestPartition {
-                    topic: r.topic.clone(),
-                    partition: r.partition,
-                    offset: r.offset,
-                })
-                .collect();
+            let wanted: Vec<FetchRequestPartition> = ps.values().map(Request::wanted).collect();
             let opts = long_poll.clone();
             let (shared, own) = (cluster.clone(), session_cluster.clone());
             let handle = rounds.spawn(
@@ -322,14 +328,7 @@ async fn session_round(
 /// One multi-partition Fetch (per broker, see `Cluster::fetch_many`) and
 /// the answers to the partitions that asked.
 async fn fetch_round(cluster: &Cluster, opts: &FetchOptions, batch: Vec<Request>) {
-    let wanted: Vec<FetchRequestPartition> = batch
-        .iter()
-        .map(|r| FetchRequestPartition {
-            topic: r.topic.clone(),
-            partition: r.partition,
-            offset: r.offset,
-        })
-        .collect();
+    let wanted: Vec<FetchRequestPartition> = batch.iter().map(Request::wanted).collect();
     let mut results = cluster.fetch_many(&wanted, opts).await.into_iter();
     for req in batch {
         let result = match results.next() {
