@@ -11,7 +11,7 @@
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use cutover_kafka::{Cluster, ClusterConfig, FetchOptions, FetchRequestPartition, OffsetSpec};
@@ -173,11 +173,20 @@ fn send(
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+/// Records per batch that make source batches of about `batch_bytes`:
+/// `sample(k, topic)` writes sample batches of `k` records to a fresh
+/// `topic` and measures them. Twice, since the compression ratio depends
+/// on the batch size.
+pub fn calibrate_records_per_batch(
+    batch_bytes: usize,
+    mut sample: impl FnMut(usize, &str) -> Result<BatchStats>,
+) -> Result<usize> {
+    let mut k = (batch_bytes / 300).max(1);
+    for round in 0..2 {
+        let avg = sample(k, &format!("calibrate-{round}"))?.avg_batch();
+        k = ((k as f64 * batch_bytes as f64 / avg).round() as usize).max(1);
+    }
+    Ok(k)
 }
 
 const WORDS: [&str; 32] = [
@@ -284,7 +293,7 @@ pub fn write_source(
     let run = records_per_batch * 8;
     let mut sent = vec![0usize; usize::try_from(partitions).unwrap_or(0)];
     let mut seq = first_seq;
-    let ts = now_ms();
+    let ts = cutover_model::now_ms();
     let mut total = 0u64;
     while sent.iter().any(|s| *s < records_per_partition) {
         for (p, done) in sent.iter_mut().enumerate() {

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context as _, Result};
 use cutover_integration_tests::cutover::Cutover;
 use cutover_integration_tests::oracle::{check_target, SourceEntry, SourceLayout};
 use cutover_integration_tests::*;
@@ -444,7 +444,7 @@ fn real_kafka_trimmed_sources_keep_their_log_start_and_losses_are_reported_exact
         None,
     )?;
     let today = ProduceSpec {
-        timestamp_base_ms: now_ms(),
+        timestamp_base_ms: cutover_model::now_ms(),
         ..spec(Codec::Lz4, ProduceMode::Plain, 1_000)
     };
     let mut fresh = Writer::new(&src, RETAINED, 0, today, None)?;
@@ -526,27 +526,16 @@ fn real_kafka_trimmed_sources_keep_their_log_start_and_losses_are_reported_exact
     Ok(())
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
+/// Retention runs on the broker's schedule, with nothing to await: polls
+/// the log start until `done` holds.
 fn wait_low(bootstrap: &str, topic: &str, done: impl Fn(i64) -> bool) -> Result<i64> {
-    let deadline = std::time::Instant::now() + SYNC;
-    loop {
-        let (low, _) = watermarks(bootstrap, topic, 0)?;
-        if done(low) {
-            return Ok(low);
-        }
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "{topic}: log start still {low} after {SYNC:?}"
-        );
-        // Retention runs on the broker's schedule; nothing to await.
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut low = -1;
+    cutover_integration_tests::cutover::wait_until("the log start to move", SYNC, || {
+        low = watermarks(bootstrap, topic, 0)?.0;
+        Ok(done(low))
+    })
+    .with_context(|| format!("{topic}: log start still {low}"))?;
+    Ok(low)
 }
 
 /// Must-show 7: large data batches reach the target as the source's bytes
@@ -858,8 +847,8 @@ fn real_kafka_fetch_sessions_are_incremental() -> Result<()> {
         // Nothing new: incremental requests, answered only for partitions
         // whose high watermark or log start still settled after creation
         // (without records), then not at all.
-        let mut quiet = false;
-        for _ in 0..20 {
+        let settle = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
             let got = cluster
                 .fetch_in_session(&mut session, &at(&all), &opts)
                 .await?;
@@ -875,14 +864,17 @@ fn real_kafka_fetch_sessions_are_incremental() -> Result<()> {
                 }
             }
             if got.is_empty() {
-                quiet = true;
                 break;
             }
+            let last: Vec<_> = got
+                .iter()
+                .map(|r| (r.partition, r.result.as_ref().err().map(|e| e.to_string())))
+                .collect();
+            ensure!(
+                std::time::Instant::now() < settle,
+                "the session kept answering for partitions without anything new: {last:?}"
+            );
         }
-        ensure!(
-            quiet,
-            "the session kept answering for partitions without anything new"
-        );
         // A record on partition 7: only partition 7 comes back.
         let mut w = Writer::new(&src, T, 7, spec(Codec::None, ProduceMode::Plain, 0), None)?;
         tokio::task::block_in_place(|| w.write(1))?;

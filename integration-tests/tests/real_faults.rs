@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 use cutover_integration_tests::cutover::{assert_mirrored, wait_until, Cutover};
 use cutover_integration_tests::*;
 use nix::sys::signal::Signal;
@@ -94,20 +94,18 @@ fn partition_states(status: &Value) -> Vec<(String, String)> {
 
 /// Waits until some partition of the link is FAILED and returns its error.
 fn wait_failed(cutover: &Cutover, link: &str) -> Result<String> {
-    let deadline = std::time::Instant::now() + SYNC;
-    loop {
-        let s = cutover.cli_json(&["status", "--link", link])?;
-        if let Some((_, err)) = partition_states(&s)
+    let mut last = Value::Null;
+    let mut failed = None;
+    wait_until("a partition to fail", SYNC, || {
+        last = cutover.cli_json(&["status", "--link", link])?;
+        failed = partition_states(&last)
             .into_iter()
             .find(|(st, _)| st == "FAILED")
-        {
-            return Ok(err);
-        }
-        if std::time::Instant::now() > deadline {
-            bail!("no partition FAILED within {SYNC:?}: {s:#}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+            .map(|(_, err)| err);
+        Ok(failed.is_some())
+    })
+    .with_context(|| format!("no partition FAILED: {last:#}"))?;
+    failed.ok_or_else(|| anyhow::anyhow!("no partition FAILED"))
 }
 
 /// Must-show 5: a fetcher frozen (SIGSTOP) past its lease while another

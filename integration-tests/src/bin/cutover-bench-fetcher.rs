@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 use cutover_integration_tests::bench::{
-    process_cpu, process_cpu_times, run_baseline, scan_batches, total_end, write_source,
-    BaselineOutcome, BaselineSpec, BatchStats,
+    calibrate_records_per_batch, process_cpu, process_cpu_times, run_baseline, scan_batches,
+    total_end, write_source, BaselineOutcome, BaselineSpec, BatchStats,
 };
 use cutover_integration_tests::cutover::Cutover;
 use cutover_integration_tests::{profile_dir, Bed, Codec, Side};
@@ -335,7 +335,8 @@ fn run_scenario(
     );
 
     // Records per batch so that batches come out at the wanted size.
-    let records_per_batch = calibrate(&bed, sc, rt)?;
+    let records_per_batch =
+        calibrate_records_per_batch(sc.batch_bytes, |k, topic| sample(&bed, sc, k, topic, rt))?;
     let per_record = calibrated_bytes_per_record(&bed, sc, records_per_batch, rt)?;
     let wanted_records = (sc.mb as f64 * 1e6 / per_record).ceil() as usize;
     let per_partition = wanted_records
@@ -416,18 +417,6 @@ fn run_scenario(
         fetcher,
         baseline,
     })
-}
-
-/// Finds the records per batch that make batches of about
-/// `sc.batch_bytes` with this codec, by writing a few sample batches and
-/// measuring them (twice: the compression ratio depends on the batch size).
-fn calibrate(bed: &Bed, sc: &Scenario, rt: &tokio::runtime::Runtime) -> Result<usize> {
-    let mut k = (sc.batch_bytes / 300).max(1);
-    for round in 0..2 {
-        let avg = sample(bed, sc, k, &format!("calibrate-{round}"), rt)?.avg_batch();
-        k = ((k as f64 * sc.batch_bytes as f64 / avg).round() as usize).max(1);
-    }
-    Ok(k)
 }
 
 /// Batch bytes per record at `records_per_batch` records per batch.

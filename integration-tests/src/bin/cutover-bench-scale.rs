@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Parser;
@@ -66,13 +66,6 @@ struct Args {
     json: Option<PathBuf>,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     let started = Instant::now();
@@ -116,7 +109,7 @@ fn main() -> Result<()> {
         .collect();
     let spec = ProduceSpec {
         mode: ProduceMode::Idempotent,
-        timestamp_base_ms: now_ms(),
+        timestamp_base_ms: cutover_model::now_ms(),
         ..ProduceSpec::default()
     };
     let load = LoadGenerator::start(bed.source_bootstrap(), &busy, args.busy_rate, spec)?;
@@ -170,7 +163,7 @@ fn main() -> Result<()> {
     let victim_id = victim.id.clone();
     let t = Instant::now();
     victim.process.kill9()?;
-    let since = now_ms();
+    let since = cutover_model::now_ms();
     let status = loop {
         let s = cutover.cli_json(&["status", "--link", "scale"])?;
         let ok = !owners(&s).contains_key(&victim_id)
@@ -290,7 +283,7 @@ fn probe_delays(
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(end))?;
         consumer.assign(&tpl)?;
-        let sent = now_ms();
+        let sent = cutover_model::now_ms();
         producer
             .send(
                 BaseRecord::to(topic)
@@ -305,7 +298,8 @@ fn probe_delays(
         loop {
             match consumer.poll(Duration::from_millis(50)) {
                 Some(Ok(m)) if m.partition() == partition => {
-                    delays.push(now_ms() - m.timestamp().to_millis().unwrap_or(sent));
+                    delays
+                        .push(cutover_model::now_ms() - m.timestamp().to_millis().unwrap_or(sent));
                     break;
                 }
                 Some(Err(e)) => bail!("probe consumer: {e}"),

@@ -35,7 +35,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Parser;
 use cutover_integration_tests::bench::{
-    process_cpu_times, scan_batches, total_end, write_source, BatchStats, CpuTimes,
+    calibrate_records_per_batch, process_cpu_times, scan_batches, total_end, write_source,
+    BatchStats, CpuTimes,
 };
 use cutover_integration_tests::cutover::Cutover;
 use cutover_integration_tests::{
@@ -194,7 +195,8 @@ fn run_scenario(sc: &Scenario, args: &Args, rt: &tokio::runtime::Runtime) -> Res
     let src = bed.source_bootstrap().to_string();
     let p = args.partitions;
 
-    let records_per_batch = calibrate(&bed, sc, rt)?;
+    let records_per_batch =
+        calibrate_records_per_batch(sc.batch_bytes, |k, topic| sample(&bed, sc, k, topic, rt))?;
     let sample = sample(&bed, sc, records_per_batch, "calibrate-final", rt)?;
     let per_record = sample.bytes as f64 / sample.records.max(1) as f64;
     let wanted = (args.mb as f64 * 1e6 / per_record).ceil() as usize;
@@ -252,16 +254,6 @@ fn run_scenario(sc: &Scenario, args: &Args, rt: &tokio::runtime::Runtime) -> Res
         source,
         runs,
     })
-}
-
-/// Records per batch that make batches of about `sc.batch_bytes`.
-fn calibrate(bed: &RealBed, sc: &Scenario, rt: &tokio::runtime::Runtime) -> Result<usize> {
-    let mut k = (sc.batch_bytes / 300).max(1);
-    for round in 0..2 {
-        let avg = sample(bed, sc, k, &format!("calibrate-{round}"), rt)?.avg_batch();
-        k = ((k as f64 * sc.batch_bytes as f64 / avg).round() as usize).max(1);
-    }
-    Ok(k)
 }
 
 fn sample(
