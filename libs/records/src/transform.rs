@@ -277,7 +277,16 @@ impl Transformer {
         for item in batches(&fetched.records) {
             let batch = item?;
             let h = batch.header;
-            validate(&h, prev_next, limit)?;
+            validate(&h, prev_next)?;
+            // A broker reports the high watermark and last stable offset it
+            // saw before reading, and reads under the ones of the moment
+            // (Kafka's Partition.readRecords), so a fetch can carry data past
+            // the limit it reports. It is left for the next fetch, which
+            // reports a limit covering it: nothing is copied beyond what the
+            // source called stable.
+            if limit.is_some_and(|l| h.next_offset() > l) {
+                break;
+            }
             prev_next = Some(h.next_offset());
             let class = txns.classify(&batch)?;
             if h.next_offset() <= em.pos {
@@ -376,11 +385,7 @@ fn now_millis() -> i64 {
         .unwrap_or(0)
 }
 
-fn validate(
-    h: &BatchHeader,
-    prev_next: Option<i64>,
-    limit: Option<i64>,
-) -> Result<(), TransformError> {
+fn validate(h: &BatchHeader, prev_next: Option<i64>) -> Result<(), TransformError> {
     let invalid = |reason: String| TransformError::InvalidBatch {
         offset: h.base_offset,
         reason,
@@ -405,14 +410,6 @@ fn validate(
         .is_none()
     {
         return Err(invalid("offset range overflows".into()));
-    }
-    if let Some(limit) = limit {
-        if h.next_offset() > limit {
-            return Err(invalid(format!(
-                "ends at {}, beyond the fetch's last stable offset / high watermark {limit}",
-                h.next_offset()
-            )));
-        }
     }
     if let Some(prev) = prev_next {
         if h.base_offset < prev {
