@@ -43,9 +43,8 @@ pub struct FetcherConfig {
     pub idle_poll_ms: u64,
     /// Experimental: caught-up partitions wait in one incremental fetch
     /// session (KIP-227) per source broker, long-polling `--idle-poll-ms`,
-    /// instead of asking again every `--idle-poll-ms`. Off by default: a
-    /// fault test on real Kafka still sees a batch beyond the high
-    /// watermark once in a while with it on.
+    /// instead of asking again every `--idle-poll-ms`. Off by default until
+    /// its idle cost is made incremental (ARCHITECTURE.md, Fetch sessions).
     #[arg(long, env = "CUTOVER_FETCH_SESSIONS", default_value_t = false)]
     pub fetch_sessions: bool,
     /// Source batches smaller than this are merged into one target batch.
