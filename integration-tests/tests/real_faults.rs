@@ -14,6 +14,9 @@ use serde_json::Value;
 
 const SYNC: Duration = Duration::from_secs(120);
 
+/// The fetchers' lease in the tests that freeze or kill one.
+const LEASE: Duration = Duration::from_secs(3);
+
 /// These tests freeze and kill processes and measure takeover times; on two
 /// cores, two of them at once (plus a second set of brokers) made timings
 /// depend on the neighbour. One at a time.
@@ -44,6 +47,34 @@ fn history(bed: &RealBed, topic: &str, partitions: i32, n: usize) -> Result<()> 
         produce(bed.source_bootstrap(), topic, p, n, &spec)?;
     }
     Ok(())
+}
+
+/// `topic` with `n` partitions and `history` records each on the source,
+/// mirrored by two fetchers with a [`LEASE`] while a producer keeps
+/// writing; returns once both own partitions and fetcher-1 is copying.
+fn two_fetchers_copying(
+    bed: &RealBed,
+    topic: &str,
+    n: i32,
+    history_records: usize,
+) -> Result<(Cutover, LoadGenerator)> {
+    bed.kafka.create_topic(Side::Source, topic, n, &[])?;
+    history(bed, topic, n, history_records)?;
+    let mut cutover = Cutover::start(bed)?;
+    cutover.use_fetcher_lease(LEASE);
+    cutover.add_fetcher()?;
+    cutover.add_fetcher()?;
+    cutover.mirror(bed, "l1", &[topic])?;
+    let parts: Vec<(String, i32)> = (0..n).map(|p| (topic.to_string(), p)).collect();
+    let load = LoadGenerator::start(bed.source_bootstrap(), &parts, 2_000, live_spec())?;
+    cutover.wait_owners("l1", Duration::from_secs(30), |o| {
+        o.len() == 2 && o.values().sum::<usize>() == n as usize
+    })?;
+    let first = cutover.fetcher("fetcher-1")?;
+    wait_until("fetcher-1 to copy records", Duration::from_secs(30), || {
+        Ok(first.metric_sum("cutover_fetcher_records_total")? > 0.0)
+    })?;
+    Ok((cutover, load))
 }
 
 /// `more` records acknowledged, the producer stopped without a failed
@@ -119,24 +150,12 @@ fn real_kafka_frozen_fetcher_is_fenced_by_the_broker_and_rejoins() -> Result<()>
     let _serial = serial();
     const TOPIC: &str = "fenced";
     const N: i32 = 4;
-    let lease = Duration::from_secs(3);
     let bed = RealBed::start("real_fencing")?;
-    bed.kafka.create_topic(Side::Source, TOPIC, N, &[])?;
-    history(&bed, TOPIC, N, 3_000)?;
-    let mut cutover = Cutover::start(&bed)?;
-    cutover.use_fetcher_lease(lease);
-    cutover.add_fetcher()?;
-    cutover.add_fetcher()?;
-    cutover.mirror(&bed, "l1", &[TOPIC])?;
-    let parts: Vec<(String, i32)> = (0..N).map(|p| (TOPIC.to_string(), p)).collect();
-    let load = LoadGenerator::start(bed.source_bootstrap(), &parts, 2_000, live_spec())?;
+    let (cutover, load) = two_fetchers_copying(&bed, TOPIC, N, 3_000)?;
     cutover.wait_owners("l1", Duration::from_secs(30), |o| {
         o.len() == 2 && o.values().all(|n| *n == 2)
     })?;
     let frozen = cutover.fetcher("fetcher-1")?;
-    wait_until("fetcher-1 to copy records", Duration::from_secs(30), || {
-        Ok(frozen.metric_sum("cutover_fetcher_records_total")? > 0.0)
-    })?;
     let writers_before = writer_identities(&bed, TOPIC)?;
     let status = cutover.cli_json(&["status", "--link", "l1"])?;
     let taken: Vec<i32> = status["topics"][0]["partitions"]
@@ -347,30 +366,15 @@ fn real_kafka_kill9_of_a_fetcher_and_of_a_target_broker_recover_without_gap_or_d
     let _serial = serial();
     const TOPIC: &str = "crashes";
     const N: i32 = 6;
-    let lease = Duration::from_secs(3);
     let bed = RealBed::start_own("real_kill9")?;
-    bed.kafka.create_topic(Side::Source, TOPIC, N, &[])?;
-    history(&bed, TOPIC, N, 5_000)?;
-    let mut cutover = Cutover::start(&bed)?;
-    cutover.use_fetcher_lease(lease);
-    cutover.add_fetcher()?;
-    cutover.add_fetcher()?;
-    cutover.mirror(&bed, "l1", &[TOPIC])?;
-    let parts: Vec<(String, i32)> = (0..N).map(|p| (TOPIC.to_string(), p)).collect();
-    let load = LoadGenerator::start(bed.source_bootstrap(), &parts, 2_000, live_spec())?;
-    cutover.wait_owners("l1", Duration::from_secs(30), |o| {
-        o.len() == 2 && o.values().sum::<usize>() == N as usize
-    })?;
+    let (cutover, load) = two_fetchers_copying(&bed, TOPIC, N, 5_000)?;
     let victim = cutover.fetcher("fetcher-1")?;
-    wait_until("fetcher-1 to copy records", Duration::from_secs(30), || {
-        Ok(victim.metric_sum("cutover_fetcher_records_total")? > 0.0)
-    })?;
     victim.process.kill9()?;
     let (_, took) = cutover.wait_owners("l1", Duration::from_secs(30), |o| {
         o.get("fetcher-2") == Some(&(N as usize)) && o.len() == 1
     })?;
     ensure!(
-        took <= lease + Duration::from_secs(5),
+        took <= LEASE + Duration::from_secs(5),
         "takeover took {took:?}"
     );
     load.wait_acked(load.acked() + 2_000, Duration::from_secs(60))?;
