@@ -492,11 +492,19 @@ fn real_kafka_trimmed_sources_keep_their_log_start_and_losses_are_reported_exact
     retention_on_target("3600000")?;
     fresh.write(20)?;
     cutover.cli_json(&["mirror", "resume", "--link", "l1", RETAINED])?;
-    // The progress of before the pause can look in sync until the resumed
-    // partition reports: wait for the copy past the loss on the target.
+    // The progress of before the pause looks in sync until the resumed
+    // partition reports: wait until status shows the copy past the loss.
     cutover_integration_tests::cutover::wait_until("the copy past the lost range", SYNC, || {
         Ok(watermarks(&tgt, RETAINED, 0)?.1 == 370)
     })?;
+    cutover_integration_tests::cutover::wait_until(
+        "status reporting the copy past the lost range",
+        SYNC,
+        || {
+            let s = cutover.cli_json(&["status", "--link", "l1", RETAINED])?;
+            Ok(s["topics"][0]["partitions"][0]["target_log_end"] == 370)
+        },
+    )?;
     let status = cutover.wait_in_sync("l1", SYNC)?;
     let lost = status["topics"]
         .as_array()
@@ -804,14 +812,13 @@ fn real_kafka_java_clients_see_every_acknowledged_record_at_its_offset() -> Resu
 }
 
 /// The fetch loop's incremental fetch sessions (KIP-227) on a real broker:
-/// one full request creates the session, then requests carry only changes;
-/// the broker answers only for partitions with something new, and a
-/// forgotten partition is no longer answered for.
+/// one full request creates the session, then requests carry only changes
+/// (nothing at all while nothing changes); the broker answers only for
+/// partitions with something new, and a forgotten partition is no longer
+/// answered for.
 #[test]
 fn real_kafka_fetch_sessions_are_incremental() -> Result<()> {
-    use cutover_kafka::{
-        Cluster, ClusterConfig, FetchOptions, FetchRequestPartition, FetchSession,
-    };
+    use cutover_kafka::{Cluster, ClusterConfig, FetchOptions, FetchSession};
     const T: &str = "sessions";
     const N: i32 = 40;
     let bed = RealBed::start("real_fetch_sessions")?;
@@ -827,33 +834,23 @@ fn real_kafka_fetch_sessions_are_incremental() -> Result<()> {
             max_wait: Duration::from_millis(200),
             ..FetchOptions::default()
         };
-        let at = |offsets: &[(i32, i64)]| -> Vec<FetchRequestPartition> {
-            offsets
-                .iter()
-                .map(|(p, o)| FetchRequestPartition {
-                    topic: T.into(),
-                    partition: *p,
-                    offset: *o,
-                })
-                .collect()
-        };
-        let all: Vec<(i32, i64)> = (0..N).map(|p| (p, 0)).collect();
-        // The first request answers every partition (a full response).
-        let first = cluster
-            .fetch_in_session(&mut session, &at(&all), &opts)
-            .await?;
+        for p in 0..N {
+            session.want((T.into(), p), 0);
+        }
+        // The first request carries and answers every partition.
+        let first = cluster.fetch_in_session(&mut session, &opts).await?;
         ensure!(session.id() != 0, "the broker offered no session");
         ensure!(first.len() == N as usize && session.full_requests() == 1);
-        // Nothing new: incremental requests, answered only for partitions
-        // whose high watermark or log start still settled after creation
-        // (without records), then not at all.
+        ensure!(session.last_sent() == N as usize);
+        // Nothing new: requests carry no partition, answered only for
+        // partitions whose high watermark or log start still settled after
+        // creation (without records), then not at all.
         let settle = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let got = cluster
-                .fetch_in_session(&mut session, &at(&all), &opts)
-                .await?;
+            let got = cluster.fetch_in_session(&mut session, &opts).await?;
             // A fresh partition may still answer NOT_LEADER_OR_FOLLOWER or
-            // UNKNOWN_LEADER_EPOCH while the broker takes up its leadership.
+            // UNKNOWN_LEADER_EPOCH while the broker takes up its leadership;
+            // it is then sent again.
             for r in &got {
                 if let Ok(f) = &r.result {
                     ensure!(
@@ -863,7 +860,8 @@ fn real_kafka_fetch_sessions_are_incremental() -> Result<()> {
                     );
                 }
             }
-            if got.is_empty() {
+            let errored = got.iter().filter(|r| r.result.is_err()).count();
+            if got.is_empty() && session.last_sent() == 0 {
                 break;
             }
             let last: Vec<_> = got
@@ -872,18 +870,21 @@ fn real_kafka_fetch_sessions_are_incremental() -> Result<()> {
                 .collect();
             ensure!(
                 std::time::Instant::now() < settle,
-                "the session kept answering for partitions without anything new: {last:?}"
+                "the session kept answering for partitions without anything new \
+                 ({errored} errors, {} sent): {last:?}",
+                session.last_sent()
             );
         }
-        // A record on partition 7: only partition 7 comes back.
+        // A record on partition 7: only partition 7 comes back, from a
+        // request that carried no partition.
         let mut w = Writer::new(&src, T, 7, spec(Codec::None, ProduceMode::Plain, 0), None)?;
         tokio::task::block_in_place(|| w.write(1))?;
-        let got = cluster
-            .fetch_in_session(&mut session, &at(&all), &opts)
-            .await?;
+        let got = cluster.fetch_in_session(&mut session, &opts).await?;
+        ensure!(session.last_sent() == 0);
         ensure!(
             got.len() == 1
                 && got[0].partition == 7
+                && got[0].offset == 0
                 && !got[0]
                     .result
                     .as_ref()
@@ -893,24 +894,22 @@ fn real_kafka_fetch_sessions_are_incremental() -> Result<()> {
             "expected records of partition 7 only: {:?}",
             got.iter().map(|r| r.partition).collect::<Vec<_>>()
         );
-        // Partition 7 forgotten: new records there are not answered.
-        let without: Vec<(i32, i64)> = all.iter().copied().filter(|(p, _)| *p != 7).collect();
+        // Partition 7 forgotten (one partition sent): new records there are
+        // not answered.
+        session.forget(&(T.into(), 7));
         tokio::task::block_in_place(|| w.write(1))?;
-        let got = cluster
-            .fetch_in_session(&mut session, &at(&without), &opts)
-            .await?;
+        let got = cluster.fetch_in_session(&mut session, &opts).await?;
+        ensure!(session.last_sent() == 1);
         ensure!(
             got.is_empty(),
             "a forgotten partition was answered: {:?}",
             got.iter().map(|r| r.partition).collect::<Vec<_>>()
         );
         // Back at its new offset, it is answered again; still one session.
-        let mut again = without.clone();
-        again.push((7, 1));
-        let got = cluster
-            .fetch_in_session(&mut session, &at(&again), &opts)
-            .await?;
-        ensure!(got.len() == 1 && got[0].partition == 7);
+        session.want((T.into(), 7), 1);
+        let got = cluster.fetch_in_session(&mut session, &opts).await?;
+        ensure!(session.last_sent() == 1);
+        ensure!(got.len() == 1 && got[0].partition == 7 && got[0].offset == 1);
         ensure!(
             session.full_requests() == 1,
             "{} full requests",

@@ -26,7 +26,9 @@ pub use client::{Coord, CoordConfig, Precondition, Versioned, WriteOp, DEFAULT_P
 pub use election::{current_leader, leader_key, Election};
 pub use error::{CoordError, UnreachableCause};
 pub use members::{deregister_member, list_members, member_key, members_prefix, register_member};
-pub use ownership::{owner_key, owner_of, owners, release, try_claim, OWNERS_PREFIX};
+pub use ownership::{
+    owner_key, owner_of, owners, release, try_claim, try_claim_many, OWNERS_PREFIX,
+};
 pub use session::{fence_after, fence_margin, Renewal, Session, RENEWALS_PER_TTL};
 pub use share::{plan_share, SharePlan};
 pub use watch::{KeyValue, Snapshot, WatchEvent, WATCH_CHANNEL_CAPACITY};

@@ -48,6 +48,67 @@ pub async fn try_claim(
     Ok(held)
 }
 
+/// Resources per claim transaction (etcd refuses more than 128
+/// operations per transaction by default; each claim is a compare and a
+/// put).
+const CLAIMS_PER_TXN: usize = 64;
+
+/// Claims several resources as [`try_claim`] does, with one etcd
+/// transaction per chunk of them instead of one each: a fetcher taking
+/// over thousands of partitions claims them in a few round trips. A chunk
+/// where some resource is already owned is claimed one by one instead, so
+/// the outcome per resource is exactly `try_claim`'s. Returns the claimed
+/// resources (held by `owner` under this session). On an error, chunks
+/// claimed before it stay claimed: callers find them among their owned
+/// resources next time.
+pub async fn try_claim_many(
+    coord: &Coord,
+    session: &Session,
+    resources: &[String],
+    owner: &str,
+) -> Result<Vec<String>, CoordError> {
+    let mut claimed = Vec::new();
+    for chunk in resources.chunks(CLAIMS_PER_TXN) {
+        session.ensure_alive()?;
+        let lease_id = session.lease_id();
+        let keys: Vec<String> = chunk.iter().map(|r| coord.key(&owner_key(r))).collect();
+        let txn = Txn::new()
+            .when(
+                keys.iter()
+                    .map(|k| Compare::create_revision(k.clone(), CompareOp::Equal, 0))
+                    .collect::<Vec<_>>(),
+            )
+            .and_then(
+                keys.iter()
+                    .map(|k| {
+                        TxnOp::put(
+                            k.clone(),
+                            owner,
+                            Some(PutOptions::new().with_lease(lease_id)),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            );
+        if coord.txn_raw("claim", txn).await?.succeeded() {
+            info!(
+                resources = chunk.len(),
+                first = chunk.first().map(String::as_str).unwrap_or_default(),
+                owner,
+                lease_id,
+                "claimed resources"
+            );
+            claimed.extend(chunk.iter().cloned());
+            continue;
+        }
+        for r in chunk {
+            if try_claim(coord, session, r, owner).await? {
+                claimed.push(r.clone());
+            }
+        }
+    }
+    Ok(claimed)
+}
+
 /// Gives `resource` up if `owner` holds it; `false` if it does not.
 pub async fn release(coord: &Coord, resource: &str, owner: &str) -> Result<bool, CoordError> {
     let key = coord.key(&owner_key(resource));

@@ -82,7 +82,8 @@ struct MetaCache {
     controller_id: i32,
     controller_stale: bool,
     brokers: BTreeMap<i32, BrokerMetadata>,
-    topics: HashMap<String, TopicMetadata>,
+    /// Shared, not copied, by every request that reads it.
+    topics: HashMap<String, Arc<TopicMetadata>>,
     /// Topics whose cached leaders proved wrong; refreshed before next use.
     stale: HashSet<String>,
 }
@@ -562,7 +563,7 @@ impl Inner {
         }
         for t in &topics {
             meta.stale.remove(&t.name);
-            meta.topics.insert(t.name.clone(), t.clone());
+            meta.topics.insert(t.name.clone(), Arc::new(t.clone()));
         }
         ClusterMetadata {
             cluster_id: meta.cluster_id.clone(),
@@ -578,11 +579,15 @@ impl Inner {
         if meta.stale.contains(topic) {
             return None;
         }
-        meta.topics.get(topic).map(f)
+        meta.topics.get(topic).map(|t| f(t))
     }
 
-    fn cached_topic(&self, topic: &str) -> Option<TopicMetadata> {
-        self.with_cached_topic(topic, TopicMetadata::clone)
+    fn cached_topic(&self, topic: &str) -> Option<Arc<TopicMetadata>> {
+        let meta = read(&self.meta);
+        if meta.stale.contains(topic) {
+            return None;
+        }
+        meta.topics.get(topic).cloned()
     }
 
     /// The leader of a partition as the metadata cache knows it, without
@@ -599,7 +604,7 @@ impl Inner {
     }
 
     /// Topic metadata from the cache, refreshed first if missing or stale.
-    async fn topic_metadata(&self, topic: &str) -> Result<Option<TopicMetadata>, KafkaError> {
+    async fn topic_metadata(&self, topic: &str) -> Result<Option<Arc<TopicMetadata>>, KafkaError> {
         self.topics_metadata(&[topic])
             .await
             .remove(topic)
@@ -612,7 +617,7 @@ impl Inner {
     pub(crate) async fn topics_metadata(
         &self,
         names: &[&str],
-    ) -> HashMap<String, Result<Option<TopicMetadata>, KafkaError>> {
+    ) -> HashMap<String, Result<Option<Arc<TopicMetadata>>, KafkaError>> {
         let mut out = HashMap::with_capacity(names.len());
         let mut missing = self.take_cached(names.iter().copied(), &mut out);
         if missing.is_empty() {
@@ -633,8 +638,11 @@ impl Inner {
         }
         match self.load_metadata(Some(&missing)).await {
             Ok(md) => {
-                let mut found: HashMap<String, TopicMetadata> =
-                    md.topics.into_iter().map(|t| (t.name.clone(), t)).collect();
+                let mut found: HashMap<String, Arc<TopicMetadata>> = md
+                    .topics
+                    .into_iter()
+                    .map(|t| (t.name.clone(), Arc::new(t)))
+                    .collect();
                 for name in missing {
                     let t = found.remove(&name);
                     out.insert(name, Ok(t));
@@ -650,7 +658,7 @@ impl Inner {
     fn take_cached<'a>(
         &self,
         names: impl Iterator<Item = &'a str>,
-        out: &mut HashMap<String, Result<Option<TopicMetadata>, KafkaError>>,
+        out: &mut HashMap<String, Result<Option<Arc<TopicMetadata>>, KafkaError>>,
     ) -> Vec<String> {
         let mut missing: Vec<String> = Vec::new();
         for name in names {

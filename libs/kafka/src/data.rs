@@ -163,6 +163,7 @@ impl Cluster {
             .map(|(p, result)| FetchResultPartition {
                 topic: p.topic.clone(),
                 partition: p.partition,
+                offset: p.offset,
                 result,
             })
             .collect()

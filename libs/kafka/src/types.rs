@@ -149,6 +149,8 @@ pub struct FetchRequestPartition {
 pub struct FetchResultPartition {
     pub topic: String,
     pub partition: i32,
+    /// The offset it was fetched at.
+    pub offset: i64,
     pub result: Result<FetchedPartition, KafkaError>,
 }
 

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::fetch_mux::{FetchMux, IdleMode};
+use crate::offsets::OffsetLookups;
 
 /// What the partitions of one link share.
 #[derive(Clone)]
@@ -30,6 +31,9 @@ pub struct LinkClients {
     pub source: Cluster,
     pub target: Cluster,
     pub fetch: FetchMux,
+    /// Offset lookups of each side, batched across partitions.
+    pub source_offsets: OffsetLookups,
+    pub target_offsets: OffsetLookups,
 }
 
 /// One connect attempt of a link, awaited by every caller that wants it.
@@ -37,13 +41,16 @@ type Attempt = Shared<BoxFuture<'static, Result<LinkClients, KafkaError>>>;
 
 struct Entry {
     clients: LinkClients,
-    fetch_loop: JoinHandle<()>,
+    /// The fetch loop and the two offset lookup loops.
+    loops: Vec<JoinHandle<()>>,
 }
 
 impl Entry {
-    /// The fetch loop must have been told to stop (the slot's `stop`).
+    /// The loops must have been told to stop (the slot's `stop`).
     async fn close(self) {
-        let _ = self.fetch_loop.await;
+        for l in self.loops {
+            let _ = l.await;
+        }
         self.clients.source.close().await;
         self.clients.target.close().await;
     }
@@ -128,6 +135,15 @@ impl ClusterCache {
         c
     }
 
+    /// Until when the partitions of `link` waiting in its fetch sessions are
+    /// known to be caught up (see [`FetchMux::confirmed_at_ms`]).
+    pub fn confirmed_at_ms(&self, link: &str) -> Option<i64> {
+        match &self.lock().map.get(link)?.state {
+            State::Ready(e) => e.clients.fetch.confirmed_at_ms(),
+            State::Connecting(_) => None,
+        }
+    }
+
     /// The link's clients, connecting if needed. Callers for a link that is
     /// being connected share that attempt and its outcome; a failed attempt
     /// is forgotten, so the next call tries again.
@@ -200,14 +216,18 @@ impl ClusterCache {
             &link.name,
             stop.clone(),
         );
+        let (source_offsets, source_lookups) = OffsetLookups::start(source.clone(), stop.clone());
+        let (target_offsets, target_lookups) = OffsetLookups::start(target.clone(), stop.clone());
         let clients = LinkClients {
             source,
             target,
             fetch,
+            source_offsets,
+            target_offsets,
         };
         let entry = Entry {
             clients: clients.clone(),
-            fetch_loop,
+            loops: vec![fetch_loop, source_lookups, target_lookups],
         };
         let superseded = {
             let mut slots = self.lock();

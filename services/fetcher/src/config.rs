@@ -36,16 +36,18 @@ pub struct FetcherConfig {
     /// Bytes per fetch request.
     #[arg(long, env = "CUTOVER_FETCH_MAX_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub fetch_max_bytes: i32,
-    /// How long a caught-up partition waits before asking the source again
-    /// (bounds the delay of new records). Fetches never long-poll the broker:
-    /// a long poll would hold the connection every partition shares.
+    /// How long a caught-up partition waits before the source is asked
+    /// again for it: the long poll of the fetch sessions (the broker answers
+    /// at once when something new arrives), or with `--fetch-sessions
+    /// false` the step between polls (which bounds the delay of new
+    /// records).
     #[arg(long, env = "CUTOVER_IDLE_POLL_MS", default_value_t = 50)]
     pub idle_poll_ms: u64,
-    /// Experimental: caught-up partitions wait in one incremental fetch
-    /// session (KIP-227) per source broker, long-polling `--idle-poll-ms`,
-    /// instead of asking again every `--idle-poll-ms`. Off by default until
-    /// its idle cost is made incremental (ARCHITECTURE.md, Fetch sessions).
-    #[arg(long, env = "CUTOVER_FETCH_SESSIONS", default_value_t = false)]
+    /// Caught-up partitions wait in one incremental fetch session (KIP-227)
+    /// per source broker, as a broker's replica fetcher does, so idle
+    /// partitions cost next to nothing. `false`: they poll every
+    /// `--idle-poll-ms` instead (each poll carries every idle partition).
+    #[arg(long, env = "CUTOVER_FETCH_SESSIONS", default_value_t = true, action = clap::ArgAction::Set)]
     pub fetch_sessions: bool,
     /// Source batches smaller than this are merged into one target batch.
     #[arg(long, env = "CUTOVER_COALESCE_BELOW_BYTES", default_value_t = 16 * 1024)]
@@ -53,8 +55,10 @@ pub struct FetcherConfig {
     /// How often progress is written to etcd.
     #[arg(long, env = "CUTOVER_PROGRESS_INTERVAL_MS", default_value_t = 1000)]
     pub progress_interval_ms: u64,
-    /// How often ownership is re-balanced (also on every membership change).
-    #[arg(long, env = "CUTOVER_REBALANCE_INTERVAL_MS", default_value_t = 2000)]
+    /// Longest time between two balancing rounds of ownership. Every change
+    /// in etcd they depend on (fetchers, links, mirrors, failures,
+    /// ownership) triggers one at once; this is the safety net.
+    #[arg(long, env = "CUTOVER_REBALANCE_INTERVAL_MS", default_value_t = 30_000)]
     pub rebalance_interval_ms: u64,
     /// Kafka request timeout.
     #[arg(long, env = "CUTOVER_KAFKA_TIMEOUT_MS", default_value_t = 30_000)]

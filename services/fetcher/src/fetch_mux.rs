@@ -20,6 +20,7 @@
 //!   and is busy again.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cutover_kafka::{
@@ -48,8 +49,8 @@ pub enum IdleMode {
     /// Ask again (no long poll) on a grid of this step, so the caught-up
     /// partitions' fetches go out together.
     Poll(Duration),
-    /// Wait in an incremental fetch session, long-polling this long
-    /// (`--fetch-sessions`; experimental, see ARCHITECTURE.md).
+    /// Wait in an incremental fetch session, long-polling this long (the
+    /// default; see ARCHITECTURE.md, Fetch sessions).
     Session(Duration),
 }
 
@@ -79,6 +80,13 @@ pub struct FetchMux {
     /// Idle partitions ask again on a grid of `Poll` steps from here.
     epoch: Instant,
     idle: IdleMode,
+    /// When each source broker's fetch session last answered, for brokers
+    /// with partitions waiting in it (wall clock, ms).
+    confirmed: Arc<Mutex<HashMap<i32, i64>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Each partition has at most one fetch outstanding, so this bounds memory
@@ -101,11 +109,15 @@ impl FetchMux {
             IdleMode::Poll(d) => IdleMode::Poll(d.max(Duration::from_millis(1))),
             IdleMode::Session(d) => IdleMode::Session(d.max(Duration::from_millis(1))),
         };
-        let handle = tokio::spawn(run(cluster, opts, idle.wait(), rx, cancel).instrument(span));
+        let confirmed: Arc<Mutex<HashMap<i32, i64>>> = Default::default();
+        let handle = tokio::spawn(
+            run(cluster, opts, idle.wait(), rx, confirmed.clone(), cancel).instrument(span),
+        );
         let mux = FetchMux {
             tx,
             epoch: Instant::now(),
             idle,
+            confirmed,
         };
         (mux, handle)
     }
@@ -114,6 +126,13 @@ impl FetchMux {
     /// again at [`FetchMux::next_idle_poll`]).
     pub fn sessions(&self) -> bool {
         matches!(self.idle, IdleMode::Session(_))
+    }
+
+    /// Until when every partition waiting in this link's fetch sessions is
+    /// known to be caught up: the oldest last answer of the sessions that
+    /// have partitions waiting (wall clock, ms). `None` when none waits.
+    pub fn confirmed_at_ms(&self) -> Option<i64> {
+        lock(&self.confirmed).values().min().copied()
     }
 
     /// When a partition that had nothing new asks again (poll mode). Every
@@ -154,32 +173,157 @@ enum Done {
     Busy,
     Session {
         session: Box<FetchSession>,
-        /// The offsets the round fetched at: an answer is only for a parked
-        /// request at that offset (a partition that restarted meanwhile
-        /// asks at another one and waits for the next round).
-        asked: HashMap<Key, i64>,
-        results: Vec<FetchResultPartition>,
+        /// The broker's answers, or the round's failure.
+        results: Result<Vec<FetchResultPartition>, KafkaError>,
     },
 }
 
 type Key = (String, i32);
+
+/// Caught-up partitions led by one broker and their fetch session.
+struct Parked {
+    /// The session while no round of it is in flight.
+    session: Option<Box<FetchSession>>,
+    /// Changes made while the round was in flight: the offset a partition
+    /// is now wanted at, or `None` to forget it.
+    pending: HashMap<Key, Option<i64>>,
+    /// The waiting requests; answered when the session has something new.
+    requests: HashMap<Key, Request>,
+    /// When requests whose partition task went away were last dropped.
+    swept: Instant,
+}
+
+impl Parked {
+    fn new(broker: i32) -> Parked {
+        Parked {
+            session: Some(Box::new(FetchSession::new(broker))),
+            pending: HashMap::new(),
+            requests: HashMap::new(),
+            swept: Instant::now(),
+        }
+    }
+
+    /// Wants `key` at `offset` (or forgets it): now, or once the round in
+    /// flight is back.
+    fn change(&mut self, key: Key, offset: Option<i64>) {
+        match (&mut self.session, offset) {
+            (Some(s), Some(o)) => s.want(key, o),
+            (Some(s), None) => s.forget(&key),
+            (None, o) => {
+                self.pending.insert(key, o);
+            }
+        }
+    }
+
+    fn park(&mut self, r: Request) {
+        let key = (r.topic.clone(), r.partition);
+        self.change(key.clone(), Some(r.offset));
+        self.requests.insert(key, r);
+    }
+
+    /// The session came back from a round: answers go to the requests that
+    /// asked at the offset fetched (a partition that restarted meanwhile
+    /// asks at another one and waits for the next round), and the changes
+    /// made meanwhile apply.
+    fn answered(
+        &mut self,
+        mut session: Box<FetchSession>,
+        results: Result<Vec<FetchResultPartition>, KafkaError>,
+    ) {
+        for (key, o) in self.pending.drain() {
+            match o {
+                Some(o) => session.want(key, o),
+                None => session.forget(&key),
+            }
+        }
+        match results {
+            Ok(results) => {
+                for r in results {
+                    let key = (r.topic, r.partition);
+                    match self.requests.get(&key).map(|req| req.offset) {
+                        Some(o) if o == r.offset => {
+                            // Records or an error: the partition fetches
+                            // busy (or starts again) and leaves the session.
+                            // Nothing new but a moved watermark: it waits
+                            // again at once at the same offset, so it stays.
+                            let stays = matches!(&r.result, Ok(f) if f.records.is_empty());
+                            if !stays {
+                                session.forget(&key);
+                            }
+                            if let Some(req) = self.requests.remove(&key) {
+                                // The partition task may have stopped meanwhile.
+                                let _ = req.reply.send(r.result);
+                            }
+                        }
+                        // Waiting at another offset, which the session
+                        // already wants.
+                        Some(_) => {}
+                        // Not waiting (busy for now, or gone): out of the
+                        // session, or the broker answers it every round.
+                        None => session.forget(&key),
+                    }
+                }
+            }
+            Err(e) => {
+                // The broker may be gone: every waiting partition learns it
+                // (and finds its leader again).
+                for (key, req) in self.requests.drain() {
+                    session.forget(&key);
+                    let _ = req.reply.send(Err(e.clone()));
+                }
+            }
+        }
+        self.session = Some(session);
+    }
+
+    /// Drops requests whose partition task went away, at most once a
+    /// second (a pass over every waiting partition).
+    fn sweep(&mut self) {
+        if self.swept.elapsed() < SWEEP {
+            return;
+        }
+        self.swept = Instant::now();
+        let gone: Vec<Key> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.reply.is_closed())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            self.requests.remove(&key);
+            self.change(key, None);
+        }
+    }
+
+    /// A round is worth sending: something waits and no round is in flight.
+    fn take_for_round(&mut self) -> Option<Box<FetchSession>> {
+        if self.session.as_ref().is_some_and(|s| !s.is_empty()) {
+            self.session.take()
+        } else {
+            None
+        }
+    }
+}
+
+/// How often parked requests of stopped partitions are looked for.
+const SWEEP: Duration = Duration::from_secs(1);
 
 async fn run(
     cluster: Cluster,
     opts: FetchOptions,
     idle_poll: Duration,
     mut rx: mpsc::Receiver<Request>,
+    confirmed: Arc<Mutex<HashMap<i32, i64>>>,
     cancel: CancellationToken,
 ) {
     // Busy requests waiting for their broker's round to finish.
     let mut waiting: Vec<Request> = Vec::new();
-    // Caught-up partitions, by broker, until the session answers for them.
-    let mut parked: HashMap<Option<i32>, HashMap<Key, Request>> = HashMap::new();
-    // Each broker's session while no round of it is in flight.
-    let mut sessions: HashMap<i32, Box<FetchSession>> = HashMap::new();
-    // One busy round and one session round in flight per broker (by cached
-    // leader; None for partitions whose leader is not known yet).
-    let mut busy: HashMap<tokio::task::Id, (bool, Option<i32>)> = HashMap::new();
+    // Caught-up partitions, by leader.
+    let mut parked: HashMap<i32, Parked> = HashMap::new();
+    // One busy round in flight per broker (by cached leader; None for
+    // partitions whose leader is not known yet), and one session round.
+    let mut busy: HashMap<tokio::task::Id, Option<i32>> = HashMap::new();
+    let mut in_session: HashMap<tokio::task::Id, i32> = HashMap::new();
     let mut rounds: JoinSet<Done> = JoinSet::new();
     // The sessions' connections, opened on first use (by a round, so a
     // slow connect never holds up the loop).
@@ -199,49 +343,58 @@ async fn run(
             Some(done) = rounds.join_next_with_id(), if !rounds.is_empty() => {
                 match done {
                     Ok((id, Done::Busy)) => { busy.remove(&id); }
-                    Ok((id, Done::Session { session, asked, results })) => {
-                        busy.remove(&id);
+                    Ok((id, Done::Session { session, results })) => {
+                        in_session.remove(&id);
                         let broker = session.broker();
-                        if let Some(ps) = parked.get_mut(&Some(broker)) {
-                            for r in results {
-                                let key = (r.topic, r.partition);
-                                let same = ps
-                                    .get(&key)
-                                    .is_some_and(|req| asked.get(&key) == Some(&req.offset));
-                                if let Some(req) = same.then(|| ps.remove(&key)).flatten() {
-                                    // The partition task may have stopped meanwhile.
-                                    let _ = req.reply.send(r.result);
-                                }
+                        let ok = results.is_ok();
+                        let p = parked.entry(broker).or_insert_with(|| Parked::new(broker));
+                        p.answered(session, results);
+                        let mut c = lock(&confirmed);
+                        if ok && !p.requests.is_empty() {
+                            c.insert(broker, cutover_model::now_ms());
+                        } else {
+                            c.remove(&broker);
+                        }
+                    }
+                    Err(e) => {
+                        busy.remove(&e.id());
+                        // A session round that panicked took its session
+                        // along: start a new one.
+                        if let Some(b) = in_session.remove(&e.id()) {
+                            if let Some(p) = parked.get_mut(&b) {
+                                p.answered(Box::new(FetchSession::new(b)), Err(KafkaError::Closed));
                             }
                         }
-                        sessions.insert(broker, session);
                     }
-                    Err(e) => { busy.remove(&e.id()); }
                 }
             }
         }
         while let Ok(r) = rx.try_recv() {
             waiting.push(r);
         }
-        // Requests whose partition task went away need no fetch.
-        waiting.retain(|r| !r.reply.is_closed());
-        for ps in parked.values_mut() {
-            ps.retain(|_, r| !r.reply.is_closed());
-        }
         let mut by_leader: HashMap<Option<i32>, Vec<Request>> = HashMap::new();
         for r in waiting.drain(..) {
+            if r.reply.is_closed() {
+                // Its partition task went away: no fetch needed.
+                continue;
+            }
             let leader = cluster.leader_hint(&r.topic, r.partition);
-            if r.idle && leader.is_some() {
-                parked
-                    .entry(leader)
-                    .or_default()
-                    .insert((r.topic.clone(), r.partition), r);
-            } else {
-                by_leader.entry(leader).or_default().push(r);
+            match leader {
+                Some(b) if r.idle => {
+                    // A partition parked with another broker before moves.
+                    let key = (r.topic.clone(), r.partition);
+                    for (other, p) in parked.iter_mut() {
+                        if *other != b && p.requests.remove(&key).is_some() {
+                            p.change(key.clone(), None);
+                        }
+                    }
+                    parked.entry(b).or_insert_with(|| Parked::new(b)).park(r);
+                }
+                _ => by_leader.entry(leader).or_default().push(r),
             }
         }
         for (leader, requests) in by_leader {
-            if busy.values().any(|b| *b == (false, leader)) {
+            if busy.values().any(|b| *b == leader) {
                 waiting.extend(requests);
                 continue;
             }
@@ -253,18 +406,15 @@ async fn run(
                 }
                 .instrument(tracing::Span::current()),
             );
-            busy.insert(handle.id(), (false, leader));
+            busy.insert(handle.id(), leader);
         }
-        for (leader, ps) in &parked {
-            let Some(broker) = *leader else { continue };
-            if ps.is_empty() || busy.values().any(|b| *b == (true, *leader)) {
+        for p in parked.values_mut() {
+            p.sweep();
+            let Some(session) = p.take_for_round() else {
                 continue;
-            }
-            let session = sessions
-                .remove(&broker)
-                .unwrap_or_else(|| Box::new(FetchSession::new(broker)));
-            let wanted: Vec<FetchRequestPartition> = ps.values().map(Request::wanted).collect();
+            };
             let opts = long_poll.clone();
+            let broker = session.broker();
             let (shared, own) = (cluster.clone(), session_cluster.clone());
             let handle = rounds.spawn(
                 async move {
@@ -276,11 +426,11 @@ async fn run(
                             tracing::warn!(error = %e, "no connection of its own for the fetch session; sharing the link's");
                             shared
                         });
-                    session_round(sc, session, wanted, opts).await
+                    session_round(sc, session, opts).await
                 }
                 .instrument(tracing::Span::current()),
             );
-            busy.insert(handle.id(), (true, *leader));
+            in_session.insert(handle.id(), broker);
         }
     }
     // Dropping the rounds fails their requests (the replies close).
@@ -296,33 +446,14 @@ async fn run(
 async fn session_round(
     cluster: Cluster,
     mut session: Box<FetchSession>,
-    wanted: Vec<FetchRequestPartition>,
     opts: FetchOptions,
 ) -> Done {
     let started = Instant::now();
-    let results = match cluster.fetch_in_session(&mut session, &wanted, &opts).await {
-        Ok(r) => r,
-        Err(e) => wanted
-            .iter()
-            .map(|w| FetchResultPartition {
-                topic: w.topic.clone(),
-                partition: w.partition,
-                result: Err(e.clone()),
-            })
-            .collect(),
-    };
-    if results.is_empty() {
+    let results = cluster.fetch_in_session(&mut session, &opts).await;
+    if results.as_ref().map_or(true, Vec::is_empty) {
         tokio::time::sleep_until(started + opts.max_wait).await;
     }
-    let asked = wanted
-        .into_iter()
-        .map(|w| ((w.topic, w.partition), w.offset))
-        .collect();
-    Done::Session {
-        session,
-        asked,
-        results,
-    }
+    Done::Session { session, results }
 }
 
 /// One multi-partition Fetch (per broker, see `Cluster::fetch_many`) and

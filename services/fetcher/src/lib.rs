@@ -4,7 +4,8 @@
 //! Layout: [`service`] runs one fetcher (session, membership, balancing,
 //! progress, gRPC); [`replicator`] copies one partition; [`bandwidth`] holds
 //! the per-link limit; [`clusters`] caches
-//! Kafka connections per link.
+//! Kafka connections per link, with their shared fetch loop ([`fetch_mux`])
+//! and offset lookups ([`offsets`]).
 
 pub mod bandwidth;
 pub mod classify;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod fetch_mux;
 pub mod grpc;
 pub mod metrics;
+pub mod offsets;
 pub mod progress;
 pub mod replicator;
 pub mod service;

@@ -23,6 +23,12 @@ impl std::fmt::Display for PartitionKey {
 struct Entry {
     progress: PartitionProgress,
     target_end: watch::Sender<i64>,
+    /// Bumped by every update; `published` is the one last written out.
+    version: u64,
+    published: u64,
+    /// Caught up and waiting in the link's fetch session, which confirms
+    /// the partition in sync for as long as it does not answer for it.
+    waiting: bool,
 }
 
 impl Entry {
@@ -44,12 +50,16 @@ impl Entry {
                 records_copied: 0,
             },
             target_end: watch::channel(-1).0,
+            version: 1,
+            published: 0,
+            waiting: false,
         }
     }
 
     fn update(&mut self, f: impl FnOnce(&mut PartitionProgress)) {
         f(&mut self.progress);
         self.progress.updated_at_ms = cutover_model::now_ms();
+        self.version += 1;
         // Waking the receivers is costly (measured: over a tenth of the
         // fetcher's CPU when done on every update); only a new target end
         // concerns them.
@@ -90,6 +100,11 @@ impl PartitionBoard {
     pub fn get(&self) -> PartitionProgress {
         lock(&self.entry).progress.clone()
     }
+
+    /// Marks the partition as waiting in a fetch session (or not).
+    pub fn set_waiting(&self, waiting: bool) {
+        lock(&self.entry).waiting = waiting;
+    }
 }
 
 impl ProgressBoard {
@@ -113,9 +128,95 @@ impl ProgressBoard {
         entries.iter().map(|e| lock(e).progress.clone()).collect()
     }
 
+    /// The entries to publish: those updated since they were last
+    /// published, or with `all` every entry. With `all`, a partition
+    /// waiting in a fetch session is confirmed as of `confirmed(link)`
+    /// (when that link's sessions last answered), so a caught-up partition
+    /// costs nothing between full publishes.
+    pub fn to_publish(
+        &self,
+        all: bool,
+        confirmed: impl Fn(&str) -> Option<i64>,
+    ) -> Vec<PartitionProgress> {
+        let entries: Vec<Shared> = lock(&self.inner).values().cloned().collect();
+        let mut out = Vec::new();
+        for e in &entries {
+            let mut e = lock(e);
+            if all && e.waiting {
+                if let Some(at) = confirmed(&e.progress.link) {
+                    e.progress.updated_at_ms = e.progress.updated_at_ms.max(at);
+                }
+            }
+            if all || e.version != e.published {
+                e.published = e.version;
+                out.push(e.progress.clone());
+            }
+        }
+        out
+    }
+
+    /// A publish failed: the next one writes everything again.
+    pub fn republish_all(&self) {
+        let entries: Vec<Shared> = lock(&self.inner).values().cloned().collect();
+        for e in &entries {
+            lock(e).published = 0;
+        }
+    }
+
     /// A receiver of the acknowledged target log end, if the partition is owned here.
     pub fn subscribe(&self, key: &PartitionKey) -> Option<watch::Receiver<i64>> {
         let entry = lock(&self.inner).get(key).cloned();
         entry.map(|e| lock(&e).target_end.subscribe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(p: i32) -> PartitionKey {
+        PartitionKey {
+            link: "l".into(),
+            topic: "t".into(),
+            partition: p,
+        }
+    }
+
+    fn partitions(ps: &[PartitionProgress]) -> Vec<i32> {
+        let mut v: Vec<i32> = ps.iter().map(|p| p.partition).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn only_updated_partitions_are_published_until_a_full_publish() {
+        let board = ProgressBoard::default();
+        let (a, b) = (board.handle(&key(0)), board.handle(&key(1)));
+        // New entries are published once.
+        assert_eq!(partitions(&board.to_publish(false, |_| None)), vec![0, 1]);
+        assert!(board.to_publish(false, |_| None).is_empty());
+        a.update(|p| p.target_log_end = 5);
+        assert_eq!(partitions(&board.to_publish(false, |_| None)), vec![0]);
+        assert!(board.to_publish(false, |_| None).is_empty());
+        // A full publish has everything; a partition waiting in a fetch
+        // session shows when the session last confirmed it.
+        b.set_waiting(true);
+        let all = board.to_publish(true, |link| (link == "l").then_some(i64::MAX - 1));
+        assert_eq!(partitions(&all), vec![0, 1]);
+        let waiting = all
+            .iter()
+            .find(|p| p.partition == 1)
+            .map(|p| p.updated_at_ms);
+        let busy = all
+            .iter()
+            .find(|p| p.partition == 0)
+            .map(|p| p.updated_at_ms);
+        assert_eq!(waiting, Some(i64::MAX - 1));
+        assert!(busy < Some(i64::MAX - 1));
+        // Confirmation is not an update.
+        assert!(board.to_publish(false, |_| None).is_empty());
+        // After a failed publish, everything goes again.
+        board.republish_all();
+        assert_eq!(partitions(&board.to_publish(false, |_| None)), vec![0, 1]);
     }
 }

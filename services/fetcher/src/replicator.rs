@@ -24,14 +24,11 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::bandwidth::LinkBandwidth;
 use crate::metrics::{Metrics, PartitionMetrics};
+use crate::offsets::OffsetLookups;
 use crate::progress::{PartitionBoard, PartitionKey};
 
 /// Kafka's OFFSET_OUT_OF_RANGE.
 const OFFSET_OUT_OF_RANGE: i16 = 1;
-
-/// How often a caught-up partition's progress is confirmed while it waits
-/// in the fetch session.
-const IDLE_CONFIRM: Duration = Duration::from_millis(500);
 
 /// Delays between attempts after transient errors.
 const RETRY: Policy = Policy::new(Duration::from_millis(100), Duration::from_secs(10));
@@ -52,6 +49,9 @@ pub struct PartitionCtx {
     pub target: Cluster,
     /// The link's fetch loop (one multi-partition Fetch per source broker).
     pub fetch: crate::fetch_mux::FetchMux,
+    /// The link's offset lookups, batched across its partitions.
+    pub source_offsets: OffsetLookups,
+    pub target_offsets: OffsetLookups,
     pub coord: Coord,
     pub session: Arc<Session>,
     /// This partition's entry of the fetcher's progress board.
@@ -60,6 +60,10 @@ pub struct PartitionCtx {
     /// The link's bandwidth limit, shared by its partitions on this fetcher.
     pub bandwidth: Arc<LinkBandwidth>,
     pub settings: ReplicatorSettings,
+    /// Bounds how many partitions of this fetcher start (new writer epoch
+    /// in etcd, offset lookups) at once: taking over thousands must not
+    /// flood etcd so that lease renewals time out.
+    pub starts: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +192,12 @@ async fn run_once(ctx: &PartitionCtx, cancel: &CancellationToken) -> Result<(), 
     let topic = ctx.key.topic.as_str();
     let partition = ctx.key.partition;
 
+    let starting = tokio::select! {
+        permit = ctx.starts.acquire() => permit
+            .map_err(|_| ReplicateError::Transient("the fetcher is stopping".into()))?,
+        // Stopped before it started: nothing was written.
+        _ = cancel.cancelled() => return Ok(()),
+    };
     // A new epoch per attempt: the broker then refuses any request still in
     // flight from an earlier attempt or an earlier owner.
     let target = ctx.target.clone();
@@ -208,9 +218,9 @@ async fn run_once(ctx: &PartitionCtx, cancel: &CancellationToken) -> Result<(), 
     // One round trip instead of three: on a remote target or source each
     // lookup costs the link's latency, for every partition that starts.
     let (target_end, source_start, source_end) = tokio::try_join!(
-        list_offset(&ctx.target, topic, partition, OffsetSpec::Latest),
-        list_offset(&ctx.source, topic, partition, OffsetSpec::Earliest),
-        list_offset(&ctx.source, topic, partition, OffsetSpec::Latest),
+        list_offset(&ctx.target_offsets, topic, partition, OffsetSpec::Latest),
+        list_offset(&ctx.source_offsets, topic, partition, OffsetSpec::Earliest),
+        list_offset(&ctx.source_offsets, topic, partition, OffsetSpec::Latest),
     )?;
     if target_end > source_end {
         return Err(ReplicateError::Fatal(format!(
@@ -219,6 +229,7 @@ async fn run_once(ctx: &PartitionCtx, cancel: &CancellationToken) -> Result<(), 
              source lost data). Offsets cannot stay aligned; recreate the target topic empty and resume."
         )));
     }
+    drop(starting);
     info!(
         target_end,
         source_start, source_end, "resuming at the target log end"
@@ -317,18 +328,19 @@ async fn copy(
             return Ok(());
         }
         let next = attempt.transformer.next_offset();
-        let fetch = ctx.fetch.fetch(topic, partition, next, idle);
-        tokio::pin!(fetch);
-        let fetched = loop {
-            tokio::select! {
-                _ = cancel.cancelled() => break None,
-                r = &mut fetch => break Some(r),
-                // Caught up and waiting in the fetch session: every session
-                // answer without this partition confirms it is still in
-                // sync, which status shows as a fresh update.
-                _ = tokio::time::sleep(IDLE_CONFIRM), if idle => ctx.progress.update(|_| {}),
-            }
+        // Caught up and waiting in the fetch session: the progress
+        // publisher confirms the partition in sync while it waits, at no
+        // cost per partition.
+        if idle {
+            ctx.progress.set_waiting(true);
+        }
+        let fetched = tokio::select! {
+            _ = cancel.cancelled() => None,
+            r = ctx.fetch.fetch(topic, partition, next, idle) => Some(r),
         };
+        if idle {
+            ctx.progress.set_waiting(false);
+        }
         let Some(fetched) = fetched else { continue };
         let fetched = match fetched {
             Ok(f) => f,
@@ -397,19 +409,12 @@ async fn copy(
 }
 
 async fn list_offset(
-    cluster: &Cluster,
+    lookups: &OffsetLookups,
     topic: &str,
     partition: i32,
     spec: OffsetSpec,
 ) -> Result<i64, ReplicateError> {
-    let results = cluster.list_offsets(topic, &[partition], spec).await?;
-    match results.into_iter().find(|(p, _)| *p == partition) {
-        Some((_, Ok(offset))) => Ok(offset),
-        Some((_, Err(e))) => Err(e.into()),
-        None => Err(ReplicateError::Transient(format!(
-            "no ListOffsets answer for {topic}/{partition}"
-        ))),
-    }
+    Ok(lookups.get(topic, partition, spec).await?)
 }
 
 impl Attempt<'_> {
@@ -447,8 +452,20 @@ impl Attempt<'_> {
     /// while we were behind) or above its end (the source lost data).
     async fn handle_out_of_range(&mut self, next: i64) -> Result<(), ReplicateError> {
         let (topic, partition) = (self.ctx.key.topic.as_str(), self.ctx.key.partition);
-        let start = list_offset(&self.ctx.source, topic, partition, OffsetSpec::Earliest).await?;
-        let end = list_offset(&self.ctx.source, topic, partition, OffsetSpec::Latest).await?;
+        let start = list_offset(
+            &self.ctx.source_offsets,
+            topic,
+            partition,
+            OffsetSpec::Earliest,
+        )
+        .await?;
+        let end = list_offset(
+            &self.ctx.source_offsets,
+            topic,
+            partition,
+            OffsetSpec::Latest,
+        )
+        .await?;
         if next < start {
             self.fill_to(start, FillerReason::Lost).await?;
             self.drain().await

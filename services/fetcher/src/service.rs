@@ -12,6 +12,7 @@ use cutover_model::{
 };
 use cutover_retry::Policy;
 use cutover_telemetry::{Health, TraceContextLayer};
+use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
@@ -43,12 +44,25 @@ pub enum FetcherError {
 /// Delays between tries to join the fetcher group again after a lost lease.
 const REJOIN: Policy = Policy::new(Duration::from_millis(500), Duration::from_secs(10));
 
+/// Partitions starting at once (writer epoch, offset lookups).
+const STARTS_AT_ONCE: usize = 64;
+
+/// Least time between two balancing rounds.
+const REBALANCE_GAP: Duration = Duration::from_millis(100);
+
+/// Delays between balancing rounds after a failed one.
+const REBALANCE_RETRY: Policy = Policy::new(Duration::from_millis(200), Duration::from_secs(5));
+
 /// Delays between tries of a partition to connect its link's clusters.
 const CONNECT: Policy = Policy::new(Duration::from_millis(200), Duration::from_secs(10));
 
 /// etcd refuses transactions of more than 128 operations by default
 /// (`--max-txn-ops`).
 const PROGRESS_PER_TXN: usize = 128;
+
+/// Every this many progress publishes, all partitions are written, not
+/// only those that changed.
+const FULL_PUBLISH_EVERY: u64 = 10;
 
 struct Running {
     key: PartitionKey,
@@ -71,6 +85,10 @@ struct Fetcher {
     bandwidth: HashMap<String, Arc<LinkBandwidth>>,
     /// (link, topic) of the mirrors at the last balancing round.
     mirrors_seen: HashSet<(String, String)>,
+    /// Progress publishes so far.
+    publishes: u64,
+    /// Partitions starting at once (see `PartitionCtx::starts`).
+    starts: Arc<tokio::sync::Semaphore>,
 }
 
 /// Runs a fetcher until `shutdown` fires, then stops gracefully. A lost
@@ -152,7 +170,8 @@ pub async fn run(cfg: FetcherConfig, shutdown: CancellationToken) -> Result<(), 
             cutover_kafka::FetchOptions {
                 max_bytes: cfg.fetch_max_bytes,
                 partition_max_bytes: cfg.fetch_max_bytes.min(4 * 1024 * 1024),
-                // Never a broker-side long poll; see FetcherConfig::idle_poll_ms.
+                // Busy fetches never long-poll the broker (the connection is
+                // shared); caught-up partitions wait in fetch sessions.
                 max_wait: Duration::ZERO,
                 min_bytes: 1,
                 read_committed: true,
@@ -168,6 +187,8 @@ pub async fn run(cfg: FetcherConfig, shutdown: CancellationToken) -> Result<(), 
         running: HashMap::new(),
         bandwidth: HashMap::new(),
         mirrors_seen: HashSet::new(),
+        publishes: 0,
+        starts: Arc::new(tokio::sync::Semaphore::new(STARTS_AT_ONCE)),
     };
     let result = loop {
         match fetcher.main_loop(&shutdown).await {
@@ -286,32 +307,43 @@ impl Fetcher {
 
     async fn main_loop(&mut self, shutdown: &CancellationToken) -> Result<(), FetcherError> {
         let lost = self.session.lost();
+        // A safety net: balancing rounds run on changes in etcd (below).
         let mut rebalance = tokio::time::interval(self.cfg.rebalance_interval());
         rebalance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut progress = tokio::time::interval(self.cfg.progress_interval());
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Membership and mirror changes trigger a rebalance at once instead of at the next tick.
+        // Every change a balancing round depends on (members, links,
+        // mirrors, failures, ownership) triggers one, so nothing is re-read
+        // while nothing changes: thousands of partitions cost no work then.
         let watch_cancel = shutdown.child_token();
-        let (_, mut members_rx) = self
-            .coord
-            .watch_prefix("members/fetcher/", watch_cancel.clone())
-            .await?;
-        let (_, mut mirrors_rx) = self
-            .coord
-            .watch_prefix(keys::MIRRORS, watch_cancel.clone())
-            .await?;
-        let (_, mut failures_rx) = self
-            .coord
-            .watch_prefix(keys::FAILURES, watch_cancel.clone())
-            .await?;
+        let mut changes = Vec::new();
+        for prefix in [
+            "members/fetcher/".to_owned(),
+            keys::LINKS.to_owned(),
+            keys::MIRRORS.to_owned(),
+            keys::FAILURES.to_owned(),
+            cutover_coord::owner_key("fetch/"),
+        ] {
+            let (_, rx) = self
+                .coord
+                .watch_prefix(&prefix, watch_cancel.clone())
+                .await?;
+            changes.push(tokio_stream::wrappers::ReceiverStream::new(rx));
+        }
+        let mut changes = futures::stream::select_all(changes);
+        let mut due = true;
+        // Rounds are at least REBALANCE_GAP apart (a burst of changes, as
+        // when another fetcher claims its share, makes one round), and
+        // further after a failed one.
+        let mut next_round = tokio::time::Instant::now();
+        let mut retry = REBALANCE_RETRY.backoff();
         let result = loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
                 _ = lost.cancelled() => break Err(FetcherError::LeaseLost),
-                _ = rebalance.tick() => {}
-                Some(_) = members_rx.recv() => {}
-                Some(_) = mirrors_rx.recv() => {}
-                Some(_) = failures_rx.recv() => {}
+                _ = rebalance.tick() => due = true,
+                Some(_) = changes.next() => due = true,
+                _ = tokio::time::sleep_until(next_round), if due => {}
                 _ = progress.tick() => {
                     // Calls to an unreachable etcd take their whole timeout:
                     // a lost lease must not wait for them.
@@ -322,10 +354,23 @@ impl Fetcher {
                     continue;
                 }
             }
+            if !due || tokio::time::Instant::now() < next_round {
+                continue;
+            }
+            due = false;
             tokio::select! {
                 _ = lost.cancelled() => break Err(FetcherError::LeaseLost),
-                r = self.rebalance() => if let Err(e) = r {
-                    warn!(error = %e, "rebalance failed; retrying at the next tick");
+                r = self.rebalance() => match r {
+                    Ok(()) => {
+                        retry.reset();
+                        next_round = tokio::time::Instant::now() + REBALANCE_GAP;
+                    }
+                    Err(e) => {
+                        let delay = retry.next_delay();
+                        warn!(error = %e, retry_ms = delay.as_millis() as u64, "rebalance failed; retrying");
+                        due = true;
+                        next_round = tokio::time::Instant::now() + delay;
+                    }
                 },
             }
         };
@@ -358,7 +403,9 @@ impl Fetcher {
             .into_iter()
             .map(|(k, _)| format!("fetch/{}", k.trim_start_matches(keys::FAILURES)))
             .collect();
-        let mut desired: HashMap<String, (Link, MirrorTopic, i32)> = HashMap::new();
+        // Borrowed, not cloned per partition: thousands of partitions share
+        // a few links and mirrors.
+        let mut desired: HashMap<String, (&Link, &MirrorTopic, i32)> = HashMap::new();
         for m in &mirrors {
             let Some(link) = links.get(&m.link) else {
                 continue;
@@ -369,7 +416,7 @@ impl Fetcher {
             for p in 0..m.partitions {
                 let r = keys::fetch_resource(&m.link, &m.topic, p);
                 if !failed.contains(&r) {
-                    desired.insert(r, (link.clone(), m.clone(), p));
+                    desired.insert(r, (link, m, p));
                 }
             }
         }
@@ -401,7 +448,7 @@ impl Fetcher {
             if let Some((link, mirror, p)) = desired.get(&r) {
                 info!(resource = %r, settings = ?mirror.target, "target topic settings changed; restarting the partition with them");
                 self.stop(&r, false).await;
-                self.start(r.clone(), link.clone(), mirror.clone(), *p);
+                self.start(r.clone(), (*link).clone(), (*mirror).clone(), *p);
             }
         }
 
@@ -434,14 +481,20 @@ impl Fetcher {
             info!(resource = %r, "handing partition over for a fair share");
             self.stop(&r, true).await;
         }
-        for r in plan.claim {
-            if self.running.contains_key(&r) {
-                continue;
-            }
-            if cutover_coord::try_claim(&self.coord, &self.session, &r, &self.id).await? {
-                if let Some((link, mirror, p)) = desired.get(&r) {
-                    self.start(r.clone(), link.clone(), mirror.clone(), *p);
-                }
+        // Claims go to etcd a chunk per transaction: after a fetcher died,
+        // its partitions are claimed in a few round trips, not one each.
+        // (On an error, what was claimed before it starts with the owned
+        // partitions below, at the next round.)
+        let to_claim: Vec<String> = plan
+            .claim
+            .into_iter()
+            .filter(|r| !self.running.contains_key(r))
+            .collect();
+        let claimed =
+            cutover_coord::try_claim_many(&self.coord, &self.session, &to_claim, &self.id).await?;
+        for r in claimed {
+            if let Some((link, mirror, p)) = desired.get(&r) {
+                self.start(r.clone(), (*link).clone(), (*mirror).clone(), *p);
             }
         }
         // Partitions we own (e.g. from before a restart of the loop) but do
@@ -449,7 +502,7 @@ impl Fetcher {
         for (r, owner) in &owners {
             if owner == &self.id && !self.running.contains_key(r) && !released.contains(r) {
                 if let Some((link, mirror, p)) = desired.get(r) {
-                    self.start(r.clone(), link.clone(), mirror.clone(), *p);
+                    self.start(r.clone(), (*link).clone(), (*mirror).clone(), *p);
                 } else {
                     let _ = cutover_coord::release(&self.coord, r, &self.id).await;
                 }
@@ -479,7 +532,7 @@ impl Fetcher {
     fn share_bandwidth(
         &mut self,
         links: &HashMap<String, Link>,
-        desired: &HashMap<String, (Link, MirrorTopic, i32)>,
+        desired: &HashMap<String, (&Link, &MirrorTopic, i32)>,
     ) {
         self.bandwidth.retain(|name, _| links.contains_key(name));
         let mut partitions: HashMap<&str, usize> = HashMap::new();
@@ -532,6 +585,7 @@ impl Fetcher {
             self.metrics.clone(),
             self.id.clone(),
         );
+        let starts = self.starts.clone();
         let task_cancel = cancel.clone();
         let task_key = key.clone();
         let task_resource = resource.clone();
@@ -566,12 +620,15 @@ impl Fetcher {
                     source: clients.source,
                     target: clients.target,
                     fetch: clients.fetch,
+                    source_offsets: clients.source_offsets,
+                    target_offsets: clients.target_offsets,
                     coord,
                     session,
                     progress,
                     metrics,
                     bandwidth,
                     settings,
+                    starts,
                 };
                 replicator::run(ctx, task_cancel).await
             }
@@ -676,11 +733,18 @@ impl Fetcher {
         self.metrics.owned_partitions.set(self.running.len() as i64);
     }
 
+    /// Writes to etcd the progress that changed since the last publish,
+    /// and every `FULL_PUBLISH_EVERY` publishes all of it (caught-up
+    /// partitions then show when they were last confirmed in sync). A
+    /// fetcher of thousands of idle partitions then writes next to nothing.
     async fn publish_progress(&mut self) {
         self.reap_finished().await;
+        self.publishes = self.publishes.wrapping_add(1);
+        let all = self.publishes % FULL_PUBLISH_EVERY == 1;
+        let clusters = &self.clusters;
         let writes: Vec<cutover_coord::WriteOp> = self
             .board
-            .snapshot()
+            .to_publish(all, |link| clusters.confirmed_at_ms(link))
             .into_iter()
             .filter_map(|p| {
                 let key = keys::progress(&p.link, &p.topic, p.partition);
@@ -695,6 +759,7 @@ impl Fetcher {
         for chunk in writes.chunks(PROGRESS_PER_TXN) {
             if let Err(e) = self.coord.txn(&[], chunk).await {
                 warn!(error = %e, "could not publish progress");
+                self.board.republish_all();
                 return;
             }
         }

@@ -3,7 +3,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::{connect, etcd, next_event, TTL};
 use cutover_coord::{
-    list_members, owner_of, owners, plan_share, register_member, release, try_claim, WatchEvent,
+    list_members, owner_of, owners, plan_share, register_member, release, try_claim,
+    try_claim_many, WatchEvent,
 };
 
 const RES: &str = "fetch/link1/orders/0";
@@ -140,4 +141,40 @@ async fn members_converge_to_fair_shares_through_etcd() {
     assert_eq!(final_owners.len(), 5);
     let f1 = final_owners.values().filter(|o| *o == "f1").count();
     assert!(f1 == 2 || f1 == 3, "f1 owns {f1} of 5");
+}
+
+/// Claims in chunks of one transaction each: every free resource is
+/// claimed; a chunk holding one resource owned by someone else falls back
+/// to single claims, so only that one is refused; claiming again what one
+/// holds is idempotent.
+#[tokio::test]
+async fn claims_in_chunks_take_what_is_free_and_nothing_else() {
+    let etcd = etcd().await;
+    let coord = connect(etcd.endpoint()).await;
+    let s1 = coord.session(TTL, CancellationToken::new()).await.unwrap();
+    let s2 = coord.session(TTL, CancellationToken::new()).await.unwrap();
+    // More than one chunk (64 per transaction).
+    let all: Vec<String> = (0..150).map(|p| format!("fetch/many/t/{p}")).collect();
+    assert!(try_claim(&coord, &s2, &all[100], "f2").await.unwrap());
+
+    let mut got = try_claim_many(&coord, &s1, &all, "f1").await.unwrap();
+    got.sort();
+    let mut want: Vec<String> = all.iter().filter(|r| **r != all[100]).cloned().collect();
+    want.sort();
+    assert_eq!(got, want);
+    let owned = owners(&coord, "fetch/many/").await.unwrap();
+    assert_eq!(owned.len(), 150);
+    assert_eq!(owned.get(&all[100]).map(String::as_str), Some("f2"));
+    assert!(want
+        .iter()
+        .all(|r| owned.get(r).map(String::as_str) == Some("f1")));
+    // Again: the holder keeps everything it holds; the other gets nothing.
+    assert_eq!(
+        try_claim_many(&coord, &s1, &all, "f1").await.unwrap().len(),
+        149
+    );
+    assert_eq!(
+        try_claim_many(&coord, &s2, &all, "f2").await.unwrap(),
+        vec![all[100].clone()]
+    );
 }
