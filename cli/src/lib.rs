@@ -119,11 +119,14 @@ pub enum MirrorCmd {
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
+    /// Without it: every link, one summary line per mirror topic.
     #[arg(long)]
-    pub link: String,
+    pub link: Option<String>,
+    /// Topics of the link (default: all of them).
+    #[arg(requires = "link")]
     pub topics: Vec<String>,
     /// Keep refreshing until interrupted (or until in sync with --until-in-sync).
-    #[arg(long)]
+    #[arg(long, requires = "link")]
     pub watch: bool,
     /// With --watch: stop once every partition is in sync.
     #[arg(long, requires = "watch")]
@@ -136,8 +139,9 @@ pub struct StatusArgs {
 pub struct VerifyArgs {
     #[arg(long)]
     pub link: String,
+    /// The mirror topic to check (default: every mirror topic of the link).
     #[arg(long)]
-    pub topic: String,
+    pub topic: Option<String>,
     /// Partitions to check (repeatable; default all).
     #[arg(long = "partition")]
     pub partitions: Vec<i32>,
@@ -158,6 +162,8 @@ pub enum CliError {
     Api(#[from] tonic::Status),
     #[error("{0}")]
     Output(String),
+    #[error("link {link} mirrors no topic: nothing to verify (add some with `cutover mirror add --link {link} TOPIC`)")]
+    NoMirrors { link: String },
 }
 
 /// The trace context every request of this command carries, if any, and a
@@ -203,6 +209,7 @@ pub async fn run(cli: Cli) -> i32 {
                     CliError::Api(s) => format!("{:?}", s.code()),
                     CliError::Connect { .. } => "Unavailable".into(),
                     CliError::Output(_) => "Internal".into(),
+                    CliError::NoMirrors { .. } => "FailedPrecondition".into(),
                 };
                 println!(
                     "{}",
@@ -377,8 +384,30 @@ async fn execute(cli: &Cli, trace: Option<&TraceParent>) -> Result<i32, CliError
             }
         }
         Command::Status(a) => {
+            let Some(link) = &a.link else {
+                // Every link: one summary line per mirror topic.
+                let links = c
+                    .list_links(pb::ListLinksRequest {})
+                    .await?
+                    .into_inner()
+                    .links;
+                let mut statuses = Vec::with_capacity(links.len());
+                for l in &links {
+                    let req = pb::StatusRequest {
+                        link: l.name.clone(),
+                        topics: Vec::new(),
+                    };
+                    statuses.push(c.get_status(req).await?.into_inner());
+                }
+                if json {
+                    print_json(&render::summary_json(&statuses))?
+                } else {
+                    print!("{}", render::summary_text(&statuses))
+                }
+                return Ok(0);
+            };
             let req = pb::StatusRequest {
-                link: a.link.clone(),
+                link: link.clone(),
                 topics: a.topics.clone(),
             };
             if !a.watch {
@@ -422,23 +451,57 @@ async fn execute(cli: &Cli, trace: Option<&TraceParent>) -> Result<i32, CliError
             }
         }
         Command::Verify(a) => {
-            let r = c
-                .verify(pb::VerifyRequest {
+            let topics = match &a.topic {
+                Some(t) => vec![t.clone()],
+                // Every mirror topic of the link, one after the other.
+                None => c
+                    .list_mirrors(pb::ListMirrorsRequest {
+                        link: a.link.clone(),
+                    })
+                    .await?
+                    .into_inner()
+                    .mirrors
+                    .into_iter()
+                    .map(|m| m.topic)
+                    .collect(),
+            };
+            if topics.is_empty() {
+                return Err(CliError::NoMirrors {
                     link: a.link.clone(),
-                    topic: a.topic.clone(),
-                    partitions: a.partitions.clone(),
-                    from_offset: a.from,
-                    to_offset: a.to,
-                    max_records: a.max_records,
-                })
-                .await?
-                .into_inner();
-            if json {
-                print_json(&render::verify_json(&r))?
-            } else {
-                print!("{}", render::verify_text(&a.topic, &r))
+                });
             }
-            if !r.identical {
+            let mut results = Vec::with_capacity(topics.len());
+            for topic in &topics {
+                let r = c
+                    .verify(pb::VerifyRequest {
+                        link: a.link.clone(),
+                        topic: topic.clone(),
+                        partitions: a.partitions.clone(),
+                        from_offset: a.from,
+                        to_offset: a.to,
+                        max_records: a.max_records,
+                    })
+                    .await?
+                    .into_inner();
+                if !json {
+                    print!("{}", render::verify_text(topic, &r));
+                }
+                results.push((topic.clone(), r));
+            }
+            let identical = results.iter().all(|(_, r)| r.identical);
+            if json {
+                match (&a.topic, results.first()) {
+                    (Some(_), Some((_, r))) => print_json(&render::verify_json(r))?,
+                    _ => print_json(&render::verify_all_json(&results))?,
+                }
+            } else if a.topic.is_none() {
+                println!(
+                    "{} of {} topics identical",
+                    results.iter().filter(|(_, r)| r.identical).count(),
+                    results.len()
+                );
+            }
+            if !identical {
                 return Ok(1);
             }
         }

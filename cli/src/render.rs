@@ -141,6 +141,78 @@ pub fn status_json(s: &pb::StatusResponse) -> Value {
     })
 }
 
+/// One topic of a status in a line's worth of figures.
+struct Summary {
+    in_sync: usize,
+    failed: usize,
+    lost: usize,
+}
+
+fn summarize(t: &pb::TopicStatus) -> Summary {
+    let is = |p: &pb::PartitionStatus, s: pb::PartitionState| p.state == s as i32;
+    Summary {
+        in_sync: t
+            .partitions
+            .iter()
+            .filter(|p| is(p, pb::PartitionState::InSync) && p.lag == 0)
+            .count(),
+        failed: t
+            .partitions
+            .iter()
+            .filter(|p| is(p, pb::PartitionState::PartitionFailed))
+            .count(),
+        lost: t.partitions.iter().map(|p| p.lost.len()).sum(),
+    }
+}
+
+/// Every link's mirror topics, one line each (`cutover status` without
+/// `--link`).
+pub fn summary_text(statuses: &[pb::StatusResponse]) -> String {
+    let mut out = String::new();
+    let topics: Vec<&pb::TopicStatus> = statuses.iter().flat_map(|s| &s.topics).collect();
+    if topics.is_empty() {
+        out.push_str("no mirror topics; add some with `cutover mirror add --link LINK TOPIC`\n");
+    }
+    for t in topics {
+        let s = summarize(t);
+        let mut line = format!(
+            "{}/{}  {}  in sync {}/{}  lag={}",
+            t.link,
+            t.topic,
+            mirror_state(t.state),
+            s.in_sync,
+            t.partitions.len(),
+            t.total_lag
+        );
+        if s.failed > 0 {
+            line.push_str(&format!("  FAILED partitions: {}", s.failed));
+        }
+        if s.lost > 0 {
+            line.push_str(&format!("  LOST ranges: {}", s.lost));
+        }
+        if !t.reason.is_empty() {
+            line.push_str(&format!("  ({})", t.reason));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+pub fn summary_json(statuses: &[pb::StatusResponse]) -> Value {
+    json!({
+        "topics": statuses.iter().flat_map(|s| &s.topics).map(|t| {
+            let s = summarize(t);
+            json!({
+                "link": t.link, "topic": t.topic, "state": mirror_state(t.state),
+                "reason": t.reason, "partitions": t.partitions.len(),
+                "in_sync": s.in_sync, "failed": s.failed, "lost_ranges": s.lost,
+                "total_lag": t.total_lag,
+            })
+        }).collect::<Vec<_>>(),
+    })
+}
+
 pub fn all_in_sync(s: &pb::StatusResponse) -> bool {
     s.topics.iter().all(|t| {
         t.partitions
@@ -192,6 +264,18 @@ pub fn verify_json(r: &pb::VerifyResponse) -> Value {
             "compacted_on_one_side": p.compacted_on_one_side,
             "first_difference": p.first_difference, "first_difference_offset": p.first_difference_offset,
         })).collect::<Vec<_>>(),
+    })
+}
+
+/// `cutover verify` of every mirror topic of a link.
+pub fn verify_all_json(results: &[(String, pb::VerifyResponse)]) -> Value {
+    json!({
+        "identical": results.iter().all(|(_, r)| r.identical),
+        "topics": results.iter().map(|(t, r)| {
+            let mut v = verify_json(r);
+            v["topic"] = json!(t);
+            v
+        }).collect::<Vec<_>>(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! The CLI as an operator uses it beyond the basics: choosing topics by
-//! pattern (dry run first), watching status until in sync, and `verify`
-//! finding a record that differs.
+//! pattern (dry run first), watching status until in sync, `verify`
+//! finding a record that differs, and status and verify without naming a
+//! link or a topic.
 //!
 //! Broker: librdkafka's mock cluster, because CLI behaviour, not broker behaviour.
 
@@ -27,6 +28,7 @@ fn topics_of(v: &Value) -> Vec<String> {
 #[test]
 fn patterns_select_topics_watch_ends_in_sync_and_verify_reports_the_first_difference() -> Result<()>
 {
+    // (Also: status of every link, verify of every topic of a link.)
     let bed = Bed::start("operator_cli")?;
     for t in ["orders.eu", "orders.us", "orders.tmp", "payments"] {
         bed.clusters.create_topic_both(t, 2)?;
@@ -131,5 +133,78 @@ fn patterns_select_topics_watch_ends_in_sync_and_verify_reports_the_first_differ
     let (code, out, _) = cutover.cli_raw(&["verify", "--link", "l1", "--topic", "orders.eu"])?;
     assert_eq!(code, 1);
     assert!(out.contains("300"), "{out}");
+
+    // Without --topic, verify checks every mirror topic of the link.
+    let (code, out, err) = cutover.cli_raw(&["--json", "verify", "--link", "l1"])?;
+    assert_eq!(code, 1, "one topic differs: {out} {err}");
+    let all: Value = serde_json::from_str(out.trim())?;
+    assert_eq!(all["identical"], false, "{all:#}");
+    let by_topic: Vec<(String, bool)> = all["topics"]
+        .as_array()
+        .context("no topics")?
+        .iter()
+        .map(|t| {
+            (
+                t["topic"].as_str().unwrap_or_default().to_owned(),
+                t["identical"] == true,
+            )
+        })
+        .collect();
+    let mut by_topic = by_topic;
+    by_topic.sort();
+    assert_eq!(
+        by_topic,
+        [
+            ("orders.eu".to_owned(), false),
+            ("orders.us".to_owned(), true)
+        ]
+    );
+    let (code, out, _) = cutover.cli_raw(&["verify", "--link", "l1"])?;
+    assert_eq!(code, 1);
+    assert!(out.contains("1 of 2 topics identical"), "{out}");
+
+    // Without --link, status shows every link, one line per mirror topic.
+    cutover.create_link(&bed, "l2", &[])?;
+    cutover.cli_json(&["mirror", "add", "--link", "l2", "payments"])?;
+    let summary = cutover.cli_json(&["status"])?;
+    let mut lines: Vec<(String, String, String)> = summary["topics"]
+        .as_array()
+        .context("no topics")?
+        .iter()
+        .map(|t| {
+            let s = |k: &str| t[k].as_str().unwrap_or_default().to_owned();
+            (s("link"), s("topic"), s("state"))
+        })
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            ("l1".into(), "orders.eu".into(), "PAUSED".into()),
+            ("l1".into(), "orders.us".into(), "MIRRORING".into()),
+            ("l2".into(), "payments".into(), "MIRRORING".into()),
+        ],
+        "{summary:#}"
+    );
+    let us = summary["topics"]
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["topic"] == "orders.us"))
+        .context("orders.us")?;
+    assert_eq!(
+        (us["partitions"].as_u64(), us["in_sync"].as_u64()),
+        (Some(2), Some(2)),
+        "{us:#}"
+    );
+    let (code, out, err) = cutover.cli_raw(&["status"])?;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("l2/payments  MIRRORING")),
+        "{out}"
+    );
+    // Topics without a link are refused, saying so.
+    let (code, _, err) = cutover.cli_raw(&["status", "orders.eu"])?;
+    assert_ne!(code, 0);
+    assert!(err.contains("--link"), "{err}");
     Ok(())
 }
