@@ -180,6 +180,10 @@ fn main() -> Result<()> {
         .first()
         .ok_or_else(|| anyhow!("no fetcher"))?;
     let victim_id = victim.id.clone();
+    let busy_set: std::collections::BTreeSet<(String, i64)> = busy
+        .iter()
+        .map(|(t, p)| (t.clone(), i64::from(*p)))
+        .collect();
     // The partitions it copies, as (topic, partition).
     let before = cutover.cli_json(&["status", "--link", "scale"])?;
     let victims: std::collections::BTreeSet<(String, i64)> = topic_partitions(&before)
@@ -195,11 +199,15 @@ fn main() -> Result<()> {
     let mut owned_after: Option<f64> = None;
     let status = loop {
         let s = cutover.cli_json(&["status", "--link", "scale"])?;
-        let theirs: Vec<&Value> = topic_partitions(&s)
+        let theirs: Vec<Value> = topic_partitions(&s)
             .filter(|(t, p)| {
                 victims.contains(&((*t).to_owned(), p["partition"].as_i64().unwrap_or(-1)))
             })
-            .map(|(_, p)| p)
+            .map(|(t, p)| {
+                let mut p = p.clone();
+                p["topic"] = Value::from(t);
+                p
+            })
             .collect();
         let owned = theirs.len() == victims.len()
             && theirs.iter().all(|p| {
@@ -210,9 +218,21 @@ fn main() -> Result<()> {
         if owned && owned_after.is_none() {
             owned_after = Some(t.elapsed().as_secs_f64());
         }
+        // A new owner's first report (the owner alone) can come before the
+        // partition resumed: idle partitions must be reported in sync
+        // (only a resumed partition is), busy ones catching up from the
+        // source's log end the new owner looked up.
         let copying = owned
             && theirs.iter().all(|p| {
-                (p["state"] == "IN_SYNC" || p["state"] == "SYNCING")
+                let busy_one = busy_set.contains(&(
+                    p["topic"].as_str().unwrap_or_default().to_owned(),
+                    p["partition"].as_i64().unwrap_or(-1),
+                ));
+                let resumed = p["state"] == "IN_SYNC"
+                    || (busy_one
+                        && p["state"] == "SYNCING"
+                        && p["source_log_end"].as_i64().is_some_and(|e| e > 0));
+                resumed
                     && p["error"].as_str().is_some_and(str::is_empty)
                     && p["updated_at_ms"].as_i64().is_some_and(|u| u >= since)
             });
