@@ -574,20 +574,20 @@ impl Inner {
     }
 
     /// `f` of the topic's cached metadata, unless it is missing or stale.
-    fn with_cached_topic<R>(&self, topic: &str, f: impl FnOnce(&TopicMetadata) -> R) -> Option<R> {
+    fn with_cached_topic<R>(
+        &self,
+        topic: &str,
+        f: impl FnOnce(&Arc<TopicMetadata>) -> R,
+    ) -> Option<R> {
         let meta = read(&self.meta);
         if meta.stale.contains(topic) {
             return None;
         }
-        meta.topics.get(topic).map(|t| f(t))
+        meta.topics.get(topic).map(f)
     }
 
     fn cached_topic(&self, topic: &str) -> Option<Arc<TopicMetadata>> {
-        let meta = read(&self.meta);
-        if meta.stale.contains(topic) {
-            return None;
-        }
-        meta.topics.get(topic).cloned()
+        self.with_cached_topic(topic, Arc::clone)
     }
 
     /// The leader of a partition as the metadata cache knows it, without

@@ -38,6 +38,71 @@ type LeaderGroups = HashMap<String, (Arc<Connection>, Vec<(i32, i32)>)>;
 /// an id (metadata older than v10) stay below.
 pub(crate) const LAST_VERSION_WITH_NAMES: i16 = 12;
 
+/// The topics of one Fetch request: one `FetchTopic` per topic (by id from
+/// v13, else by name), in order of first appearance.
+pub(crate) struct FetchTopics<'a> {
+    version: i16,
+    topics: Vec<FetchTopic>,
+    slot_of: HashMap<&'a str, usize>,
+}
+
+impl<'a> FetchTopics<'a> {
+    pub(crate) fn new(version: i16) -> Self {
+        FetchTopics {
+            version,
+            topics: Vec::new(),
+            slot_of: HashMap::new(),
+        }
+    }
+
+    /// Adds a partition to fetch; returns the slot of its topic.
+    pub(crate) fn push(
+        &mut self,
+        topic: &'a str,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        offset: i64,
+        max_bytes: i32,
+    ) -> usize {
+        let (version, topics) = (self.version, &mut self.topics);
+        let slot = *self.slot_of.entry(topic).or_insert_with(|| {
+            let mut t = FetchTopic::default();
+            if version > LAST_VERSION_WITH_NAMES {
+                t.topic_id = topic_id;
+            } else {
+                t.topic = topic_name(topic);
+            }
+            topics.push(t);
+            topics.len() - 1
+        });
+        let mut fp = FetchPartition::default();
+        fp.partition = partition;
+        if version >= 9 {
+            fp.current_leader_epoch = leader_epoch;
+        }
+        fp.fetch_offset = offset;
+        fp.partition_max_bytes = max_bytes;
+        if let Some(t) = self.topics.get_mut(slot) {
+            t.partitions.push(fp);
+        }
+        slot
+    }
+
+    /// The request: `opts`' limits, in the session `(id, epoch)`; `(0, -1)`
+    /// is a one-off fetch outside any session.
+    pub(crate) fn request(self, opts: &FetchOptions, session: (i32, i32)) -> FetchRequest {
+        let mut req = FetchRequest::default();
+        req.max_wait_ms = millis(opts.max_wait);
+        req.min_bytes = opts.min_bytes;
+        req.max_bytes = opts.max_bytes;
+        req.isolation_level = i8::from(opts.read_committed);
+        (req.session_id, req.session_epoch) = session;
+        req.topics = self.topics;
+        req
+    }
+}
+
 fn missing(what: &str, broker: &str) -> KafkaError {
     KafkaError::Protocol(format!("broker {broker} answered without {what}"))
 }
@@ -467,43 +532,22 @@ impl Inner {
         }
         let by_id = version > LAST_VERSION_WITH_NAMES;
 
-        // One FetchTopic per topic, in order of first appearance; `slots`
-        // maps each of `parts` to its FetchTopic.
-        let mut topics: Vec<FetchTopic> = Vec::new();
-        let mut topic_slot: HashMap<&str, usize> = HashMap::new();
-        let mut slots: Vec<usize> = Vec::with_capacity(parts.len());
-        for p in parts {
-            let mut fp = FetchPartition::default();
-            fp.partition = p.want.partition;
-            if version >= 9 {
-                fp.current_leader_epoch = p.leader_epoch;
-            }
-            fp.fetch_offset = p.want.offset;
-            fp.partition_max_bytes = opts.partition_max_bytes;
-            let slot = *topic_slot.entry(p.want.topic).or_insert_with(|| {
-                let mut t = FetchTopic::default();
-                if by_id {
-                    t.topic_id = p.topic_id;
-                } else {
-                    t.topic = topic_name(p.want.topic);
-                }
-                topics.push(t);
-                topics.len() - 1
-            });
-            if let Some(t) = topics.get_mut(slot) {
-                t.partitions.push(fp);
-            }
-            slots.push(slot);
-        }
-        let mut req = FetchRequest::default();
-        req.max_wait_ms = millis(opts.max_wait);
-        req.min_bytes = opts.min_bytes;
-        req.max_bytes = opts.max_bytes;
-        req.isolation_level = i8::from(opts.read_committed);
-        // session_id 0 with epoch -1: a one-off fetch outside any session.
-        req.session_id = 0;
-        req.session_epoch = -1;
-        req.topics = topics;
+        // `slots` maps each of `parts` to its FetchTopic.
+        let mut topics = FetchTopics::new(version);
+        let slots: Vec<usize> = parts
+            .iter()
+            .map(|p| {
+                topics.push(
+                    p.want.topic,
+                    p.topic_id,
+                    p.want.partition,
+                    p.leader_epoch,
+                    p.want.offset,
+                    opts.partition_max_bytes,
+                )
+            })
+            .collect();
+        let req = topics.request(opts, (0, -1));
 
         let timeout = self.config.request_timeout + opts.max_wait;
         let resp: FetchResponse = conn.request(ApiKey::Fetch, version, &req, timeout).await?;

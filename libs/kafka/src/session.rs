@@ -14,12 +14,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
-use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_request::ForgottenTopic;
+use kafka_protocol::messages::{ApiKey, FetchResponse};
 use tracing::debug;
 
-use crate::cluster::{millis, topic_name, unknown_topic, Cluster};
-use crate::data::{fetched, LAST_VERSION_WITH_NAMES};
+use crate::cluster::{topic_name, unknown_topic, Cluster};
+use crate::data::{fetched, FetchTopics, LAST_VERSION_WITH_NAMES};
 use crate::error::KafkaError;
 use crate::types::{FetchOptions, FetchResultPartition, Uuid};
 
@@ -307,29 +307,16 @@ impl Cluster {
         }
         let sessions = version >= FIRST_SESSION_VERSION;
 
-        let mut topics_req: Vec<FetchTopic> = Vec::new();
-        let mut slot_of: HashMap<&str, usize> = HashMap::new();
+        let mut topics = FetchTopics::new(version);
         for s in &send {
-            let slot = *slot_of.entry(s.key.0.as_str()).or_insert_with(|| {
-                let mut t = FetchTopic::default();
-                if by_id {
-                    t.topic_id = s.topic_id;
-                } else {
-                    t.topic = topic_name(&s.key.0);
-                }
-                topics_req.push(t);
-                topics_req.len() - 1
-            });
-            let mut fp = FetchPartition::default();
-            fp.partition = s.key.1;
-            if version >= 9 {
-                fp.current_leader_epoch = s.leader_epoch;
-            }
-            fp.fetch_offset = s.offset;
-            fp.partition_max_bytes = opts.partition_max_bytes;
-            if let Some(t) = topics_req.get_mut(slot) {
-                t.partitions.push(fp);
-            }
+            topics.push(
+                &s.key.0,
+                s.topic_id,
+                s.key.1,
+                s.leader_epoch,
+                s.offset,
+                opts.partition_max_bytes,
+            );
         }
         let mut forgotten_req: Vec<ForgottenTopic> = Vec::new();
         for ((topic, partition), topic_id) in &forgotten {
@@ -355,19 +342,14 @@ impl Cluster {
             }
         }
 
-        let mut req = FetchRequest::default();
-        req.max_wait_ms = millis(opts.max_wait);
-        req.min_bytes = opts.min_bytes;
-        req.max_bytes = opts.max_bytes;
-        req.isolation_level = i8::from(opts.read_committed);
-        if sessions {
-            req.session_id = session.id;
-            req.session_epoch = session.epoch;
-        } else {
-            req.session_id = 0;
-            req.session_epoch = -1;
-        }
-        req.topics = topics_req;
+        let mut req = topics.request(
+            opts,
+            if sessions {
+                (session.id, session.epoch)
+            } else {
+                (0, -1)
+            },
+        );
         req.forgotten_topics_data = forgotten_req;
         if full {
             session.full_requests += 1;
