@@ -218,9 +218,10 @@ async fn run_once(ctx: &PartitionCtx, cancel: &CancellationToken) -> Result<(), 
     // One round trip instead of three: on a remote target or source each
     // lookup costs the link's latency, for every partition that starts.
     let (target_end, source_start, source_end) = tokio::try_join!(
-        list_offset(&ctx.target_offsets, topic, partition, OffsetSpec::Latest),
-        list_offset(&ctx.source_offsets, topic, partition, OffsetSpec::Earliest),
-        list_offset(&ctx.source_offsets, topic, partition, OffsetSpec::Latest),
+        ctx.target_offsets.get(topic, partition, OffsetSpec::Latest),
+        ctx.source_offsets
+            .get(topic, partition, OffsetSpec::Earliest),
+        ctx.source_offsets.get(topic, partition, OffsetSpec::Latest),
     )?;
     if target_end > source_end {
         return Err(ReplicateError::Fatal(format!(
@@ -408,15 +409,6 @@ async fn copy(
     }
 }
 
-async fn list_offset(
-    lookups: &OffsetLookups,
-    topic: &str,
-    partition: i32,
-    spec: OffsetSpec,
-) -> Result<i64, ReplicateError> {
-    Ok(lookups.get(topic, partition, spec).await?)
-}
-
 impl Attempt<'_> {
     async fn fill_to(&mut self, to: i64, reason: FillerReason) -> Result<(), ReplicateError> {
         let from = self.transformer.next_offset();
@@ -452,20 +444,9 @@ impl Attempt<'_> {
     /// while we were behind) or above its end (the source lost data).
     async fn handle_out_of_range(&mut self, next: i64) -> Result<(), ReplicateError> {
         let (topic, partition) = (self.ctx.key.topic.as_str(), self.ctx.key.partition);
-        let start = list_offset(
-            &self.ctx.source_offsets,
-            topic,
-            partition,
-            OffsetSpec::Earliest,
-        )
-        .await?;
-        let end = list_offset(
-            &self.ctx.source_offsets,
-            topic,
-            partition,
-            OffsetSpec::Latest,
-        )
-        .await?;
+        let offsets = &self.ctx.source_offsets;
+        let start = offsets.get(topic, partition, OffsetSpec::Earliest).await?;
+        let end = offsets.get(topic, partition, OffsetSpec::Latest).await?;
         if next < start {
             self.fill_to(start, FillerReason::Lost).await?;
             self.drain().await
