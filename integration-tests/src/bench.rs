@@ -27,6 +27,38 @@ use crate::records::{Codec, SplitMix64};
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`;
 /// 100 on every mainstream Linux, used if `getconf` is missing).
+/// Writes a benchmark's JSON report to `path`, or by default to
+/// `target/bench/<file>`, and says where (with the run's wall time).
+pub fn write_report(
+    path: Option<&std::path::Path>,
+    file: &str,
+    report: &serde_json::Value,
+    started: Instant,
+) -> Result<std::path::PathBuf> {
+    let path = match path {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let profile = crate::profile_dir()?;
+            profile
+                .parent()
+                .ok_or_else(|| anyhow!("{} has no parent dir", profile.display()))?
+                .join("bench")
+                .join(file)
+        }
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(report)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "\nJSON: {}  (whole run {:.0} s)",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(path)
+}
+
 pub fn clock_ticks_per_sec() -> u64 {
     static TICKS: OnceLock<u64> = OnceLock::new();
     *TICKS.get_or_init(|| {

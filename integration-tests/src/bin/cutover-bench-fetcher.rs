@@ -30,10 +30,10 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 use cutover_integration_tests::bench::{
     calibrate_records_per_batch, process_cpu, process_cpu_times, run_baseline, scan_batches,
-    total_end, write_source, BaselineOutcome, BaselineSpec, BatchStats,
+    total_end, write_report, write_source, BaselineOutcome, BaselineSpec, BatchStats,
 };
 use cutover_integration_tests::cutover::Cutover;
-use cutover_integration_tests::{profile_dir, Bed, Codec, Side};
+use cutover_integration_tests::{Bed, Codec, Side};
 use cutover_kafka::{Cluster, ClusterConfig};
 use serde_json::{json, Value};
 
@@ -269,13 +269,6 @@ fn bench(args: &Args) -> Result<()> {
         .map(|(scenario, rows)| Summary { scenario, rows })
         .collect();
     print_table(&summaries);
-    let path = match &args.json {
-        Some(p) => p.clone(),
-        None => target_dir()?.join("bench").join("fetcher.json"),
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     let report = json!({
         "machine": machine,
         "partitions": args.partitions,
@@ -288,23 +281,8 @@ fn bench(args: &Args) -> Result<()> {
         "runs": runs,
         "scenarios": summaries.iter().map(summary_json).collect::<Vec<_>>(),
     });
-    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))?;
-    println!(
-        "\nJSON: {}  (whole run {:.0} s)",
-        path.display(),
-        started.elapsed().as_secs_f64()
-    );
+    write_report(args.json.as_deref(), "fetcher.json", &report, started)?;
     Ok(())
-}
-
-/// `target/` (the parent of the running profile's directory).
-fn target_dir() -> Result<PathBuf> {
-    let profile = profile_dir()?;
-    profile
-        .parent()
-        .map(PathBuf::from)
-        .ok_or_else(|| anyhow!("{} has no parent dir", profile.display()))
 }
 
 fn machine() -> Value {

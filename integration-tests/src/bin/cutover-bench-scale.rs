@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Parser;
-use cutover_integration_tests::bench::process_cpu;
+use cutover_integration_tests::bench::{process_cpu, write_report};
 use cutover_integration_tests::cutover::{owners, Cutover};
 use cutover_integration_tests::{
-    profile_dir, KafkaOptions, LoadGenerator, ProduceMode, ProduceSpec, RealBed, Side, TestBed,
+    KafkaOptions, LoadGenerator, ProduceMode, ProduceSpec, RealBed, Side, TestBed,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -290,22 +290,7 @@ fn main() -> Result<()> {
         "load_failed": report.total_failed(),
         "total_secs": started.elapsed().as_secs_f64(),
     });
-    let path = match &args.json {
-        Some(p) => p.clone(),
-        None => profile_dir()?
-            .parent()
-            .ok_or_else(|| anyhow!("no target dir"))?
-            .join("bench/scale.json"),
-    };
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
-    std::fs::write(&path, serde_json::to_string_pretty(&out)? + "\n")?;
-    println!(
-        "JSON: {}  (whole run {:.0} s)",
-        path.display(),
-        started.elapsed().as_secs_f64()
-    );
+    write_report(args.json.as_deref(), "scale.json", &out, started)?;
     Ok(())
 }
 
@@ -354,11 +339,7 @@ fn topic_partitions(status: &Value) -> impl Iterator<Item = (&str, &Value)> {
 }
 
 fn partitions(status: &Value) -> impl Iterator<Item = &Value> {
-    status["topics"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|t| t["partitions"].as_array().into_iter().flatten())
+    topic_partitions(status).map(|(_, p)| p)
 }
 
 fn wait_all_in_sync(cutover: &Cutover, total: usize, timeout: Duration) -> Result<Value> {

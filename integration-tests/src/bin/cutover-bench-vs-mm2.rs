@@ -35,12 +35,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Parser;
 use cutover_integration_tests::bench::{
-    calibrate_records_per_batch, process_cpu_times, scan_batches, total_end, write_source,
-    BatchStats, CpuTimes,
+    calibrate_records_per_batch, process_cpu_times, scan_batches, total_end, write_report,
+    write_source, BatchStats, CpuTimes,
 };
 use cutover_integration_tests::cutover::Cutover;
 use cutover_integration_tests::{
-    profile_dir, Codec, KafkaDist, KafkaOptions, RealBed, ServiceProcess, Side, TestBed,
+    Codec, KafkaDist, KafkaOptions, RealBed, ServiceProcess, Side, TestBed,
 };
 use cutover_kafka::{Cluster, ClusterConfig, FetchOptions, FetchRequestPartition};
 use serde_json::{json, Value};
@@ -142,13 +142,6 @@ fn main() -> Result<()> {
             .push(run_scenario(sc, &args, &rt).with_context(|| format!("scenario {}", sc.name))?);
     }
     print_table(&outcomes);
-    let path = match &args.json {
-        Some(p) => p.clone(),
-        None => target_dir()?.join("bench").join("vs-mm2.json"),
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     let report = json!({
         "partitions": args.partitions,
         "mb_per_scenario": args.mb,
@@ -157,22 +150,8 @@ fn main() -> Result<()> {
         "total_secs": started.elapsed().as_secs_f64(),
         "scenarios": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
     });
-    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))?;
-    println!(
-        "\nJSON: {}  (whole run {:.0} s)",
-        path.display(),
-        started.elapsed().as_secs_f64()
-    );
+    write_report(args.json.as_deref(), "vs-mm2.json", &report, started)?;
     Ok(())
-}
-
-fn target_dir() -> Result<PathBuf> {
-    let profile = profile_dir()?;
-    profile
-        .parent()
-        .map(PathBuf::from)
-        .ok_or_else(|| anyhow!("{} has no parent dir", profile.display()))
 }
 
 fn run_scenario(sc: &Scenario, args: &Args, rt: &tokio::runtime::Runtime) -> Result<Outcome> {
