@@ -197,7 +197,7 @@ fn main() -> Result<()> {
     // then every one copying again: reported by its new owner since the
     // kill, in sync or catching up (the busy ones), without an error.
     let mut owned_after: Option<f64> = None;
-    let status = loop {
+    let (status, resumed) = loop {
         let s = cutover.cli_json(&["status", "--link", "scale"])?;
         let theirs: Vec<Value> = topic_partitions(&s)
             .filter(|(t, p)| {
@@ -237,7 +237,16 @@ fn main() -> Result<()> {
                     && p["updated_at_ms"].as_i64().is_some_and(|u| u >= since)
             });
         if copying {
-            break s;
+            // When the last of them resumed by its new owner's report (a
+            // busy one's report can be later than its resume, so this is
+            // an upper bound); the status poll itself adds up to a
+            // second on this machine.
+            let resumed_at = theirs
+                .iter()
+                .filter_map(|p| p["updated_at_ms"].as_i64())
+                .max()
+                .unwrap_or(since);
+            break (s, (resumed_at - since) as f64 / 1000.0);
         }
         if t.elapsed() > Duration::from_secs(120) {
             bail!("the killed fetcher's partitions were not taken over within 120 s");
@@ -250,7 +259,8 @@ fn main() -> Result<()> {
     let owned_after = owned_after.unwrap_or(takeover);
     println!(
         "takeover after kill -9 of {victim_id} ({} partitions): owned by live fetchers after \
-         {owned_after:.1} s, copying again after {takeover:.1} s (lease {} s); owners now {:?}",
+         {owned_after:.1} s, every one copying again after {resumed:.1} s by its new owner's \
+         report, seen in status after {takeover:.1} s (lease {} s); owners now {:?}",
         victims.len(),
         args.lease_secs,
         owners(&status)
@@ -286,6 +296,9 @@ fn main() -> Result<()> {
         "baseline_delay_ms": {"p50": percentile(&baseline, 0.50), "p99": percentile(&baseline, 0.99), "probes": baseline.len()},
         "takeover_secs": takeover,
         "takeover_owned_secs": owned_after,
+        "takeover_resumed_secs": resumed,
+        // To line the fetchers' logs up with the kill.
+        "killed_at_ms": since,
         "load_acked": report.total_acked(),
         "load_failed": report.total_failed(),
         "total_secs": started.elapsed().as_secs_f64(),

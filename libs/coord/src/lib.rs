@@ -33,7 +33,8 @@ pub use session::{fence_after, fence_margin, Renewal, Session, RENEWALS_PER_TTL}
 pub use share::{plan_share, SharePlan};
 pub use watch::{KeyValue, Snapshot, WatchEvent, WATCH_CHANNEL_CAPACITY};
 pub use writer::{
-    bump_writer_epoch, bump_writer_epoch_with, writer_identity, writer_key, WriterIdentity,
+    bump_writer_epoch, bump_writer_epoch_with, bump_writer_epochs, writer_identity, writer_key,
+    WriterIdentity, BUMPS_PER_TXN,
 };
 
 /// Re-exported so callers can use the raw client without a direct dependency.

@@ -1,6 +1,6 @@
 use std::future::Future;
 
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -67,46 +67,12 @@ pub async fn bump_writer_epoch(
     for _ in 0..MAX_ATTEMPTS {
         session.ensure_alive()?;
         let current = coord.get_raw(&writer_full, None).await?;
-        let (next, guard) = match current.kvs().first() {
-            None => match new_producer_id {
-                Some(pid) => (
-                    WriterIdentity {
-                        producer_id: pid,
-                        producer_epoch: 0,
-                    },
-                    Compare::create_revision(writer_full.clone(), CompareOp::Equal, 0),
-                ),
-                None => {
-                    return Err(CoordError::NoWriterIdentity {
-                        resource: resource.to_owned(),
-                    })
-                }
-            },
-            Some(kv) => {
-                let stored: WriterIdentity = decode(&writer_full, kv.value())?;
-                let next = match stored.producer_epoch.checked_add(1) {
-                    Some(epoch) => WriterIdentity {
-                        producer_id: stored.producer_id,
-                        producer_epoch: epoch,
-                    },
-                    None => match new_producer_id {
-                        Some(pid) if pid != stored.producer_id => WriterIdentity {
-                            producer_id: pid,
-                            producer_epoch: 0,
-                        },
-                        _ => {
-                            return Err(CoordError::EpochExhausted {
-                                resource: resource.to_owned(),
-                            })
-                        }
-                    },
-                };
-                (
-                    next,
-                    Compare::mod_revision(writer_full.clone(), CompareOp::Equal, kv.mod_revision()),
-                )
-            }
-        };
+        let (next, guard) = next_identity(
+            resource,
+            &writer_full,
+            current.kvs().first(),
+            new_producer_id,
+        )?;
         let txn = Txn::new()
             .when([
                 Compare::value(owner_full.clone(), CompareOp::Equal, owner),
@@ -144,6 +110,150 @@ pub async fn bump_writer_epoch(
         key: writer_full,
         attempts: MAX_ATTEMPTS,
     })
+}
+
+/// The identity after `stored` (the writer key's current value, if any)
+/// and the compare that makes the write conditional on it not having moved.
+fn next_identity(
+    resource: &str,
+    writer_full: &str,
+    stored: Option<&etcd_client::KeyValue>,
+    new_producer_id: Option<i64>,
+) -> Result<(WriterIdentity, Compare), CoordError> {
+    let Some(kv) = stored else {
+        return match new_producer_id {
+            Some(pid) => Ok((
+                WriterIdentity {
+                    producer_id: pid,
+                    producer_epoch: 0,
+                },
+                Compare::create_revision(writer_full, CompareOp::Equal, 0),
+            )),
+            None => Err(CoordError::NoWriterIdentity {
+                resource: resource.to_owned(),
+            }),
+        };
+    };
+    let stored: WriterIdentity = decode(writer_full, kv.value())?;
+    let next = match stored.producer_epoch.checked_add(1) {
+        Some(epoch) => WriterIdentity {
+            producer_id: stored.producer_id,
+            producer_epoch: epoch,
+        },
+        None => match new_producer_id {
+            Some(pid) if pid != stored.producer_id => WriterIdentity {
+                producer_id: pid,
+                producer_epoch: 0,
+            },
+            _ => {
+                return Err(CoordError::EpochExhausted {
+                    resource: resource.to_owned(),
+                })
+            }
+        },
+    };
+    Ok((
+        next,
+        Compare::mod_revision(writer_full, CompareOp::Equal, kv.mod_revision()),
+    ))
+}
+
+/// Writer epochs bumped per etcd transaction by [`bump_writer_epochs`]:
+/// three compares each, below etcd's default limit of 128 operations.
+pub const BUMPS_PER_TXN: usize = 32;
+
+/// [`bump_writer_epoch`] for many `(resource, new_producer_id)` owned by
+/// `owner`, in two etcd round trips per [`BUMPS_PER_TXN`] instead of two
+/// per resource: taking over thousands of partitions after a fetcher died
+/// otherwise spends seconds in etcd.
+///
+/// One result per resource, in order, each what [`bump_writer_epoch`]
+/// would have returned (`NoWriterIdentity` / `EpochExhausted` for those
+/// that need a producer id allocated and passed in). When a chunk's
+/// transaction fails (a resource changed owner, or its writer key moved),
+/// that chunk is done one resource at a time. The outer error is one that
+/// ends the whole batch (etcd unreachable, lease lost); epochs bumped
+/// before it are harmless, as every attempt takes a new one anyway.
+pub async fn bump_writer_epochs(
+    coord: &Coord,
+    session: &Session,
+    bumps: &[(String, Option<i64>)],
+    owner: &str,
+) -> Result<Vec<Result<WriterIdentity, CoordError>>, CoordError> {
+    let mut results = Vec::with_capacity(bumps.len());
+    for chunk in bumps.chunks(BUMPS_PER_TXN) {
+        session.ensure_alive()?;
+        let writer_keys: Vec<String> = chunk
+            .iter()
+            .map(|(r, _)| coord.key(&writer_key(r)))
+            .collect();
+        let read = coord
+            .txn_raw(
+                "read writer identities",
+                Txn::new().and_then(
+                    writer_keys
+                        .iter()
+                        .map(|k| TxnOp::get(k.as_str(), None))
+                        .collect::<Vec<_>>(),
+                ),
+            )
+            .await?;
+        let stored = read.op_responses().into_iter().map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+            _ => None,
+        });
+        let mut compares = Vec::with_capacity(chunk.len() * 3);
+        let mut puts = Vec::with_capacity(chunk.len());
+        let mut planned = Vec::with_capacity(chunk.len());
+        for (((resource, new_producer_id), writer_full), kv) in
+            chunk.iter().zip(&writer_keys).zip(stored)
+        {
+            let next = next_identity(resource, writer_full, kv.as_ref(), *new_producer_id);
+            if let Ok((identity, guard)) = &next {
+                let owner_full = coord.key(&owner_key(resource));
+                compares.push(Compare::value(owner_full.as_str(), CompareOp::Equal, owner));
+                compares.push(Compare::lease(
+                    owner_full,
+                    CompareOp::Equal,
+                    session.lease_id(),
+                ));
+                compares.push(guard.clone());
+                puts.push(TxnOp::put(
+                    writer_full.as_str(),
+                    encode(writer_full, identity)?,
+                    None,
+                ));
+            }
+            planned.push(next.map(|(identity, _)| identity));
+        }
+        let written = puts.is_empty()
+            || coord
+                .txn_raw(
+                    "bump writer epochs",
+                    Txn::new().when(compares).and_then(puts),
+                )
+                .await?
+                .succeeded();
+        if written {
+            let bumped = planned.iter().filter(|p| p.is_ok()).count();
+            info!(
+                resources = bumped,
+                first = chunk.first().map(|(r, _)| r.as_str()).unwrap_or_default(),
+                owner,
+                "writer epochs bumped"
+            );
+            results.extend(planned);
+            continue;
+        }
+        for (resource, new_producer_id) in chunk {
+            let single = bump_writer_epoch(coord, session, resource, owner, *new_producer_id).await;
+            results.push(match single {
+                Err(e @ (CoordError::LeaseLost | CoordError::Unreachable { .. })) => return Err(e),
+                other => other,
+            });
+        }
+    }
+    Ok(results)
 }
 
 /// [`bump_writer_epoch`] that calls `allocate` (e.g. Kafka

@@ -5,12 +5,14 @@
 //! progress, gRPC); [`replicator`] copies one partition; [`bandwidth`] holds
 //! the per-link limit; [`clusters`] caches
 //! Kafka connections per link, with their shared fetch loop ([`fetch_mux`])
-//! and offset lookups ([`offsets`]).
+//! and offset lookups ([`offsets`]); [`epochs`] batches the writer-epoch
+//! bumps of starting partitions.
 
 pub mod bandwidth;
 pub mod classify;
 pub mod clusters;
 pub mod config;
+pub mod epochs;
 pub mod fetch_mux;
 pub mod grpc;
 pub mod metrics;

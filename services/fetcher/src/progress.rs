@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cutover_model::{PartitionProgress, PartitionState};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PartitionKey {
@@ -82,6 +82,8 @@ type Shared = Arc<Mutex<Entry>>;
 #[derive(Clone, Default)]
 pub struct ProgressBoard {
     inner: Arc<Mutex<HashMap<PartitionKey, Shared>>>,
+    /// Asks for a publish before the next interval (see `update_soon`).
+    soon: Arc<Notify>,
 }
 
 /// One partition's entry, held by its replicator so that updates (several
@@ -90,11 +92,20 @@ pub struct ProgressBoard {
 #[derive(Clone)]
 pub struct PartitionBoard {
     entry: Shared,
+    soon: Arc<Notify>,
 }
 
 impl PartitionBoard {
     pub fn update(&self, f: impl FnOnce(&mut PartitionProgress)) {
         lock(&self.entry).update(f);
+    }
+
+    /// [`Self::update`], published without waiting for the next interval:
+    /// for changes others wait on, such as a partition taken over from a
+    /// dead fetcher copying again.
+    pub fn update_soon(&self, f: impl FnOnce(&mut PartitionProgress)) {
+        self.update(f);
+        self.soon.notify_one();
     }
 
     pub fn get(&self) -> PartitionProgress {
@@ -115,7 +126,15 @@ impl ProgressBoard {
             .entry(key.clone())
             .or_insert_with(|| Arc::new(Mutex::new(Entry::new(key))))
             .clone();
-        PartitionBoard { entry }
+        PartitionBoard {
+            entry,
+            soon: self.soon.clone(),
+        }
+    }
+
+    /// Fires after an `update_soon` (once for several).
+    pub async fn publish_wanted(&self) {
+        self.soon.notified().await
     }
 
     pub fn remove(&self, key: &PartitionKey) -> Option<PartitionProgress> {

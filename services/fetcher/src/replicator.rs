@@ -64,6 +64,8 @@ pub struct PartitionCtx {
     /// in etcd, offset lookups) at once: taking over thousands must not
     /// flood etcd so that lease renewals time out.
     pub starts: Arc<tokio::sync::Semaphore>,
+    /// The fetcher's writer-epoch bumps, batched across its partitions.
+    pub epochs: crate::epochs::EpochBumps,
 }
 
 #[derive(Debug, Clone)]
@@ -73,7 +75,7 @@ pub struct ReplicatorSettings {
     pub kafka_timeout: Duration,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ReplicateError {
     /// Worth retrying after a backoff (network, leader moves, timeouts).
     #[error("{0}")]
@@ -200,15 +202,24 @@ async fn run_once(ctx: &PartitionCtx, cancel: &CancellationToken) -> Result<(), 
     };
     // A new epoch per attempt: the broker then refuses any request still in
     // flight from an earlier attempt or an earlier owner.
-    let target = ctx.target.clone();
-    let writer = cutover_coord::bump_writer_epoch_with(
-        &ctx.coord,
-        &ctx.session,
-        &ctx.resource,
-        &ctx.owner,
-        || async move { target.init_producer_id(None).await.map(|(pid, _)| pid) },
-    )
-    .await?;
+    let writer = match ctx.epochs.bump(&ctx.session, &ctx.resource, None).await? {
+        Some(writer) => writer,
+        // First start of the partition (or its epochs ran out): a producer
+        // id from the target.
+        None => {
+            let (pid, _) = ctx.target.init_producer_id(None).await?;
+            ctx.epochs
+                .bump(&ctx.session, &ctx.resource, Some(pid))
+                .await?
+                .ok_or_else(|| {
+                    ReplicateError::Transient(format!(
+                        "the target allocated producer id {pid}, which {} already used up to the \
+                         last epoch; asking for another",
+                        ctx.resource
+                    ))
+                })?
+        }
+    };
     debug!(
         producer_id = writer.producer_id,
         epoch = writer.producer_epoch,
@@ -235,7 +246,9 @@ async fn run_once(ctx: &PartitionCtx, cancel: &CancellationToken) -> Result<(), 
         target_end,
         source_start, source_end, "resuming at the target log end"
     );
-    ctx.progress.update(|p| {
+    // Published at once: after a takeover, this is what says the partition
+    // is copying again.
+    ctx.progress.update_soon(|p| {
         p.state = if target_end == source_end {
             PartitionState::InSync
         } else {

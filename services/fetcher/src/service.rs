@@ -45,7 +45,11 @@ pub enum FetcherError {
 const REJOIN: Policy = Policy::new(Duration::from_millis(500), Duration::from_secs(10));
 
 /// Partitions starting at once (writer epoch, offset lookups).
-const STARTS_AT_ONCE: usize = 64;
+const STARTS_AT_ONCE: usize = 256;
+
+/// A publish asked for by a partition (`update_soon`) waits this long for
+/// others to ask too.
+const PUBLISH_SOON_GAP: Duration = Duration::from_millis(100);
 
 /// Least time between two balancing rounds.
 const REBALANCE_GAP: Duration = Duration::from_millis(100);
@@ -89,6 +93,7 @@ struct Fetcher {
     publishes: u64,
     /// Partitions starting at once (see `PartitionCtx::starts`).
     starts: Arc<tokio::sync::Semaphore>,
+    epochs: crate::epochs::EpochBumps,
 }
 
 /// Runs a fetcher until `shutdown` fires, then stops gracefully. A lost
@@ -163,6 +168,8 @@ pub async fn run(cfg: FetcherConfig, shutdown: CancellationToken) -> Result<(), 
     health.set_ready(true);
     info!(fetcher = %id, grpc = %grpc_addr, http = %http_addr, "fetcher started");
 
+    let (epochs, epochs_task) =
+        crate::epochs::EpochBumps::start(coord.clone(), id.clone(), internal.clone());
     let mut fetcher = Fetcher {
         clusters: ClusterCache::new(
             id.clone(),
@@ -189,6 +196,7 @@ pub async fn run(cfg: FetcherConfig, shutdown: CancellationToken) -> Result<(), 
         mirrors_seen: HashSet::new(),
         publishes: 0,
         starts: Arc::new(tokio::sync::Semaphore::new(STARTS_AT_ONCE)),
+        epochs,
     };
     let result = loop {
         match fetcher.main_loop(&shutdown).await {
@@ -231,6 +239,7 @@ pub async fn run(cfg: FetcherConfig, shutdown: CancellationToken) -> Result<(), 
     internal.cancel();
     let _ = grpc_task.await;
     let _ = http_task.await;
+    let _ = epochs_task.await;
     if lease_ok {
         match Arc::try_unwrap(session) {
             Ok(s) => {
@@ -337,6 +346,10 @@ impl Fetcher {
         // further after a failed one.
         let mut next_round = tokio::time::Instant::now();
         let mut retry = REBALANCE_RETRY.backoff();
+        // A publish asked for before the interval, after PUBLISH_SOON_GAP
+        // (so partitions starting together make one).
+        let mut publish_at: Option<tokio::time::Instant> = None;
+        let board = self.board.clone();
         let result = loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
@@ -344,6 +357,18 @@ impl Fetcher {
                 _ = rebalance.tick() => due = true,
                 Some(_) = changes.next() => due = true,
                 _ = tokio::time::sleep_until(next_round), if due => {}
+                _ = board.publish_wanted() => {
+                    publish_at.get_or_insert_with(|| tokio::time::Instant::now() + PUBLISH_SOON_GAP);
+                    continue;
+                }
+                _ = tokio::time::sleep_until(publish_at.unwrap_or(next_round)), if publish_at.is_some() => {
+                    publish_at = None;
+                    tokio::select! {
+                        _ = lost.cancelled() => break Err(FetcherError::LeaseLost),
+                        _ = self.publish_progress() => {}
+                    }
+                    continue;
+                }
                 _ = progress.tick() => {
                     // Calls to an unreachable etcd take their whole timeout:
                     // a lost lease must not wait for them.
@@ -586,6 +611,7 @@ impl Fetcher {
             self.id.clone(),
         );
         let starts = self.starts.clone();
+        let epochs = self.epochs.clone();
         let task_cancel = cancel.clone();
         let task_key = key.clone();
         let task_resource = resource.clone();
@@ -629,6 +655,7 @@ impl Fetcher {
                     bandwidth,
                     settings,
                     starts,
+                    epochs,
                 };
                 replicator::run(ctx, task_cancel).await
             }

@@ -4,8 +4,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::{connect, etcd, TTL};
 use cutover_coord::{
-    bump_writer_epoch, bump_writer_epoch_with, release, try_claim, writer_identity, writer_key,
-    CoordError, WriterIdentity,
+    bump_writer_epoch, bump_writer_epoch_with, bump_writer_epochs, release, try_claim,
+    try_claim_many, writer_identity, writer_key, CoordError, WriterIdentity, BUMPS_PER_TXN,
 };
 
 const RES: &str = "fetch/link1/orders/3";
@@ -165,5 +165,78 @@ async fn exhausted_epoch_needs_a_new_producer_id() {
             .await
             .unwrap(),
         id(8, 1)
+    );
+}
+
+#[tokio::test]
+async fn batched_bumps_match_single_bumps_and_skip_what_is_not_owned() {
+    let etcd = etcd().await;
+    let coord = connect(etcd.endpoint()).await;
+    let s1 = coord.session(TTL, CancellationToken::new()).await.unwrap();
+    let s2 = coord.session(TTL, CancellationToken::new()).await.unwrap();
+    // More than two chunks; each resource has a stored identity except
+    // `fresh`, and `theirs` belongs to another owner.
+    let all: Vec<String> = (0..BUMPS_PER_TXN as i64 * 2 + 5)
+        .map(|p| format!("fetch/batch/t/{p}"))
+        .collect();
+    let (fresh, theirs) = (all[3].clone(), all[BUMPS_PER_TXN + 1].clone());
+    assert!(try_claim(&coord, &s2, &theirs, "f2").await.unwrap());
+    try_claim_many(&coord, &s1, &all, "f1").await.unwrap();
+    for (i, r) in all.iter().enumerate() {
+        if *r == fresh {
+            continue;
+        }
+        let owner = if *r == theirs {
+            (&s2, "f2")
+        } else {
+            (&s1, "f1")
+        };
+        bump_writer_epoch(&coord, owner.0, r, owner.1, Some(1000 + i as i64))
+            .await
+            .unwrap();
+    }
+
+    let bumps: Vec<(String, Option<i64>)> = all.iter().map(|r| (r.clone(), None)).collect();
+    let results = bump_writer_epochs(&coord, &s1, &bumps, "f1").await.unwrap();
+    assert_eq!(results.len(), all.len());
+    for (i, (r, result)) in all.iter().zip(&results).enumerate() {
+        match result {
+            Ok(next) => {
+                assert!(*r != fresh && *r != theirs, "{r} bumped: {next:?}");
+                assert_eq!(*next, id(1000 + i as i64, 1), "{r}");
+                assert_eq!(writer_identity(&coord, r).await.unwrap(), Some(*next));
+            }
+            Err(CoordError::NoWriterIdentity { resource }) => assert_eq!(*resource, fresh),
+            Err(CoordError::NotOwner { resource }) => assert_eq!(*resource, theirs),
+            Err(e) => panic!("{r}: {e:?}"),
+        }
+    }
+    assert!(matches!(
+        results[3],
+        Err(CoordError::NoWriterIdentity { .. })
+    ));
+    assert!(matches!(
+        results[BUMPS_PER_TXN + 1],
+        Err(CoordError::NotOwner { .. })
+    ));
+    // The other owner's identity did not move.
+    assert_eq!(
+        writer_identity(&coord, &theirs).await.unwrap(),
+        Some(id(1000 + BUMPS_PER_TXN as i64 + 1, 0))
+    );
+    assert_eq!(writer_identity(&coord, &fresh).await.unwrap(), None);
+
+    // Again, one chunk's worth, now with a producer id for `fresh` (and
+    // one for the others, which keep theirs): every epoch goes up by one.
+    let again: Vec<(String, Option<i64>)> = all[..BUMPS_PER_TXN]
+        .iter()
+        .map(|r| (r.clone(), Some(77)))
+        .collect();
+    let again = bump_writer_epochs(&coord, &s1, &again, "f1").await.unwrap();
+    assert_eq!(again[0].as_ref().unwrap(), &id(1000, 2));
+    assert_eq!(again[3].as_ref().unwrap(), &id(77, 0));
+    assert_eq!(
+        writer_identity(&coord, &fresh).await.unwrap(),
+        Some(id(77, 0))
     );
 }
