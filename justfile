@@ -27,8 +27,12 @@ lint:
     # Fuzz targets live outside the workspace; keep them compiling.
     cargo check --manifest-path fuzz/Cargo.toml --bins
 
+# Check that vendor/kafka-protocol is the published crate plus vendor/kafka-protocol.patch.
+vendor-check:
+    bash vendor/check.sh
+
 # What CI runs.
-ci: lint test
+ci: lint vendor-check test
 
 # Fetcher versus MirrorMaker 2 (and its exactly-once mode) on real Apache Kafka: CPU per byte and throughput, 1 GB per scenario.
 bench-fetcher *args: kafka-jars

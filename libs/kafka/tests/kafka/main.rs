@@ -3,6 +3,7 @@
 //! librdkafka static library is linked once.
 
 mod admin;
+mod bounded_decode;
 mod common;
 mod connect;
 mod data_path;

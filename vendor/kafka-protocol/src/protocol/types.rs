@@ -10,6 +10,20 @@ use anyhow::{bail, Result};
 use std::convert::TryFrom;
 use std::string::String as StdString;
 
+// Cutover patch (see vendor/README.md): an element count read from the wire
+// is checked against the bytes left before anything is allocated for it
+// (an element takes at least one byte), so a peer cannot make a decoder
+// allocate more than it sent.
+fn check_wire_len<B: ByteBuf>(buf: &B, n: usize, what: &str) -> Result<()> {
+    if n > buf.remaining() {
+        bail!(
+            "{what} of length {n} is longer than the {} bytes left",
+            buf.remaining()
+        );
+    }
+    Ok(())
+}
+
 macro_rules! define_copy_impl {
     ($e:ident, $t:ty) => (
         impl Encoder<$t> for $e {
@@ -985,6 +999,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
+                check_wire_len(buf, n as usize, "array")?;
                 let mut result = Vec::with_capacity(n as usize);
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
@@ -1093,6 +1108,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
+                check_wire_len(buf, (n - 1) as usize, "array")?;
                 let mut result = Vec::with_capacity((n - 1) as usize);
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
