@@ -31,8 +31,18 @@ lint:
 vendor-check:
     bash vendor/check.sh
 
+# The decoders of network input under libFuzzer for a fixed number of inputs each, on stable Rust (cargo-fuzz's coverage flags, no sanitizer), with allocations capped at 512 MB: a crash, a panic or an unbounded allocation fails.
+fuzz-ci runs="3000000":
+    RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing" \
+        cargo build --manifest-path fuzz/Cargo.toml --release --target x86_64-unknown-linux-gnu --bin router_frames --bin kafka_response
+    for t in router_frames kafka_response; do \
+        corpus="$(mktemp -d)"; \
+        fuzz/target/x86_64-unknown-linux-gnu/release/$t -runs={{runs}} -malloc_limit_mb=512 -rss_limit_mb=1024 -print_final_stats=1 "$corpus" 2>&1 | grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|==)' ; \
+        rc=${PIPESTATUS[0]}; rm -rf "$corpus"; [ "$rc" -eq 0 ] || { echo "fuzz target $t failed (exit $rc)"; exit 1; }; \
+    done
+
 # What CI runs.
-ci: lint vendor-check test
+ci: lint vendor-check test fuzz-ci
 
 # Fetcher versus MirrorMaker 2 (and its exactly-once mode) on real Apache Kafka: CPU per byte and throughput, 1 GB per scenario.
 bench-fetcher *args: kafka-jars

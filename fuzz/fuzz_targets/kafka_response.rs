@@ -1,11 +1,10 @@
 //! Response frames from a broker, as the fetcher and orchestrator decode
 //! them: must return an error, never panic.
 //!
-//! Known finding (upstream, kafka-protocol 0.18): array counts on the wire
-//! are pre-allocated before reading, so a short frame claiming 2^31 elements
-//! makes the allocator abort. Run with `-malloc_limit_mb=512` to see it; it
-//! must be fixed (patched decoder or fixed release) before the router, which
-//! decodes untrusted client frames, ships.
+//! Found here first: kafka-protocol 0.18.0 pre-allocated arrays from counts
+//! on the wire, so a short frame claiming 2^31 elements made the allocator
+//! abort; the workspace builds a patched copy (vendor/README.md). Run with
+//! `-malloc_limit_mb=512` (as `just fuzz-ci` does) to keep it that way.
 #![no_main]
 
 use bytes::Bytes;

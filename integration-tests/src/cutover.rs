@@ -442,6 +442,56 @@ impl Cutover {
     }
 }
 
+/// A running router (the real `cutover-router` binary).
+pub struct RouterProcess {
+    pub node_id: i32,
+    pub process: ServiceProcess,
+    /// `host:port` clients use as bootstrap.servers.
+    pub kafka: String,
+    pub http: String,
+}
+
+impl Cutover {
+    /// Starts a router with `node_id` in front of `link`'s clusters and
+    /// waits until it is ready (registered and listening).
+    pub fn start_router(&self, node_id: i32, link: &str) -> Result<RouterProcess> {
+        let kafka = format!("127.0.0.1:{}", free_port()?);
+        let http = format!("127.0.0.1:{}", free_port()?);
+        let args: Vec<String> = [
+            "--node-id",
+            &node_id.to_string(),
+            "--link",
+            link,
+            "--etcd",
+            &self.etcd,
+            "--listen",
+            &kafka,
+            "--http-addr",
+            &http,
+            "--lease-ttl-secs",
+            "3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let name = format!("router-{node_id}");
+        let process = spawn_service(
+            &name,
+            "cutover-router",
+            &args,
+            self.otlp.as_ref(),
+            &self.log_dir,
+        )?;
+        process.wait_http_ok(&format!("http://{http}/healthz"), READY)?;
+        Ok(RouterProcess {
+            node_id,
+            process,
+            kafka,
+            http,
+        })
+    }
+}
+
 /// The progress documents fetchers published for `topic` of `link` (under
 /// the default prefix), by partition, read from etcd itself rather than
 /// through `status` (which lists every partition, reported or not).

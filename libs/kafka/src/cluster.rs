@@ -43,13 +43,13 @@ pub(crate) struct Inner {
     /// One slot per broker address, created on first use, never removed
     /// (a cluster has few brokers).
     slots: Mutex<HashMap<String, Arc<Slot>>>,
-    meta: RwLock<MetaCache>,
+    pub(crate) meta: RwLock<MetaCache>,
     /// Serialises topic metadata refreshes so that many callers noticing
     /// the same stale leader cause one Metadata request, not one each.
     refresh_lock: tokio::sync::Mutex<()>,
     /// Versions negotiated with the most recently opened connection; what
     /// `supports()` answers from.
-    versions: RwLock<VersionTable>,
+    pub(crate) versions: RwLock<VersionTable>,
 }
 
 impl Drop for Inner {
@@ -77,11 +77,11 @@ impl Slot {
     }
 }
 
-struct MetaCache {
+pub(crate) struct MetaCache {
     cluster_id: Option<String>,
     controller_id: i32,
     controller_stale: bool,
-    brokers: BTreeMap<i32, BrokerMetadata>,
+    pub(crate) brokers: BTreeMap<i32, BrokerMetadata>,
     /// Shared, not copied, by every request that reads it.
     topics: HashMap<String, Arc<TopicMetadata>>,
     /// Topics whose cached leaders proved wrong; refreshed before next use.
@@ -108,7 +108,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -35,7 +35,8 @@ type Reply = Result<Bytes, KafkaError>;
 /// the broker and `kafka-protocol` support.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct VersionTable {
-    chosen: BTreeMap<i16, i16>,
+    /// api key -> (lowest, highest) version both sides support.
+    chosen: BTreeMap<i16, (i16, i16)>,
 }
 
 impl VersionTable {
@@ -49,13 +50,18 @@ impl VersionTable {
             let min = ours.min.max(entry.min_version);
             let max = ours.max.min(entry.max_version);
             if min <= max {
-                chosen.insert(entry.api_key, max);
+                chosen.insert(entry.api_key, (min, max));
             }
         }
         VersionTable { chosen }
     }
 
     pub(crate) fn get(&self, api: ApiKey) -> Option<i16> {
+        self.range(api).map(|(_, max)| max)
+    }
+
+    /// The lowest and highest version of `api` usable with the broker.
+    pub(crate) fn range(&self, api: ApiKey) -> Option<(i16, i16)> {
         self.chosen.get(&(api as i16)).copied()
     }
 }
@@ -70,6 +76,9 @@ struct Outgoing {
     correlation_id: i32,
     frame: Bytes,
     tx: oneshot::Sender<Reply>,
+    /// False for a request the broker does not answer (Produce with
+    /// acks=0): `tx` then gets an empty frame once it is written.
+    reply: bool,
 }
 
 #[derive(Default)]
@@ -353,6 +362,16 @@ impl Connection {
         version: i16,
         body: &R,
     ) -> Result<oneshot::Receiver<Reply>, KafkaError> {
+        self.enqueue_with(api, version, body, true).await
+    }
+
+    async fn enqueue_with<R: Encodable>(
+        &self,
+        api: ApiKey,
+        version: i16,
+        body: &R,
+        reply: bool,
+    ) -> Result<oneshot::Receiver<Reply>, KafkaError> {
         let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode_request(api, version, correlation_id, &self.client_id, body)?;
         let (tx, rx) = oneshot::channel();
@@ -360,6 +379,7 @@ impl Connection {
             correlation_id,
             frame,
             tx,
+            reply,
         };
         tokio::select! {
             // The writer may be gone without the queue being closed yet.
@@ -386,6 +406,26 @@ impl Connection {
             api,
             version,
         })
+    }
+
+    /// Writes a request the broker does not answer (Produce with acks=0);
+    /// returns once it is on the wire.
+    pub(crate) async fn send_unanswered<R: Encodable>(
+        &self,
+        api: ApiKey,
+        version: i16,
+        body: &R,
+        timeout: Duration,
+    ) -> Result<(), KafkaError> {
+        let rx = self.enqueue_with(api, version, body, false).await?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => reply.map(|_| ()),
+            Ok(Err(_)) => Err(self.shared.closed_error()),
+            Err(_) => Err(KafkaError::Timeout {
+                what: format!("{api:?} v{version} request to broker {}", self.addr()),
+                after: timeout,
+            }),
+        }
     }
 
     /// Sends a request and waits for its decoded response.
@@ -428,7 +468,12 @@ async fn writer(
                 Err(_) => break,
             },
         };
-        {
+        let mut unanswered = None;
+        if !msg.reply {
+            // Nothing comes back: nothing to register, and the permit goes
+            // once it is written.
+            unanswered = Some((msg.tx, permit));
+        } else {
             // Registered before writing so that the response cannot arrive
             // before its entry exists.
             let mut st = shared.lock();
@@ -450,11 +495,18 @@ async fn writer(
             r = wr.write_all(&msg.frame) => r,
         };
         if let Err(e) = written {
-            shared.fail(KafkaError::Io {
+            let err = KafkaError::Io {
                 broker: shared.addr.clone(),
                 source: Arc::new(e),
-            });
+            };
+            if let Some((tx, _)) = unanswered {
+                let _ = tx.send(Err(err.clone()));
+            }
+            shared.fail(err);
             break;
+        }
+        if let Some((tx, _)) = unanswered {
+            let _ = tx.send(Ok(Bytes::new()));
         }
     }
     shared.fail(shared.shutdown_error());

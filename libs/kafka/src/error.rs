@@ -71,16 +71,21 @@ fn tp(topic: &str, partition: i32) -> String {
     }
 }
 
-pub(crate) mod codes {
+/// Kafka error codes the client and the router act on.
+pub mod codes {
     pub const OFFSET_OUT_OF_RANGE: i16 = 1;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const LEADER_NOT_AVAILABLE: i16 = 5;
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
     pub const BROKER_NOT_AVAILABLE: i16 = 8;
     pub const REPLICA_NOT_AVAILABLE: i16 = 9;
     pub const NETWORK_EXCEPTION: i16 = 13;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const NOT_COORDINATOR: i16 = 16;
     pub const UNSUPPORTED_VERSION: i16 = 35;
     pub const NOT_CONTROLLER: i16 = 41;
+    pub const INVALID_REQUEST: i16 = 42;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const FENCED_LEADER_EPOCH: i16 = 74;
     pub const UNKNOWN_LEADER_EPOCH: i16 = 75;

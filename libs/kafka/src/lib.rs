@@ -25,13 +25,17 @@
 //! Response frames are checked for size and correlation id before they are
 //! decoded, decoding never panics ([`decode_response`] is the pure entry
 //! point for fuzzing), and a malformed frame drops its connection.
-//! `kafka-protocol` 0.18 pre-allocates arrays from the element count on the
-//! wire before reading any element (`Vec::with_capacity(count)`), so a peer
-//! that echoes a correlation id can make the allocator abort the process: a
-//! 14-byte Metadata v12 frame claiming 2^32 brokers asks for ~400 GB. This is
-//! an upstream bug (open kafka-protocol-rs PRs bound the capacity by the bytes
-//! remaining); until a fixed release exists it needs a patched copy of the
-//! crate, since no check outside the decoder can see array counts.
+//! `kafka-protocol` 0.18.0 pre-allocated arrays from the element count on
+//! the wire before reading any element, so a peer echoing a correlation id
+//! could make the allocator abort the process; the workspace builds it with
+//! those allocations bounded by the bytes received (`vendor/README.md`).
+//!
+//! # Forwarding
+//!
+//! [`Cluster::forward`] sends a typed request at a chosen version to a
+//! chosen broker and returns the broker's answer as is (the router's
+//! upstream side); it shares this client's connections, so requests to one
+//! broker are pipelined on one connection, in order.
 
 #![forbid(unsafe_code)]
 
@@ -42,6 +46,7 @@ mod config;
 mod conn;
 mod data;
 mod error;
+mod forward;
 mod session;
 mod types;
 
@@ -49,7 +54,8 @@ pub use cluster::Cluster;
 pub use codec::{decode_response, Response};
 pub use config::ClusterConfig;
 pub use data::ProduceHandle;
-pub use error::{error_name, KafkaError};
+pub use error::{codes, error_name, KafkaError};
+pub use forward::Destination;
 pub use kafka_protocol;
 pub use kafka_protocol::messages::ApiKey;
 pub use session::FetchSession;

@@ -6,6 +6,7 @@ pub const MIRRORS: &str = "mirrors/";
 pub const PROGRESS: &str = "progress/";
 pub const FAILURES: &str = "failures/";
 pub const FETCHER_KIND: &str = "fetcher";
+pub const ROUTER_KIND: &str = "router";
 
 pub fn link(name: &str) -> String {
     format!("links/{name}")

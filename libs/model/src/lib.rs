@@ -152,6 +152,18 @@ pub struct FetcherMember {
     pub started_at_ms: i64,
 }
 
+/// Registration of a running router at `members/router/<node id>` (under
+/// its lease): what Metadata advertises for that node id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterMember {
+    /// Permanent Kafka node id (clients keep a connection per node id).
+    pub node_id: i32,
+    /// Host and port clients connect to.
+    pub host: String,
+    pub port: i32,
+    pub started_at_ms: i64,
+}
+
 /// A partition failure that needs an operator: fetchers do not retry it
 /// until `mirror resume` clears it. Stored at `failures/<link>/<topic>/<partition>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,345 @@
+//! The router on **real Apache Kafka**: clients pointed at routers see the
+//! routers as the cluster, their writes land on the source at the offsets
+//! the router returned, group membership and commits reach the source's
+//! coordinator, and bad input closes one connection only. The clusters are
+//! shared by the tests of this file (each uses its own topics and etcd).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, ensure, Context as _, Result};
+use bytes::{BufMut, BytesMut};
+use cutover_integration_tests::cutover::{Cutover, RouterProcess};
+use cutover_integration_tests::*;
+use cutover_kafka::kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+};
+use cutover_kafka::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::TopicPartitionList;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn bootstrap(routers: &[&RouterProcess]) -> String {
+    routers
+        .iter()
+        .map(|r| r.kafka.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// etcd, the orchestrator, link l1 between the shared clusters, and two routers.
+fn setup(name: &str) -> Result<(RealBed, Cutover, RouterProcess, RouterProcess)> {
+    let bed = RealBed::start(name)?;
+    let cutover = Cutover::start(&bed)?;
+    cutover.create_link(&bed, "l1", &[])?;
+    let r1 = cutover.start_router(1, "l1")?;
+    let r2 = cutover.start_router(2, "l1")?;
+    Ok((bed, cutover, r1, r2))
+}
+
+#[test]
+fn router_clients_see_only_routers_and_write_at_the_source_offsets_it_returns() -> Result<()> {
+    const T: &str = "routed";
+    const N: usize = 400;
+    let (bed, _cutover, r1, r2) = setup("router_clients")?;
+    bed.kafka.create_topic(Side::Source, T, 4, &[])?;
+    let via = bootstrap(&[&r1, &r2]);
+
+    // Metadata: the routers are the brokers, and each partition is led by one.
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &via)
+        .create()?;
+    let md = probe.fetch_metadata(Some(T), Duration::from_secs(20))?;
+    let brokers: BTreeMap<i32, String> = md
+        .brokers()
+        .iter()
+        .map(|b| (b.id(), format!("{}:{}", b.host(), b.port())))
+        .collect();
+    ensure!(
+        brokers == BTreeMap::from([(1, r1.kafka.clone()), (2, r2.kafka.clone())]),
+        "brokers through the router: {brokers:?}"
+    );
+    let topic = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == T)
+        .ok_or_else(|| anyhow!("{T} missing from metadata"))?;
+    ensure!(
+        topic.partitions().len() == 4,
+        "{} partitions",
+        topic.partitions().len()
+    );
+    for p in topic.partitions() {
+        ensure!(
+            brokers.contains_key(&p.leader()) && p.replicas() == [p.leader()],
+            "partition {} led by {} replicas {:?}",
+            p.id(),
+            p.leader(),
+            p.replicas()
+        );
+    }
+
+    // Idempotent librdkafka producers through the routers: every record
+    // acknowledged is on the source at the offset the router returned.
+    let mut on_source = BTreeMap::new();
+    for p in 0..4 {
+        let spec = ProduceSpec {
+            mode: ProduceMode::Idempotent,
+            first_seq: p as u64 * 1_000,
+            batch_records: 20,
+            ..ProduceSpec::default()
+        };
+        let produced = produce(&via, T, p, N / 4, &spec)?;
+        let (_, high) = watermarks(bed.source_bootstrap(), T, p)?;
+        let records = read_partition(bed.source_bootstrap(), T, p, 0, high)?;
+        let expected: Vec<ConsumedRecord> =
+            produced.records.iter().map(|r| r.to_consumed()).collect();
+        ensure!(
+            records == expected,
+            "partition {p}: the source holds {} records, {} were acknowledged through the router \
+             (or at other offsets)",
+            records.len(),
+            expected.len()
+        );
+        for r in records {
+            on_source.insert((p, r.offset), r);
+        }
+    }
+
+    // A consumer group through the routers reads exactly those records at
+    // the same offsets, and its commits land on the source's coordinator.
+    let group = "routed-group";
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &via)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[T])?;
+    let mut seen = BTreeMap::new();
+    let deadline = Instant::now() + WAIT;
+    while seen.len() < N {
+        ensure!(
+            Instant::now() < deadline,
+            "consumed {} of {N} through the router",
+            seen.len()
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.context("consuming through the router")?;
+            let value = m.payload().map(|v| String::from_utf8_lossy(v).into_owned());
+            ensure!(
+                seen.insert((m.partition(), m.offset()), value).is_none(),
+                "partition {} offset {} consumed twice",
+                m.partition(),
+                m.offset()
+            );
+        }
+    }
+    for ((p, offset), value) in &seen {
+        let source = on_source
+            .get(&(*p, *offset))
+            .ok_or_else(|| anyhow!("consumed {p}/{offset}, which the source does not have"))?;
+        ensure!(
+            value.as_deref().map(str::as_bytes) == source.value.as_deref(),
+            "{p}/{offset}: consumed {value:?}, the source has another value"
+        );
+    }
+    consumer.commit_consumer_state(CommitMode::Sync)?;
+    drop(consumer);
+
+    // The group's committed offsets, read from the source directly.
+    let direct: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bed.source_bootstrap())
+        .set("group.id", group)
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..4 {
+        tpl.add_partition(T, p);
+    }
+    let committed = direct.committed_offsets(tpl, Duration::from_secs(20))?;
+    for p in 0..4 {
+        let (_, high) = watermarks(bed.source_bootstrap(), T, p)?;
+        let c = committed
+            .find_partition(T, p)
+            .map(|e| e.offset().to_raw().unwrap_or(-1))
+            .unwrap_or(-1);
+        ensure!(
+            c == high,
+            "partition {p}: committed {c} on the source, log end {high}"
+        );
+    }
+    Ok(())
+}
+
+fn api_versions_frame(version: i16, correlation_id: i32) -> Vec<u8> {
+    let mut h = RequestHeader::default();
+    h.request_api_key = ApiKey::ApiVersions as i16;
+    h.request_api_version = version;
+    h.correlation_id = correlation_id;
+    h.client_id = Some(StrBytes::from_static_str("raw-test"));
+    let mut body = ApiVersionsRequest::default();
+    body.client_software_name = StrBytes::from_static_str("raw");
+    body.client_software_version = StrBytes::from_static_str("1");
+    let mut buf = BytesMut::new();
+    h.encode(
+        &mut buf,
+        ApiKey::ApiVersions.request_header_version(version),
+    )
+    .unwrap_or_default();
+    body.encode(&mut buf, version).unwrap_or_default();
+    let mut framed = Vec::with_capacity(buf.len() + 4);
+    framed.extend_from_slice(&(buf.len() as i32).to_be_bytes());
+    framed.extend_from_slice(&buf);
+    framed
+}
+
+/// Reads one response frame; `None` when the router closed the connection.
+fn read_response(s: &mut TcpStream) -> Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match s.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let mut body = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
+    s.read_exact(&mut body)?;
+    Ok(Some(body))
+}
+
+fn connect(r: &RouterProcess) -> Result<TcpStream> {
+    let s = TcpStream::connect(&r.kafka)?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    Ok(s)
+}
+
+fn api_versions(
+    s: &mut TcpStream,
+    version: i16,
+    correlation_id: i32,
+) -> Result<(i32, ApiVersionsResponse)> {
+    s.write_all(&api_versions_frame(version, correlation_id))?;
+    let frame =
+        read_response(s)?.ok_or_else(|| anyhow!("connection closed instead of an answer"))?;
+    let mut buf = bytes::Bytes::from(frame);
+    // ApiVersions answers always carry header v0.
+    let header = ResponseHeader::decode(&mut buf, 0)?;
+    // An answer to a newer request than the router's is a v0 body.
+    let body_version = if version > 3 { 0 } else { version };
+    Ok((
+        header.correlation_id,
+        ApiVersionsResponse::decode(&mut buf, body_version)?,
+    ))
+}
+
+#[test]
+fn router_bad_input_closes_only_that_connection() -> Result<()> {
+    let (_bed, _cutover, r1, _r2) = setup("router_bad_input")?;
+    let mut healthy = connect(&r1)?;
+    let (cid, before) = api_versions(&mut healthy, 3, 1)?;
+    ensure!(
+        cid == 1 && before.error_code == 0,
+        "ApiVersions: {cid} {}",
+        before.error_code
+    );
+    let offered: BTreeMap<i16, (i16, i16)> = before
+        .api_keys
+        .iter()
+        .map(|k| (k.api_key, (k.min_version, k.max_version)))
+        .collect();
+    ensure!(
+        !offered.contains_key(&(ApiKey::ConsumerGroupHeartbeat as i16)),
+        "KIP-848 must not be offered: {offered:?}"
+    );
+    ensure!(
+        offered
+            .get(&(ApiKey::Produce as i16))
+            .is_some_and(|(_, max)| *max <= 9)
+            && offered
+                .get(&(ApiKey::Fetch as i16))
+                .is_some_and(|(_, max)| *max <= 12),
+        "Produce/Fetch versions with node endpoints or topic ids offered: {offered:?}"
+    );
+
+    // A newer ApiVersions gets UNSUPPORTED_VERSION with what the router offers.
+    let (cid, newer) = api_versions(&mut healthy, 4, 2)?;
+    ensure!(
+        cid == 2 && newer.error_code == 35,
+        "ApiVersions v4: {}",
+        newer.error_code
+    );
+    ensure!(
+        !newer.api_keys.is_empty(),
+        "UNSUPPORTED_VERSION answer lists no APIs"
+    );
+
+    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+    // A frame larger than --max-request-bytes (100 MiB): refused before
+    // anything is allocated for it.
+    cases.push(("oversized", (200 * 1024 * 1024i32).to_be_bytes().to_vec()));
+    cases.push(("negative length", (-5i32).to_be_bytes().to_vec()));
+    let mut unknown = BytesMut::new();
+    unknown.put_i32(10);
+    unknown.put_i16(999);
+    unknown.put_i16(0);
+    unknown.put_i32(7);
+    unknown.put_i16(0);
+    cases.push(("unknown API key", unknown.to_vec()));
+    // Metadata v12 claiming 2^32-2 topics in a 13-byte frame.
+    let mut huge = BytesMut::new();
+    huge.put_i32(0);
+    huge.put_i16(ApiKey::Metadata as i16);
+    huge.put_i16(12);
+    huge.put_i32(9);
+    huge.put_i16(-1);
+    huge.put_u8(0);
+    huge.put_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+    huge.put_u8(0);
+    let len = (huge.len() - 4) as i32;
+    huge[..4].copy_from_slice(&len.to_be_bytes());
+    cases.push(("array count beyond the frame", huge.to_vec()));
+    // A truncated request: the length says more than arrives, then EOF.
+    let mut truncated = api_versions_frame(3, 5);
+    truncated.truncate(truncated.len() - 3);
+    cases.push(("truncated then closed", truncated));
+
+    for (what, bytes) in cases {
+        let mut s = connect(&r1)?;
+        s.write_all(&bytes)?;
+        if what == "truncated then closed" {
+            s.shutdown(std::net::Shutdown::Write)?;
+        }
+        let answer = read_response(&mut s)?;
+        ensure!(
+            answer.is_none(),
+            "{what}: the router answered instead of closing"
+        );
+        // The healthy connection, opened before, still gets answers.
+        let (cid, after) = api_versions(&mut healthy, 3, 100)?;
+        ensure!(
+            cid == 100 && after.error_code == 0,
+            "after {what}: {}",
+            after.error_code
+        );
+    }
+    ensure!(
+        r1.process.is_running(),
+        "the router exited: {}",
+        r1.process.log_tail(30)
+    );
+    let log = std::fs::read_to_string(r1.process.log_path())?;
+    for reason in [
+        "larger than the limit",
+        "negative frame length",
+        "unknown API key 999",
+        "longer than",
+    ] {
+        ensure!(log.contains(reason), "no log line says {reason:?}");
+    }
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! APIs a coordinator answers (groups and transactions): the key that
+//! picks the coordinator, the error code that says "ask another one", and
+//! the answer that carries an error for every part of a request.
+
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use cutover_kafka::codes;
+
+use crate::assign::CoordinatorKind;
+
+/// A request routed to the coordinator of its key.
+pub trait Coordinated: Encodable + Send + Sync {
+    type Response: Decodable + Encodable + Default + Send;
+    const API: ApiKey;
+    /// The coordinator kind and key (group id or transactional id).
+    fn key(&self) -> (CoordinatorKind, &str);
+    /// The response's error, if any part of it has one.
+    fn error(resp: &Self::Response) -> i16;
+    /// A response with `code` for every part of this request.
+    fn failed(&self, code: i16) -> Self::Response;
+}
+
+macro_rules! top_level {
+    ($req:ty, $resp:ty, $api:ident, $kind:ident, $key:ident) => {
+        impl Coordinated for $req {
+            type Response = $resp;
+            const API: ApiKey = ApiKey::$api;
+            fn key(&self) -> (CoordinatorKind, &str) {
+                (CoordinatorKind::$kind, self.$key.as_str())
+            }
+            fn error(resp: &$resp) -> i16 {
+                resp.error_code
+            }
+            fn failed(&self, code: i16) -> $resp {
+                let mut r = <$resp>::default();
+                r.error_code = code;
+                r
+            }
+        }
+    };
+}
+
+top_level!(
+    JoinGroupRequest,
+    JoinGroupResponse,
+    JoinGroup,
+    Group,
+    group_id
+);
+top_level!(
+    SyncGroupRequest,
+    SyncGroupResponse,
+    SyncGroup,
+    Group,
+    group_id
+);
+top_level!(
+    HeartbeatRequest,
+    HeartbeatResponse,
+    Heartbeat,
+    Group,
+    group_id
+);
+top_level!(
+    LeaveGroupRequest,
+    LeaveGroupResponse,
+    LeaveGroup,
+    Group,
+    group_id
+);
+top_level!(
+    AddOffsetsToTxnRequest,
+    AddOffsetsToTxnResponse,
+    AddOffsetsToTxn,
+    Transaction,
+    transactional_id
+);
+top_level!(
+    EndTxnRequest,
+    EndTxnResponse,
+    EndTxn,
+    Transaction,
+    transactional_id
+);
+
+impl Coordinated for OffsetCommitRequest {
+    type Response = OffsetCommitResponse;
+    const API: ApiKey = ApiKey::OffsetCommit;
+    fn key(&self) -> (CoordinatorKind, &str) {
+        (CoordinatorKind::Group, self.group_id.as_str())
+    }
+    fn error(resp: &OffsetCommitResponse) -> i16 {
+        first_error(
+            resp.topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+        )
+    }
+    fn failed(&self, code: i16) -> OffsetCommitResponse {
+        let mut r = OffsetCommitResponse::default();
+        r.topics = self
+            .topics
+            .iter()
+            .map(|t| {
+                let mut rt = OffsetCommitResponseTopic::default();
+                rt.name = t.name.clone();
+                rt.topic_id = t.topic_id;
+                rt.partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let mut rp = OffsetCommitResponsePartition::default();
+                        rp.partition_index = p.partition_index;
+                        rp.error_code = code;
+                        rp
+                    })
+                    .collect();
+                rt
+            })
+            .collect();
+        r
+    }
+}
+
+impl Coordinated for OffsetFetchRequest {
+    type Response = OffsetFetchResponse;
+    const API: ApiKey = ApiKey::OffsetFetch;
+    fn key(&self) -> (CoordinatorKind, &str) {
+        (CoordinatorKind::Group, self.group_id.as_str())
+    }
+    fn error(resp: &OffsetFetchResponse) -> i16 {
+        if resp.error_code != 0 {
+            return resp.error_code;
+        }
+        first_error(
+            resp.topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+        )
+    }
+    fn failed(&self, code: i16) -> OffsetFetchResponse {
+        let mut r = OffsetFetchResponse::default();
+        // v2+ carry the group error at the top; v1 only per partition.
+        r.error_code = code;
+        r.topics = self
+            .topics
+            .iter()
+            .flatten()
+            .map(|t| {
+                let mut rt = OffsetFetchResponseTopic::default();
+                rt.name = t.name.clone();
+                rt.partitions = t
+                    .partition_indexes
+                    .iter()
+                    .map(|p| {
+                        let mut rp = OffsetFetchResponsePartition::default();
+                        rp.partition_index = *p;
+                        rp.committed_offset = -1;
+                        rp.committed_leader_epoch = -1;
+                        rp.error_code = code;
+                        rp
+                    })
+                    .collect();
+                rt
+            })
+            .collect();
+        r
+    }
+}
+
+impl Coordinated for TxnOffsetCommitRequest {
+    type Response = TxnOffsetCommitResponse;
+    const API: ApiKey = ApiKey::TxnOffsetCommit;
+    // Sent to the group's coordinator, not the transaction's.
+    fn key(&self) -> (CoordinatorKind, &str) {
+        (CoordinatorKind::Group, self.group_id.as_str())
+    }
+    fn error(resp: &TxnOffsetCommitResponse) -> i16 {
+        first_error(
+            resp.topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+        )
+    }
+    fn failed(&self, code: i16) -> TxnOffsetCommitResponse {
+        let mut r = TxnOffsetCommitResponse::default();
+        r.topics = self
+            .topics
+            .iter()
+            .map(|t| {
+                let mut rt = TxnOffsetCommitResponseTopic::default();
+                rt.name = t.name.clone();
+                rt.partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let mut rp = TxnOffsetCommitResponsePartition::default();
+                        rp.partition_index = p.partition_index;
+                        rp.error_code = code;
+                        rp
+                    })
+                    .collect();
+                rt
+            })
+            .collect();
+        r
+    }
+}
+
+impl Coordinated for AddPartitionsToTxnRequest {
+    type Response = AddPartitionsToTxnResponse;
+    const API: ApiKey = ApiKey::AddPartitionsToTxn;
+    // Clients use v3 and below: one transaction per request.
+    fn key(&self) -> (CoordinatorKind, &str) {
+        (
+            CoordinatorKind::Transaction,
+            self.v3_and_below_transactional_id.as_str(),
+        )
+    }
+    fn error(resp: &AddPartitionsToTxnResponse) -> i16 {
+        first_error(resp.results_by_topic_v3_and_below.iter().flat_map(|t| {
+            t.results_by_partition
+                .iter()
+                .map(|p| p.partition_error_code)
+        }))
+    }
+    fn failed(&self, code: i16) -> AddPartitionsToTxnResponse {
+        let mut r = AddPartitionsToTxnResponse::default();
+        r.results_by_topic_v3_and_below = self
+            .v3_and_below_topics
+            .iter()
+            .map(|t| {
+                let mut rt = AddPartitionsToTxnTopicResult::default();
+                rt.name = t.name.clone();
+                rt.results_by_partition = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let mut rp = AddPartitionsToTxnPartitionResult::default();
+                        rp.partition_index = *p;
+                        rp.partition_error_code = code;
+                        rp
+                    })
+                    .collect();
+                rt
+            })
+            .collect();
+        r
+    }
+}
+
+fn first_error(codes: impl Iterator<Item = i16>) -> i16 {
+    codes.into_iter().find(|c| *c != 0).unwrap_or(0)
+}
+
+/// Error codes that mean "find the coordinator again".
+pub fn is_coordinator_moved(code: i16) -> bool {
+    code == codes::COORDINATOR_NOT_AVAILABLE || code == codes::NOT_COORDINATOR
+}

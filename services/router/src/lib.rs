@@ -1,0 +1,24 @@
+//! The router: the Kafka endpoint migrated clients use as
+//! `bootstrap.servers`. It presents the live routers as the cluster's
+//! brokers and sends each request to the cluster that should answer it.
+//!
+//! Layout: [`frame`] parses requests and encodes responses (pure, fuzzed);
+//! [`router`] answers each API, with [`partitioned`] for the APIs routed
+//! per partition, [`coordinated`] for group and transaction APIs and [`assign`] deciding which router leads what;
+//! [`server`] runs the listener and client connections; [`members`] is
+//! router membership in etcd; [`service`] wires it together.
+
+pub mod assign;
+pub mod config;
+pub mod coordinated;
+pub mod error;
+pub mod frame;
+pub mod members;
+pub mod partitioned;
+pub mod router;
+pub mod server;
+pub mod service;
+
+pub use config::RouterConfig;
+pub use error::RouterError;
+pub use service::run;

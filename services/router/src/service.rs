@@ -1,0 +1,201 @@
+//! One router process: etcd session and membership, the link's clusters,
+//! the Kafka listener, health and metrics; graceful stop on SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cutover_coord::{Coord, CoordConfig};
+use cutover_kafka::{Cluster, ClusterConfig};
+use cutover_model::{keys, ClusterSpec, Link, RouterMember};
+use cutover_retry::Policy;
+use cutover_telemetry::Health;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::RouterConfig;
+use crate::error::RouterError;
+use crate::members;
+use crate::router::Router;
+use crate::server::{self, ConnectionLimits};
+
+const CONNECT: Policy = Policy::new(Duration::from_millis(500), Duration::from_secs(10));
+
+/// Splits `host:port` (`[v6]:port` too).
+fn host_port(addr: &str) -> Result<(String, i32), RouterError> {
+    let bad = || RouterError::BadAdvertised(addr.to_owned());
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host == "0.0.0.0" || host == "::" {
+        return Err(bad());
+    }
+    Ok((host.to_owned(), i32::from(port)))
+}
+
+/// Connects to a cluster of the link, retrying until it answers or
+/// `shutdown` fires (`None`).
+async fn connect(
+    spec: &ClusterSpec,
+    side: &'static str,
+    link: &str,
+    cfg: &RouterConfig,
+    shutdown: &CancellationToken,
+) -> Option<Cluster> {
+    let mut c = ClusterConfig::new(spec.bootstrap_servers.clone());
+    c.client_id = format!("cutover-router-{}", cfg.node_id);
+    c.request_timeout = cfg.kafka_timeout();
+    let mut backoff = CONNECT.backoff();
+    loop {
+        match Cluster::connect(c.clone()).await {
+            Ok(cluster) => return Some(cluster),
+            Err(source) => {
+                let e = RouterError::Cluster {
+                    side,
+                    link: link.to_owned(),
+                    source,
+                };
+                warn!(error = %e, "retrying");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = backoff.wait() => {}
+        }
+    }
+}
+
+/// Runs a router until `shutdown` fires. A lost etcd lease stops it with
+/// [`RouterError::LeaseLost`]: its node id may be taken over, so it must
+/// not go on answering as that node.
+pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), RouterError> {
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|source| RouterError::Listen {
+            addr: cfg.listen.clone(),
+            source,
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| RouterError::Listen {
+            addr: cfg.listen.clone(),
+            source,
+        })?;
+    let advertised = cfg.advertised.clone().unwrap_or_else(|| local.to_string());
+    let (host, port) = host_port(&advertised)?;
+
+    let coord = Coord::connect(CoordConfig {
+        endpoints: cfg.etcd.clone(),
+        prefix: cfg.etcd_prefix.clone(),
+        lease_ttl: cfg.lease_ttl(),
+        connect_timeout: Duration::from_secs(5),
+    })
+    .await?;
+    let link = coord
+        .get::<Link>(&keys::link(&cfg.link))
+        .await?
+        .ok_or_else(|| RouterError::UnknownLink(cfg.link.clone()))?
+        .value;
+    let Some(source) = connect(&link.source, "source", &link.name, &cfg, &shutdown).await else {
+        return Ok(());
+    };
+    let Some(target) = connect(&link.target, "target", &link.name, &cfg, &shutdown).await else {
+        return Ok(());
+    };
+
+    let internal = CancellationToken::new();
+    let session = coord.session(cfg.lease_ttl(), internal.clone()).await?;
+    let health = Health::default();
+    let registry = prometheus::Registry::new();
+    let (http_addr, http_task) =
+        cutover_telemetry::serve_http(&cfg.http_addr, registry, health.clone(), internal.clone())
+            .await?;
+
+    let me = RouterMember {
+        node_id: cfg.node_id,
+        host,
+        port,
+        started_at_ms: cutover_model::now_ms(),
+    };
+    let instance = uuid::Uuid::new_v4().simple().to_string();
+    members::join(&coord, &session, &me, &instance).await?;
+    let (routers, watch_task) = members::watch(&coord, internal.clone()).await?;
+    let router = Arc::new(Router::new(
+        cfg.node_id,
+        routers,
+        source.clone(),
+        target.clone(),
+        cfg.kafka_timeout(),
+    ));
+    let limits = ConnectionLimits {
+        max_request_bytes: cfg.max_request_bytes,
+        max_inflight: cfg.max_inflight.max(1),
+        max_inflight_bytes: cfg.max_inflight_bytes,
+    };
+    let stop = CancellationToken::new();
+    let serving = tokio::spawn(server::serve(
+        listener,
+        router,
+        limits,
+        stop.clone(),
+        cfg.drain(),
+    ));
+    health.set_ready(true);
+    info!(node_id = cfg.node_id, kafka = %local, advertised = %advertised, http = %http_addr, link = %link.name, "router started");
+
+    let lost = session.lost();
+    let result = tokio::select! {
+        _ = shutdown.cancelled() => Ok(()),
+        _ = lost.cancelled() => Err(RouterError::LeaseLost),
+    };
+    // Leave the brokers clients see first, so their next Metadata points
+    // elsewhere; then answer what is in flight and close.
+    health.set_ready(false);
+    if result.is_ok() {
+        if let Err(e) =
+            cutover_coord::deregister_member(&coord, keys::ROUTER_KIND, &cfg.node_id.to_string())
+                .await
+        {
+            warn!(error = %e, "could not leave the router group; the lease expiry will");
+        }
+    }
+    stop.cancel();
+    let _ = serving.await;
+    internal.cancel();
+    let _ = watch_task.await;
+    let _ = http_task.await;
+    source.close().await;
+    target.close().await;
+    if result.is_ok() {
+        if let Err(e) = session.revoke().await {
+            warn!(error = %e, "could not revoke the lease; it will expire by itself");
+        }
+    }
+    info!("router stopped");
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_addresses_must_be_reachable_host_and_port() {
+        assert_eq!(
+            host_port("10.0.0.5:9092").unwrap(),
+            ("10.0.0.5".into(), 9092)
+        );
+        assert_eq!(host_port("[::1]:9092").unwrap(), ("::1".into(), 9092));
+        for bad in [
+            "0.0.0.0:9092",
+            "router",
+            "router:x",
+            ":9092",
+            "router:70000",
+        ] {
+            assert!(
+                matches!(host_port(bad), Err(RouterError::BadAdvertised(_))),
+                "{bad}"
+            );
+        }
+    }
+}
