@@ -64,8 +64,13 @@ bench-scale *args: kafka-jars
     cargo build --release --workspace --bins
     cargo run --release -q -p cutover-integration-tests --bin cutover-bench-scale -- {{args}}
 
+# Produce (acks=all) and fetch through one router versus directly to the source on real Kafka: added latency, throughput, router CPU per MB.
+bench-router *args: kafka-jars
+    cargo build --release --workspace --bins
+    cargo run --release -q -p cutover-integration-tests --bin cutover-bench-router -- {{args}}
+
 # All benchmarks.
-bench: bench-fetcher bench-fetcher-mock bench-bandwidth bench-scale
+bench: bench-fetcher bench-fetcher-mock bench-bandwidth bench-scale bench-router
 
 # Fuzz the record batch decoder and the transformation (needs nightly and cargo-fuzz).
 fuzz target="batches" seconds="60":

@@ -1,0 +1,282 @@
+//! `just bench-router`: produce (acks=all) and fetch through one router
+//! versus directly to the source, same run, same load, real brokers.
+//!
+//! Measures: the latency of single records produced with acks=all and
+//! acknowledged (direct and through the router, interleaved so both see
+//! the same machine), p50/p99 and what the router adds; produce and fetch
+//! throughput of a bulk load both ways; and the router's CPU per MB moved.
+//! Goals (issue 7): added p50 at most 100 µs and p99 at most 500 µs,
+//! throughput at least 0.9x direct, at most 5 ms of router CPU per MB.
+//! Results on stdout and in `target/bench/router.json`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use clap::Parser;
+use cutover_integration_tests::bench::{process_cpu, write_report};
+use cutover_integration_tests::cutover::Cutover;
+use cutover_integration_tests::{KafkaOptions, RealBed, Side, TestBed};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    about = "Produce and fetch through one router versus directly: latency, throughput, router CPU"
+)]
+struct Args {
+    /// Single-record produce round trips measured each way.
+    #[arg(long, default_value_t = 2_000)]
+    probes: usize,
+    /// MB written (and then read) each way for throughput.
+    #[arg(long, default_value_t = 256)]
+    mb: usize,
+    #[arg(long, default_value_t = 1024)]
+    record_bytes: usize,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+const PARTITIONS: i32 = 4;
+
+fn producer(bootstrap: &str, linger_ms: &str) -> Result<BaseProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", linger_ms)
+        .set("batch.size", "1000000")
+        .set("compression.type", "none")
+        .create()?)
+}
+
+/// Signals each delivery report, so a round trip ends the moment the
+/// acknowledgement is there (polling in a loop would round it to the
+/// poll's granularity).
+struct Acks(std::sync::mpsc::SyncSender<Result<(), String>>);
+
+impl rdkafka::ClientContext for Acks {}
+
+impl rdkafka::producer::ProducerContext for Acks {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        let _ = self
+            .0
+            .send(r.as_ref().map(|_| ()).map_err(|(e, _)| e.to_string()));
+    }
+}
+
+struct Prober {
+    producer: ThreadedProducer<Acks>,
+    acks: std::sync::mpsc::Receiver<Result<(), String>>,
+}
+
+fn prober(bootstrap: &str) -> Result<Prober> {
+    let (tx, acks) = std::sync::mpsc::sync_channel(16);
+    let producer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .create_with_context(Acks(tx))?;
+    Ok(Prober { producer, acks })
+}
+
+/// One record, acknowledged: the round trip.
+fn round_trip(p: &Prober, topic: &str, value: &[u8]) -> Result<Duration> {
+    let t = Instant::now();
+    p.producer
+        .send(
+            BaseRecord::<[u8], [u8]>::to(topic)
+                .partition(0)
+                .payload(value),
+        )
+        .map_err(|(e, _)| e)?;
+    match p.acks.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(())) => Ok(t.elapsed()),
+        Ok(Err(e)) => bail!("produce failed: {e}"),
+        Err(_) => bail!("no acknowledgement in 30 s"),
+    }
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+/// Writes `mb` MB of `record_bytes` records round-robin over the topic's
+/// partitions as fast as the producer goes; returns the seconds taken.
+fn bulk_produce(bootstrap: &str, topic: &str, mb: usize, record_bytes: usize) -> Result<f64> {
+    let p = producer(bootstrap, "5")?;
+    let value = vec![b'x'; record_bytes];
+    let n = mb * 1024 * 1024 / record_bytes;
+    let t = Instant::now();
+    for i in 0..n {
+        let partition = (i % PARTITIONS as usize) as i32;
+        loop {
+            match p.send(
+                BaseRecord::<[u8], [u8]>::to(topic)
+                    .partition(partition)
+                    .payload(&value),
+            ) {
+                Ok(()) => break,
+                Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    p.poll(Duration::from_millis(1));
+                }
+                Err((e, _)) => bail!("produce to {topic}: {e}"),
+            }
+        }
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(120))
+        .context("flushing the bulk load")?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Reads the topic from the start up to `ends` (per partition); returns
+/// the seconds and bytes read.
+fn bulk_fetch(bootstrap: &str, topic: &str, ends: &[i64]) -> Result<(f64, u64)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-router-reader")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "8388608")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    c.assign(&tpl)?;
+    let mut next = vec![0i64; PARTITIONS as usize];
+    let mut bytes = 0u64;
+    let t = Instant::now();
+    while next.iter().zip(ends).any(|(n, e)| n < e) {
+        ensure!(
+            t.elapsed() < Duration::from_secs(300),
+            "fetch took over 300 s"
+        );
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m?;
+            bytes += m.payload_len() as u64;
+            next[m.partition() as usize] = m.offset() + 1;
+        }
+    }
+    Ok((t.elapsed().as_secs_f64(), bytes))
+}
+
+fn log_ends(bootstrap: &str, topic: &str) -> Result<Vec<i64>> {
+    (0..PARTITIONS)
+        .map(|p| Ok(cutover_integration_tests::watermarks(bootstrap, topic, p)?.1))
+        .collect()
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let started = Instant::now();
+    let mut source = KafkaOptions::source()?;
+    let mut target = KafkaOptions::target()?;
+    for o in [&mut source, &mut target] {
+        o.heap_mb = 1024;
+        o.quick_jit = false;
+    }
+    let bed = RealBed::start_own_with("bench-router", source, target)?;
+    for t in ["lat", "bulk-direct", "bulk-router"] {
+        bed.kafka.create_topic(Side::Source, t, PARTITIONS, &[])?;
+    }
+    let cutover = Cutover::start(&bed)?;
+    cutover.create_link(&bed, "l1", &[])?;
+    let router = cutover.start_router(1, "l1")?;
+    let router_pid = u32::try_from(router.process.pid())?;
+    let direct_addr = bed.source_bootstrap().to_owned();
+
+    // Latency: one record at a time, alternating, after a warm-up.
+    let direct = prober(&direct_addr)?;
+    let routed = prober(&router.kafka)?;
+    let value = vec![b'p'; 100];
+    for _ in 0..200 {
+        round_trip(&direct, "lat", &value)?;
+        round_trip(&routed, "lat", &value)?;
+    }
+    let (mut d, mut r) = (Vec::new(), Vec::new());
+    for _ in 0..args.probes {
+        d.push(round_trip(&direct, "lat", &value)?);
+        r.push(round_trip(&routed, "lat", &value)?);
+    }
+    d.sort();
+    r.sort();
+    let (d50, d99, r50, r99) = (
+        percentile(&d, 0.5),
+        percentile(&d, 0.99),
+        percentile(&r, 0.5),
+        percentile(&r, 0.99),
+    );
+    println!(
+        "produce acks=all, one record: direct p50 {d50:.0} µs p99 {d99:.0} µs; through the router \
+         p50 {r50:.0} µs p99 {r99:.0} µs; added p50 {:.0} µs (goal ≤ 100), p99 {:.0} µs (goal ≤ 500)",
+        r50 - d50,
+        r99 - d99
+    );
+    drop((direct, routed));
+
+    // Throughput and router CPU.
+    let direct_secs = bulk_produce(&direct_addr, "bulk-direct", args.mb, args.record_bytes)?;
+    let cpu0 = process_cpu(router_pid)?;
+    let routed_secs = bulk_produce(&router.kafka, "bulk-router", args.mb, args.record_bytes)?;
+    let produce_cpu = process_cpu(router_pid)?.saturating_sub(cpu0);
+    let mb = args.mb as f64;
+    println!(
+        "produce {} MB: direct {:.1} MB/s, through the router {:.1} MB/s ({:.2}x, goal ≥ 0.9); \
+         router CPU {:.2} ms per MB (goal ≤ 5)",
+        args.mb,
+        mb / direct_secs,
+        mb / routed_secs,
+        direct_secs / routed_secs,
+        produce_cpu.as_secs_f64() * 1e3 / mb
+    );
+    let ends_direct = log_ends(&direct_addr, "bulk-direct")?;
+    let ends_router = log_ends(&direct_addr, "bulk-router")?;
+    let (fd_secs, fd_bytes) = bulk_fetch(&direct_addr, "bulk-direct", &ends_direct)?;
+    let cpu1 = process_cpu(router_pid)?;
+    let (fr_secs, fr_bytes) = bulk_fetch(&router.kafka, "bulk-router", &ends_router)?;
+    let fetch_cpu = process_cpu(router_pid)?.saturating_sub(cpu1);
+    let (fd_mb, fr_mb) = (fd_bytes as f64 / 1048576.0, fr_bytes as f64 / 1048576.0);
+    println!(
+        "fetch {fr_mb:.0} MB: direct {:.1} MB/s, through the router {:.1} MB/s ({:.2}x, goal ≥ 0.9); \
+         router CPU {:.2} ms per MB (goal ≤ 5)",
+        fd_mb / fd_secs,
+        fr_mb / fr_secs,
+        (fr_mb / fr_secs) / (fd_mb / fd_secs),
+        fetch_cpu.as_secs_f64() * 1e3 / fr_mb
+    );
+    let out = json!({
+        "probes": args.probes,
+        "produce_latency_us": {
+            "direct": {"p50": d50, "p99": d99},
+            "router": {"p50": r50, "p99": r99},
+            "added": {"p50": r50 - d50, "p99": r99 - d99},
+        },
+        "produce": {
+            "mb": args.mb,
+            "record_bytes": args.record_bytes,
+            "direct_mb_s": mb / direct_secs,
+            "router_mb_s": mb / routed_secs,
+            "router_cpu_ms_per_mb": produce_cpu.as_secs_f64() * 1e3 / mb,
+        },
+        "fetch": {
+            "mb": fr_mb,
+            "direct_mb_s": fd_mb / fd_secs,
+            "router_mb_s": fr_mb / fr_secs,
+            "router_cpu_ms_per_mb": fetch_cpu.as_secs_f64() * 1e3 / fr_mb,
+        },
+        "total_secs": started.elapsed().as_secs_f64(),
+    });
+    write_report(args.json.as_deref(), "router.json", &out, started)?;
+    Ok(())
+}
