@@ -30,6 +30,8 @@ pub enum RouterError {
     BadAdvertised(String),
     #[error(transparent)]
     Telemetry(#[from] cutover_telemetry::TelemetryError),
+    #[error("cannot set up the metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     #[error("the etcd lease was lost; the router stopped so clients move to the others")]
     LeaseLost,
 }

@@ -67,6 +67,20 @@ pub enum FrameError {
     },
 }
 
+impl FrameError {
+    /// The `reason` label of a connection closed for it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FrameError::Short { .. } | FrameError::Malformed { .. } => "malformed",
+            FrameError::UnknownApi { .. } => "unknown_api",
+            FrameError::UnsupportedApi { .. }
+            | FrameError::UnsupportedVersion { .. }
+            | FrameError::UnsupportedApiVersions { .. } => "unsupported",
+            FrameError::Encode { .. } => "encode",
+        }
+    }
+}
+
 macro_rules! requests {
     ($($name:ident: $req:ty => $min:literal ..= $max:literal),* $(,)?) => {
         /// A decoded request of an API the router handles.

@@ -6,7 +6,7 @@
 //! [`router`] answers each API, with [`partitioned`] for the APIs routed
 //! per partition, [`coordinated`] for group and transaction APIs and [`assign`] deciding which router leads what;
 //! [`server`] runs the listener and client connections; [`members`] is
-//! router membership in etcd; [`service`] wires it together.
+//! router membership in etcd; [`metrics`] the Prometheus metrics; [`service`] wires it together.
 
 pub mod assign;
 pub mod config;
@@ -14,6 +14,7 @@ pub mod coordinated;
 pub mod error;
 pub mod frame;
 pub mod members;
+pub mod metrics;
 pub mod partitioned;
 pub mod router;
 pub mod server;

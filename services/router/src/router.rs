@@ -24,6 +24,7 @@ use crate::assign::{self, CoordinatorKind};
 use crate::coordinated::{is_coordinator_moved, Coordinated};
 use crate::frame::{self, encode_response, FrameError, Header, Request};
 use crate::members::Routers;
+use crate::metrics::Metrics;
 use crate::partitioned::Partitioned;
 
 /// The router's request handling; shared by every client connection.
@@ -33,6 +34,7 @@ pub struct Router {
     pub(crate) source: Cluster,
     pub(crate) target: Cluster,
     pub(crate) timeout: Duration,
+    pub(crate) metrics: Metrics,
     /// The source's coordinator per key, as FindCoordinator last said.
     coordinators: Mutex<HashMap<(CoordinatorKind, String), i32>>,
 }
@@ -70,6 +72,7 @@ impl Router {
         source: Cluster,
         target: Cluster,
         timeout: Duration,
+        metrics: Metrics,
     ) -> Router {
         Router {
             node_id,
@@ -77,6 +80,7 @@ impl Router {
             source,
             target,
             timeout,
+            metrics,
             coordinators: Mutex::new(HashMap::new()),
         }
     }
@@ -89,6 +93,9 @@ impl Router {
             Request::ApiVersions(_) => r(&|| encode_response(header, &self.api_versions())),
             Request::Metadata(req) => {
                 let resp = self.metadata(header, req).await;
+                for t in &resp.topics {
+                    self.metrics.error(ApiKey::Metadata, t.error_code);
+                }
                 encode_response(header, &resp).map(Some)
             }
             Request::Produce(req) => self.respond(header, self.partitioned(header, req).await),
@@ -103,6 +110,7 @@ impl Router {
             }
             Request::InitProducerId(req) => {
                 let resp = self.init_producer_id(header, req).await;
+                self.metrics.error(ApiKey::InitProducerId, resp.error_code);
                 encode_response(header, &resp).map(Some)
             }
             Request::JoinGroup(req) => self.coordinated(header, req).await,
@@ -323,6 +331,7 @@ impl Router {
                 let answer = answers
                     .remove(&key)
                     .unwrap_or_else(|| R::failed(key.1, codes::NOT_LEADER_OR_FOLLOWER));
+                self.metrics.error(R::API, R::answer_error(&answer));
                 (key.0, answer)
             })
             .collect();
@@ -426,6 +435,7 @@ impl Router {
         let key = key.to_owned();
         let ids = self.live_routers();
         if assign::coordinator(&ids, kind, &key) != Some(self.node_id) {
+            self.metrics.error(R::API, codes::NOT_COORDINATOR);
             return encode_response(header, &req.failed(codes::NOT_COORDINATOR)).map(Some);
         }
         let mut resp = None;
@@ -460,6 +470,7 @@ impl Router {
             }
         }
         let resp = resp.unwrap_or_else(|| req.failed(codes::COORDINATOR_NOT_AVAILABLE));
+        self.metrics.error(R::API, R::error(&resp));
         encode_response(header, &resp).map(Some)
     }
 

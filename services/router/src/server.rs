@@ -85,6 +85,17 @@ pub async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let metrics = router.metrics.clone();
+    metrics.connections.inc();
+    // Balanced on every way out of this function.
+    struct Open(prometheus::IntGauge);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    let _open = Open(metrics.connections.clone());
+    let closed = |reason: &str| metrics.closed.with_label_values(&[reason]).inc();
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut answers: FuturesOrdered<Answer> = FuturesOrdered::new();
@@ -109,6 +120,7 @@ pub async fn serve_connection<S>(
                     }
                     Ok(None) => {}
                     Err(e) => {
+                        closed(e.reason());
                         warn!(error = %e, "closing the connection");
                         return;
                     }
@@ -121,9 +133,31 @@ pub async fn serve_connection<S>(
                         Ok((header, request)) => {
                             held_bytes += size;
                             let router = router.clone();
-                            answers.push_back(Box::pin(async move {
-                                (size, router.handle(&header, request).await)
-                            }));
+                            let span = tracing::debug_span!(
+                                "request",
+                                api = ?header.api,
+                                version = header.version,
+                                correlation_id = header.correlation_id,
+                                client = %header.client(),
+                            );
+                            answers.push_back(Box::pin(
+                                async move {
+                                    let api = crate::metrics::api_name(header.api);
+                                    let m = &router.metrics;
+                                    let started = std::time::Instant::now();
+                                    let answer = router.handle(&header, request).await;
+                                    m.latency
+                                        .with_label_values(&[api])
+                                        .observe(started.elapsed().as_secs_f64());
+                                    m.requests.with_label_values(&[api]).inc();
+                                    m.bytes_in.with_label_values(&[api]).inc_by(size as u64 + 4);
+                                    if let Ok(Some(frame)) = &answer {
+                                        m.bytes_out.with_label_values(&[api]).inc_by(frame.len() as u64);
+                                    }
+                                    (size, answer)
+                                }
+                                .instrument(span),
+                            ));
                         }
                         Err(FrameError::UnsupportedApiVersions { version, correlation_id, client }) => {
                             info!(version, client = %client, "ApiVersions newer than the router's; answering UNSUPPORTED_VERSION");
@@ -142,6 +176,7 @@ pub async fn serve_connection<S>(
                 }
                 Ok(None) => reading = false,
                 Err(e) => {
+                    closed(e.reason());
                     warn!(error = %e, "closing the connection");
                     reading = false;
                 }
@@ -165,6 +200,18 @@ pub enum ReadError {
     Truncated,
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+impl ReadError {
+    /// The `reason` label of a connection closed for it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReadError::TooLarge { .. } => "too_large",
+            ReadError::Negative(_) => "negative",
+            ReadError::Truncated => "truncated",
+            ReadError::Io(_) => "io",
+        }
+    }
 }
 
 /// The next frame (without its length prefix); `None` at a clean end of

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::config::RouterConfig;
 use crate::error::RouterError;
 use crate::members;
+use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::server::{self, ConnectionLimits};
 
@@ -105,10 +106,14 @@ pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), R
     let internal = CancellationToken::new();
     let session = coord.session(cfg.lease_ttl(), internal.clone()).await?;
     let health = Health::default();
-    let registry = prometheus::Registry::new();
-    let (http_addr, http_task) =
-        cutover_telemetry::serve_http(&cfg.http_addr, registry, health.clone(), internal.clone())
-            .await?;
+    let metrics = Metrics::new()?;
+    let (http_addr, http_task) = cutover_telemetry::serve_http(
+        &cfg.http_addr,
+        metrics.registry.clone(),
+        health.clone(),
+        internal.clone(),
+    )
+    .await?;
 
     let me = RouterMember {
         node_id: cfg.node_id,
@@ -125,6 +130,7 @@ pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), R
         source.clone(),
         target.clone(),
         cfg.kafka_timeout(),
+        metrics,
     ));
     let limits = ConnectionLimits {
         max_request_bytes: cfg.max_request_bytes,

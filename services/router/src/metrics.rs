@@ -1,0 +1,113 @@
+//! Prometheus metrics of the router (prefix `cutover_router_`), per Kafka
+//! API: requests, error codes answered, latency, bytes; and connections,
+//! with why each one the router closed was closed.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// Requests answered (or, for acks=0, handled), by API.
+    pub requests: IntCounterVec,
+    /// Error codes in answers, by API and Kafka error name: one per
+    /// partition or group answered with it.
+    pub errors: IntCounterVec,
+    /// From a request read to its answer ready, by API.
+    pub latency: HistogramVec,
+    pub bytes_in: IntCounterVec,
+    pub bytes_out: IntCounterVec,
+    pub connections: IntGauge,
+    /// Connections the router closed, by reason (too_large, negative,
+    /// truncated, unknown_api, unsupported, malformed, encode, io).
+    pub closed: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new_custom(Some("cutover_router".into()), None)?;
+        let requests =
+            IntCounterVec::new(Opts::new("requests_total", "Requests handled"), &["api"])?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "errors_total",
+                "Error codes answered (per partition or group)",
+            ),
+            &["api", "error"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new("request_seconds", "From request read to answer ready").buckets(
+                vec![
+                    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ],
+            ),
+            &["api"],
+        )?;
+        let bytes_in =
+            IntCounterVec::new(Opts::new("request_bytes_total", "Request bytes"), &["api"])?;
+        let bytes_out = IntCounterVec::new(
+            Opts::new("response_bytes_total", "Response bytes"),
+            &["api"],
+        )?;
+        let connections = IntGauge::new("connections", "Open client connections")?;
+        let closed = IntCounterVec::new(
+            Opts::new(
+                "connections_closed_total",
+                "Client connections the router closed, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(bytes_in.clone()))?;
+        registry.register(Box::new(bytes_out.clone()))?;
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(closed.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            errors,
+            latency,
+            bytes_in,
+            bytes_out,
+            connections,
+            closed,
+        })
+    }
+
+    /// Counts a non-zero error code answered for `api`.
+    pub fn error(&self, api: kafka_protocol::messages::ApiKey, code: i16) {
+        if code != 0 {
+            self.errors
+                .with_label_values(&[api_name(api), cutover_kafka::error_name(code)])
+                .inc();
+        }
+    }
+}
+
+/// The label of an API: its Kafka name.
+pub fn api_name(api: kafka_protocol::messages::ApiKey) -> &'static str {
+    use kafka_protocol::messages::ApiKey::*;
+    match api {
+        Produce => "Produce",
+        Fetch => "Fetch",
+        ListOffsets => "ListOffsets",
+        Metadata => "Metadata",
+        OffsetCommit => "OffsetCommit",
+        OffsetFetch => "OffsetFetch",
+        FindCoordinator => "FindCoordinator",
+        JoinGroup => "JoinGroup",
+        Heartbeat => "Heartbeat",
+        LeaveGroup => "LeaveGroup",
+        SyncGroup => "SyncGroup",
+        ApiVersions => "ApiVersions",
+        InitProducerId => "InitProducerId",
+        OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        AddPartitionsToTxn => "AddPartitionsToTxn",
+        AddOffsetsToTxn => "AddOffsetsToTxn",
+        EndTxn => "EndTxn",
+        TxnOffsetCommit => "TxnOffsetCommit",
+        _ => "other",
+    }
+}
