@@ -30,6 +30,7 @@ pub mod blackhole;
 pub mod clients;
 pub mod clusters;
 pub mod cutover;
+pub mod go_clients;
 pub mod java_clients;
 pub mod kafka;
 pub mod oracle;
