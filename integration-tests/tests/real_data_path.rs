@@ -474,6 +474,13 @@ fn real_kafka_trimmed_sources_keep_their_log_start_and_losses_are_reported_exact
     // retention.ms=1 every record is expired. The leader copies the setting
     // to the target too; it is set back on both before the mirror resumes.
     cutover.cli_json(&["mirror", "pause", "--link", "l1", RETAINED])?;
+    // The pause takes effect when the fetcher has stopped the partition
+    // and given it up; records written before that would still be copied.
+    let owner_key = format!("owners/fetch/l1/{RETAINED}/0");
+    cutover_integration_tests::cutover::wait_until("the paused partition given up", SYNC, || {
+        let (_, kvs) = cutover_integration_tests::cutover::etcd_snapshot(bed.etcd_endpoint())?;
+        Ok(!kvs.iter().any(|(k, _)| k.ends_with(&owner_key)))
+    })?;
     fresh.write(100)?;
     let source_admin = bed.kafka.admin(Side::Source)?;
     let target_admin = bed.kafka.admin(Side::Target)?;
