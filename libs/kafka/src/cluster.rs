@@ -43,13 +43,13 @@ pub(crate) struct Inner {
     /// One slot per broker address, created on first use, never removed
     /// (a cluster has few brokers).
     slots: Mutex<HashMap<String, Arc<Slot>>>,
-    pub(crate) meta: RwLock<MetaCache>,
+    meta: RwLock<MetaCache>,
     /// Serialises topic metadata refreshes so that many callers noticing
     /// the same stale leader cause one Metadata request, not one each.
     refresh_lock: tokio::sync::Mutex<()>,
     /// Versions negotiated with the most recently opened connection; what
     /// `supports()` answers from.
-    pub(crate) versions: RwLock<VersionTable>,
+    versions: RwLock<VersionTable>,
 }
 
 impl Drop for Inner {
@@ -77,11 +77,11 @@ impl Slot {
     }
 }
 
-pub(crate) struct MetaCache {
+struct MetaCache {
     cluster_id: Option<String>,
     controller_id: i32,
     controller_stale: bool,
-    pub(crate) brokers: BTreeMap<i32, BrokerMetadata>,
+    brokers: BTreeMap<i32, BrokerMetadata>,
     /// Shared, not copied, by every request that reads it.
     topics: HashMap<String, Arc<TopicMetadata>>,
     /// Topics whose cached leaders proved wrong; refreshed before next use.
@@ -108,7 +108,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -243,6 +243,12 @@ impl Cluster {
     /// opened connection), `None` if unsupported.
     pub fn api_version(&self, api: ApiKey) -> Option<i16> {
         read(&self.inner.versions).get(api)
+    }
+
+    /// The lowest and highest version of `api` usable with the cluster
+    /// (the most recently opened connection), `None` if unsupported.
+    pub fn api_range(&self, api: ApiKey) -> Option<(i16, i16)> {
+        read(&self.inner.versions).range(api)
     }
 
     /// The bootstrap addresses this handle was created with.
@@ -604,7 +610,10 @@ impl Inner {
     }
 
     /// Topic metadata from the cache, refreshed first if missing or stale.
-    async fn topic_metadata(&self, topic: &str) -> Result<Option<Arc<TopicMetadata>>, KafkaError> {
+    pub(crate) async fn topic_metadata(
+        &self,
+        topic: &str,
+    ) -> Result<Option<Arc<TopicMetadata>>, KafkaError> {
         self.topics_metadata(&[topic])
             .await
             .remove(topic)

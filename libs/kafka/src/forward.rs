@@ -7,9 +7,8 @@ use std::time::Duration;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
-use crate::cluster::{read, unknown_topic, Cluster};
+use crate::cluster::{unknown_topic, Cluster};
 use crate::error::KafkaError;
-use crate::types::BrokerMetadata;
 
 /// Which broker a forwarded request goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,27 +20,13 @@ pub enum Destination {
 }
 
 impl Cluster {
-    /// The lowest and highest version of `api` usable with this cluster
-    /// (its most recently opened connection), `None` if it does not offer
-    /// it.
-    pub fn api_range(&self, api: ApiKey) -> Option<(i16, i16)> {
-        read(&self.inner.versions).range(api)
-    }
-
-    /// The cached broker list (the last Metadata answer).
-    pub fn brokers(&self) -> Vec<BrokerMetadata> {
-        read(&self.inner.meta).brokers.values().cloned().collect()
-    }
-
     /// The leader of a partition: from the cache, loading the topic's
     /// metadata when it is missing or marked stale.
     pub async fn leader_of(&self, topic: &str, partition: i32) -> Result<i32, KafkaError> {
         let t = self
             .inner
-            .topics_metadata(&[topic])
-            .await
-            .remove(topic)
-            .unwrap_or(Ok(None))?
+            .topic_metadata(topic)
+            .await?
             .ok_or_else(|| unknown_topic(topic))?;
         let p = t
             .partition(partition)

@@ -15,6 +15,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::batching::next_batch;
 use crate::replicator::ReplicateError;
 
 struct Bump {
@@ -77,25 +78,9 @@ async fn run(coord: Coord, owner: String, mut rx: mpsc::Receiver<Bump>, cancel: 
     // about one round trip per partitions-starting-at-once, not one per
     // chunk.
     let mut rounds: JoinSet<()> = JoinSet::new();
-    loop {
-        let first = tokio::select! {
-            _ = cancel.cancelled() => break,
-            Some(_) = rounds.join_next(), if !rounds.is_empty() => continue,
-            r = rx.recv() => match r {
-                Some(r) => r,
-                None => break,
-            },
-        };
-        // Partitions that start together queue their bumps within a few
-        // polls of each other: let them.
-        tokio::task::yield_now().await;
-        let mut batch = vec![first];
-        while batch.len() < cutover_coord::BUMPS_PER_TXN {
-            match rx.try_recv() {
-                Ok(b) => batch.push(b),
-                Err(_) => break,
-            }
-        }
+    while let Some(mut batch) =
+        next_batch(&mut rx, &mut rounds, &cancel, cutover_coord::BUMPS_PER_TXN).await
+    {
         // A lost lease means a new session; bumps of the old one fail
         // with LeaseLost by themselves.
         while !batch.is_empty() {

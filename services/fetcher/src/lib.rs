@@ -9,6 +9,7 @@
 //! bumps of starting partitions.
 
 pub mod bandwidth;
+pub mod batching;
 pub mod classify;
 pub mod clusters;
 pub mod config;

@@ -15,6 +15,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::batching::next_batch;
+
 struct Lookup {
     topic: String,
     partition: i32,
@@ -63,29 +65,16 @@ impl OffsetLookups {
 
 async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Lookup>, cancel: CancellationToken) {
     let mut rounds: JoinSet<()> = JoinSet::new();
-    loop {
-        let first = tokio::select! {
-            _ = cancel.cancelled() => break,
-            Some(_) = rounds.join_next(), if !rounds.is_empty() => continue,
-            r = rx.recv() => match r {
-                Some(r) => r,
-                None => break,
-            },
-        };
-        // Partitions that start together queue their lookups within a few
-        // polls of each other: let them.
-        tokio::task::yield_now().await;
+    while let Some(batch) = next_batch(&mut rx, &mut rounds, &cancel, usize::MAX).await {
         let mut groups: Vec<(String, OffsetSpec, Vec<Lookup>)> = Vec::new();
-        let mut add = |l: Lookup| match groups
-            .iter_mut()
-            .find(|(t, s, _)| *t == l.topic && *s == l.spec)
-        {
-            Some((_, _, ls)) => ls.push(l),
-            None => groups.push((l.topic.clone(), l.spec, vec![l])),
-        };
-        add(first);
-        while let Ok(l) = rx.try_recv() {
-            add(l);
+        for l in batch {
+            match groups
+                .iter_mut()
+                .find(|(t, s, _)| *t == l.topic && *s == l.spec)
+            {
+                Some((_, _, ls)) => ls.push(l),
+                None => groups.push((l.topic.clone(), l.spec, vec![l])),
+            }
         }
         for (topic, spec, lookups) in groups {
             let cluster = cluster.clone();

@@ -241,15 +241,13 @@ impl Router {
     /// client expects no answer to.
     async fn partitioned<R: Partitioned>(&self, header: &Header, req: R) -> Option<R::Response> {
         let ids = self.live_routers();
-        let order: Vec<(TopicName, i32)> = req
-            .parts()
-            .into_iter()
-            .map(|(t, p)| (t.clone(), R::partition(p)))
-            .collect();
+        let parts = req.parts();
+        let mut order: Vec<(TopicName, i32)> = Vec::with_capacity(parts.len());
         let mut answers: HashMap<(TopicName, i32), R::Answer> = HashMap::new();
         let mut groups: BTreeMap<i32, Vec<(TopicName, R::Part)>> = BTreeMap::new();
-        for (topic, part) in req.parts() {
+        for (topic, part) in parts {
             let partition = R::partition(part);
+            order.push((topic.clone(), partition));
             let leader = if self.leads(&ids, topic, partition) {
                 self.source.leader_of(topic, partition).await
             } else {
