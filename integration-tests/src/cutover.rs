@@ -546,3 +546,40 @@ pub fn etcd_snapshot(endpoint: &str) -> Result<(i64, Vec<(String, String)>)> {
         Ok((rev, kvs))
     })
 }
+
+/// Sets the state of mirror topic `topic` of `link` in etcd itself, as a
+/// promotion will (a compare-and-swap on the document's revision, retried
+/// when something else wrote it in between).
+pub fn set_mirror_state(
+    endpoint: &str,
+    link: &str,
+    topic: &str,
+    state: cutover_model::MirrorState,
+) -> Result<()> {
+    use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+    let key = format!("/cutover/v1/{}", cutover_model::keys::mirror(link, topic));
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect([endpoint], None).await?;
+        for _ in 0..10 {
+            let r = c.get(key.as_str(), None).await?;
+            let kv = r
+                .kvs()
+                .first()
+                .ok_or_else(|| anyhow::anyhow!("no mirror topic at {key}"))?;
+            let mut doc: cutover_model::MirrorTopic = serde_json::from_slice(kv.value())?;
+            doc.state = state;
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
+                .and_then([TxnOp::put(key.as_str(), serde_json::to_vec(&doc)?, None)]);
+            if c.txn(txn).await?.succeeded() {
+                return Ok(());
+            }
+        }
+        bail!("mirror topic {key} kept changing")
+    })
+}

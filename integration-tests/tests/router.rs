@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context as _, Result};
 use bytes::{BufMut, BytesMut};
-use cutover_integration_tests::cutover::{Cutover, RouterProcess};
+use cutover_integration_tests::cutover::{set_mirror_state, wait_until, Cutover, RouterProcess};
 use cutover_integration_tests::*;
 use cutover_kafka::kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
 use cutover_kafka::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use cutover_model::MirrorState;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -655,6 +656,161 @@ fn router_franz_go_produces_and_consumes_as_with_the_source() -> Result<()> {
         "franz-go consumed {} of {N}; first difference: {:?}",
         consumed.len(),
         consumed.iter().zip(&acked).find(|(c, a)| c != a)
+    );
+    Ok(())
+}
+
+/// Sum of metric `name` over the routers' `/metrics`, every sample.
+fn router_metric_total(routers: &[&RouterProcess], name: &str) -> Result<f64> {
+    let mut sum = 0.0;
+    for r in routers {
+        let text = http_get(
+            &format!("http://{}/metrics", r.http),
+            Duration::from_secs(5),
+        )?
+        .body;
+        sum += cutover_integration_tests::cutover::sum_metric(&text, name);
+    }
+    Ok(sum)
+}
+
+/// Must-show 4, fillers never reach a client: a transactional source with
+/// aborts is mirrored, so the target holds fillers at its markers and
+/// aborted records. A consumer through the routers reads it while the
+/// source is the primary, and again after the test flips the topic's
+/// primary to the target in etcd: read_committed and read_uncommitted
+/// alike, it gets exactly the source's committed records at their offsets.
+/// After the move, writes through the routers land on the target (not the
+/// source) after the mirrored offsets, and a consumer that read half before
+/// the move goes on to the end with no error, reset or skip although its
+/// leader epochs moved to the routers' target generation.
+#[test]
+fn router_fillers_never_reach_a_client_before_or_after_the_primary_moves() -> Result<()> {
+    const T: &str = "routed-fillers";
+    let (bed, mut cutover, r1, r2) = setup("router_fillers")?;
+    bed.kafka.create_topic(Side::Source, T, 1, &[])?;
+    let spec = ProduceSpec {
+        mode: ProduceMode::Transactional {
+            abort_every: Some(3),
+        },
+        batch_records: 20,
+        ..ProduceSpec::default()
+    };
+    let produced = produce(bed.source_bootstrap(), T, 0, 300, &spec)?;
+    let committed: Vec<ConsumedRecord> = produced.committed().map(|r| r.to_consumed()).collect();
+    ensure!(produced.aborted_count() > 0 && !committed.is_empty());
+    cutover.add_fetcher()?;
+    // The routers run already: they learn of the mirror from etcd.
+    cutover.cli_json(&["mirror", "add", "--link", "l1", T])?;
+    cutover.wait_in_sync("l1", WAIT)?;
+    let (_, high) = watermarks(bed.source_bootstrap(), T, 0)?;
+
+    // The target really holds fillers: every aborted record and marker.
+    let target = read_partition(bed.target_bootstrap(), T, 0, 0, high)?;
+    let fillers = target
+        .iter()
+        .filter(|r| oracle::filler_reason(r).is_some())
+        .count();
+    ensure!(
+        fillers > produced.aborted_count(),
+        "{fillers} fillers on the target for {} aborted records and their markers",
+        produced.aborted_count()
+    );
+
+    let via = bootstrap(&[&r1, &r2]);
+    let read = |isolation| read_partition_isolated(&via, T, 0, 0, high, isolation, WAIT);
+    let before = read(Isolation::ReadCommitted)?;
+    ensure!(
+        before == committed,
+        "with the source as primary: {:?}",
+        first_difference(&committed, &before)
+    );
+
+    // A consumer that reads across the move: half before, the rest after.
+    // Its leader epochs jump from the source's to the routers' target
+    // generation; it must neither fail, nor reset, nor skip.
+    let across: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &via)
+        .set("group.id", "router-fillers-across")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "error")
+        .set("topic.metadata.refresh.interval.ms", "500")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(T, 0, rdkafka::Offset::Offset(0))?;
+    across.assign(&tpl)?;
+    let mut got: Vec<(i64, Option<Vec<u8>>)> = Vec::new();
+    let poll_until = |n: usize, got: &mut Vec<(i64, Option<Vec<u8>>)>| -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        while got.len() < n {
+            ensure!(
+                Instant::now() < deadline,
+                "the consumer across the move got {} of {n} records",
+                got.len()
+            );
+            match across.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => got.push((m.offset(), m.payload().map(<[u8]>::to_vec))),
+                Some(Err(e)) => anyhow::bail!("the consumer across the move failed: {e}"),
+                None => {}
+            }
+        }
+        Ok(())
+    };
+    poll_until(committed.len() / 2, &mut got)?;
+
+    set_mirror_state(bed.etcd_endpoint(), "l1", T, MirrorState::Promoted)?;
+    wait_until(
+        "both routers to see the target as the primary",
+        WAIT,
+        || {
+            Ok(router_metric(
+                &[&r1, &r2],
+                "cutover_router_mirrored_topics",
+                ("primary", "target"),
+            )? == 2.0)
+        },
+    )?;
+    // Writes through the routers now go to the target, at the offsets
+    // after the mirrored ones; the source gets none of them.
+    let later = produce(
+        &via,
+        T,
+        0,
+        50,
+        &ProduceSpec {
+            mode: ProduceMode::Plain,
+            first_seq: 10_000,
+            ..ProduceSpec::default()
+        },
+    )?;
+    ensure!(
+        later.first_offset() == Some(high),
+        "written after the move from offset {:?}, the mirrored log ends at {high}",
+        later.first_offset()
+    );
+    ensure!(watermarks(bed.source_bootstrap(), T, 0)?.1 == high);
+    ensure!(watermarks(bed.target_bootstrap(), T, 0)?.1 == high + 50);
+    let mut all = committed.clone();
+    all.extend(later.records.iter().map(|r| r.to_consumed()));
+    let expected: Vec<(i64, Option<Vec<u8>>)> =
+        all.iter().map(|r| (r.offset, r.value.clone())).collect();
+    poll_until(expected.len(), &mut got)?;
+    ensure!(
+        got == expected,
+        "the consumer across the move got other records than the committed ones"
+    );
+    for isolation in [Isolation::ReadCommitted, Isolation::ReadUncommitted] {
+        let after = read(isolation)?;
+        ensure!(
+            after == committed,
+            "with the target as primary, {isolation:?}: {:?}",
+            first_difference(&committed, &after)
+        );
+    }
+    ensure!(
+        router_metric_total(&[&r1, &r2], "cutover_router_fillers_removed_total")? > 0.0,
+        "the routers removed no filler batch"
     );
     Ok(())
 }

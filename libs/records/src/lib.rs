@@ -6,8 +6,10 @@
 //! - [`filler`]: filler batches for offsets that cannot be copied as data.
 //! - [`transform`]: fetched source data in, produce-ready batches out.
 //! - [`rules`]: the checks a real broker applies to a client's produce request.
+//! - [`client_view`]: fetched records as a client of the router sees them.
 
 pub mod batch;
+pub mod client_view;
 mod compression;
 mod crc;
 mod error;
@@ -20,6 +22,7 @@ pub use batch::{
     batches, control_record, encode_batch, encode_sparse_batch, BatchHeader, BatchIter, Codec,
     ControlKind, EncodeOptions, RawBatch, Record, RecordToWrite,
 };
+pub use client_view::{client_view, ClientView};
 pub use compression::MAX_DECOMPRESSED_BYTES;
 pub use error::RecordsError;
 pub use filler::{

@@ -6,11 +6,14 @@
 //! [`router`] answers each API, with [`partitioned`] for the APIs routed
 //! per partition, [`coordinated`] for group and transaction APIs and [`assign`] deciding which router leads what;
 //! [`server`] runs the listener and client connections; [`members`] is
-//! router membership in etcd; [`metrics`] the Prometheus metrics; [`service`] wires it together.
+//! router membership in etcd; [`topics`] the topics' primaries, watched in
+//! etcd; [`epochs`] the leader epochs clients see; [`metrics`] the
+//! Prometheus metrics; [`service`] wires it together.
 
 pub mod assign;
 pub mod config;
 pub mod coordinated;
+pub mod epochs;
 pub mod error;
 pub mod frame;
 pub mod members;
@@ -19,6 +22,7 @@ pub mod partitioned;
 pub mod router;
 pub mod server;
 pub mod service;
+pub mod topics;
 
 pub use config::RouterConfig;
 pub use error::RouterError;

@@ -2,7 +2,9 @@
 //! API: requests, error codes answered, latency, bytes; and connections,
 //! with why each one the router closed was closed.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -20,6 +22,12 @@ pub struct Metrics {
     /// Connections the router closed, by reason (too_large, negative,
     /// truncated, unknown_api, unsupported, malformed, encode, io).
     pub closed: IntCounterVec,
+    /// The link's mirror topics, by primary (source, target).
+    pub mirrored_topics: IntGaugeVec,
+    /// Topic primaries that changed while the router ran, by new primary.
+    pub primary_changes: IntCounterVec,
+    /// Filler batches replaced by empty batches in fetch responses.
+    pub fillers_removed: IntCounter,
 }
 
 impl Metrics {
@@ -57,6 +65,24 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let mirrored_topics = IntGaugeVec::new(
+            Opts::new("mirrored_topics", "Mirror topics of the link, by primary"),
+            &["primary"],
+        )?;
+        let primary_changes = IntCounterVec::new(
+            Opts::new(
+                "primary_changes_total",
+                "Topic primaries that changed, by new primary",
+            ),
+            &["primary"],
+        )?;
+        let fillers_removed = IntCounter::new(
+            "fillers_removed_total",
+            "Filler batches replaced by empty batches in fetch responses",
+        )?;
+        registry.register(Box::new(mirrored_topics.clone()))?;
+        registry.register(Box::new(primary_changes.clone()))?;
+        registry.register(Box::new(fillers_removed.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(latency.clone()))?;
@@ -73,6 +99,9 @@ impl Metrics {
             bytes_out,
             connections,
             closed,
+            mirrored_topics,
+            primary_changes,
+            fillers_removed,
         })
     }
 

@@ -17,6 +17,9 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
+use crate::epochs;
+use crate::topics::Side;
+
 /// A request made of per-partition parts, each answered on its own.
 pub trait Partitioned: Encodable + Send + Sync + Sized {
     /// One partition of the request.
@@ -47,6 +50,18 @@ pub trait Partitioned: Encodable + Send + Sync + Sized {
     /// How long the broker may hold the request beyond the usual timeout.
     fn broker_wait(&self) -> Duration {
         Duration::ZERO
+    }
+    /// The cluster a part goes to when its topic's primary is `primary`.
+    fn side(_part: &Self::Part, primary: Side) -> Side {
+        primary
+    }
+    /// The part as sent to `side`: the client's leader epochs replaced by
+    /// that cluster's (`epochs`).
+    fn to_upstream(_part: &mut Self::Part, _side: Side) {}
+    /// The answer from `side` as a client may see it: leader epochs shown,
+    /// fillers removed. Returns the filler batches removed.
+    fn to_client(_answer: &mut Self::Answer, _side: Side) -> usize {
+        0
     }
 }
 
@@ -225,6 +240,23 @@ impl Partitioned for FetchRequest {
     fn broker_wait(&self) -> Duration {
         Duration::from_millis(self.max_wait_ms.max(0) as u64)
     }
+    fn to_upstream(part: &mut Self::Part, side: Side) {
+        part.current_leader_epoch = epochs::upstream(side, part.current_leader_epoch);
+        part.last_fetched_epoch = epochs::upstream(side, part.last_fetched_epoch);
+    }
+    fn to_client(a: &mut Self::Answer, side: Side) -> usize {
+        // Upstream node ids mean nothing to a client of routers.
+        a.current_leader = Default::default();
+        a.current_leader.leader_id = (-1).into();
+        a.current_leader.leader_epoch = -1;
+        a.diverging_epoch.epoch = epochs::shown(side, a.diverging_epoch.epoch);
+        let Some(records) = &a.records else {
+            return 0;
+        };
+        let (records, view) = cutover_records::client_view(records, |e| epochs::shown(side, e));
+        a.records = Some(records);
+        view.fillers
+    }
 }
 
 impl Partitioned for ListOffsetsRequest {
@@ -296,6 +328,13 @@ impl Partitioned for ListOffsetsRequest {
             .collect();
         r
     }
+    fn to_upstream(part: &mut Self::Part, side: Side) {
+        part.current_leader_epoch = epochs::upstream(side, part.current_leader_epoch);
+    }
+    fn to_client(a: &mut Self::Answer, side: Side) -> usize {
+        a.leader_epoch = epochs::shown(side, a.leader_epoch);
+        0
+    }
 }
 
 impl Partitioned for OffsetForLeaderEpochRequest {
@@ -363,6 +402,21 @@ impl Partitioned for OffsetForLeaderEpochRequest {
             })
             .collect();
         r
+    }
+    /// An epoch asks for the end of that epoch on the cluster it came
+    /// from: after a promotion, epochs of records read from the source are
+    /// answered by the source (offsets are identical), which keeps clients
+    /// from taking the target's unrelated epochs for a truncation.
+    fn side(part: &Self::Part, primary: Side) -> Side {
+        epochs::side_of(part.leader_epoch).unwrap_or(primary)
+    }
+    fn to_upstream(part: &mut Self::Part, side: Side) {
+        part.current_leader_epoch = epochs::upstream(side, part.current_leader_epoch);
+        part.leader_epoch = epochs::upstream(side, part.leader_epoch);
+    }
+    fn to_client(a: &mut Self::Answer, side: Side) -> usize {
+        a.leader_epoch = epochs::shown(side, a.leader_epoch);
+        0
     }
 }
 

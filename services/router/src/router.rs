@@ -1,7 +1,8 @@
-//! What the router answers, API by API. While a topic's primary is the
-//! source (every topic, until promotion exists), requests go to the source
-//! cluster: per partition to its leader there (split and merged), group
-//! and transaction requests to the source's coordinator of their key.
+//! What the router answers, API by API. Per-partition requests go to the
+//! topic's primary (`topics`: the source until the topic is promoted),
+//! split per upstream leader and merged, with leader epochs translated
+//! (`epochs`) and filler batches removed from fetched records; group and
+//! transaction requests go to the source's coordinator of their key.
 //! Clients only ever see routers: Metadata lists the live routers as the
 //! brokers, every partition led by one of them and every coordinator one
 //! of them (`assign`).
@@ -22,15 +23,21 @@ use tracing::{debug, warn};
 
 use crate::assign::{self, CoordinatorKind};
 use crate::coordinated::{is_coordinator_moved, Coordinated};
+use crate::epochs;
 use crate::frame::{self, encode_response, FrameError, Header, Request};
 use crate::members::Routers;
 use crate::metrics::Metrics;
 use crate::partitioned::Partitioned;
+use crate::topics::{Side, Topics};
+
+/// A cluster and one of its brokers.
+type Upstream = (Side, i32);
 
 /// The router's request handling; shared by every client connection.
 pub struct Router {
     pub(crate) node_id: i32,
     pub(crate) routers: Routers,
+    pub(crate) topics: Topics,
     pub(crate) source: Cluster,
     pub(crate) target: Cluster,
     pub(crate) timeout: Duration,
@@ -69,6 +76,7 @@ impl Router {
     pub fn new(
         node_id: i32,
         routers: Routers,
+        topics: Topics,
         source: Cluster,
         target: Cluster,
         timeout: Duration,
@@ -77,6 +85,7 @@ impl Router {
         Router {
             node_id,
             routers,
+            topics,
             source,
             target,
             timeout,
@@ -167,19 +176,71 @@ impl Router {
         self.routers.ids()
     }
 
+    fn cluster(&self, side: Side) -> &Cluster {
+        match side {
+            Side::Source => &self.source,
+            Side::Target => &self.target,
+        }
+    }
+
+    /// Metadata: the source's answer, with the partitions of topics whose
+    /// primary is the target taken from the target (the source's topic id
+    /// kept, so clients see one topic); the routers as the brokers, each
+    /// partition led by one of them at its shown epoch.
     async fn metadata(&self, header: &Header, req: MetadataRequest) -> MetadataResponse {
         let routers = self.routers.all();
         let ids: Vec<i32> = routers.iter().map(|r| r.node_id).collect();
-        let upstream: Result<MetadataResponse, KafkaError> = self
-            .source
-            .forward(
-                Destination::Any,
-                ApiKey::Metadata,
-                header.version,
-                &req,
-                self.timeout,
+        let on_target: Vec<String> = match &req.topics {
+            None => self.topics.on_target(),
+            Some(topics) => topics
+                .iter()
+                .filter_map(|t| t.name.as_ref())
+                .filter(|n| self.topics.primary(n.as_str()) == Side::Target)
+                .map(|n| n.as_str().to_owned())
+                .collect(),
+        };
+        let from_source = self.source.forward::<_, MetadataResponse>(
+            Destination::Any,
+            ApiKey::Metadata,
+            header.version,
+            &req,
+            self.timeout,
+        );
+        let from_target = async {
+            if on_target.is_empty() {
+                return None;
+            }
+            let mut treq = req.clone();
+            treq.allow_auto_topic_creation = false;
+            treq.topics = Some(
+                on_target
+                    .iter()
+                    .map(|n| {
+                        let mut t = metadata_request::MetadataRequestTopic::default();
+                        t.name = Some(TopicName(StrBytes::from_string(n.clone())));
+                        t
+                    })
+                    .collect(),
+            );
+            Some(
+                self.target
+                    .forward::<_, MetadataResponse>(
+                        Destination::Any,
+                        ApiKey::Metadata,
+                        header.version,
+                        &treq,
+                        self.timeout,
+                    )
+                    .await,
             )
-            .await;
+        };
+        let (upstream, target) = futures::join!(from_source, from_target);
+        let unavailable = |name: Option<TopicName>| {
+            let mut rt = MetadataResponseTopic::default();
+            rt.name = name;
+            rt.error_code = codes::LEADER_NOT_AVAILABLE;
+            rt
+        };
         let mut resp = match upstream {
             Ok(r) => r,
             Err(e) => {
@@ -189,16 +250,52 @@ impl Router {
                     .topics
                     .iter()
                     .flatten()
-                    .map(|t| {
-                        let mut rt = MetadataResponseTopic::default();
-                        rt.name = t.name.clone();
-                        rt.error_code = codes::LEADER_NOT_AVAILABLE;
-                        rt
-                    })
+                    .map(|t| unavailable(t.name.clone()))
                     .collect();
                 r
             }
         };
+        // Topics whose partitions (and so epochs) are the target's.
+        let mut from_target_names: Vec<TopicName> = Vec::new();
+        match target {
+            None => {}
+            Some(Ok(t)) => {
+                for tt in t.topics {
+                    let Some(name) = tt.name.clone() else {
+                        continue;
+                    };
+                    from_target_names.push(name.clone());
+                    match resp
+                        .topics
+                        .iter_mut()
+                        .find(|st| st.name.as_ref() == Some(&name))
+                    {
+                        Some(st) => {
+                            st.error_code = tt.error_code;
+                            st.partitions = tt.partitions;
+                        }
+                        None => resp.topics.push(tt),
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                warn!(error = %e, client = %header.client(), "Metadata from the target failed; its topics answer LEADER_NOT_AVAILABLE");
+                for name in &on_target {
+                    let name = TopicName(StrBytes::from_string(name.clone()));
+                    match resp
+                        .topics
+                        .iter_mut()
+                        .find(|st| st.name.as_ref() == Some(&name))
+                    {
+                        Some(st) => {
+                            st.error_code = codes::LEADER_NOT_AVAILABLE;
+                            st.partitions.clear();
+                        }
+                        None => resp.topics.push(unavailable(Some(name))),
+                    }
+                }
+            }
+        }
         resp.brokers = routers
             .iter()
             .map(|r| {
@@ -211,15 +308,22 @@ impl Router {
             .collect();
         resp.controller_id = ids.iter().copied().min().unwrap_or(-1).into();
         for t in &mut resp.topics {
-            let Some(name) = t.name.as_ref().map(|n| n.as_str().to_owned()) else {
+            let Some(name) = t.name.clone() else {
                 continue;
             };
+            let side = if from_target_names.contains(&name) {
+                Side::Target
+            } else {
+                Side::Source
+            };
             for p in &mut t.partitions {
+                p.leader_epoch = epochs::shown(side, p.leader_epoch);
                 if p.leader_id.0 < 0 {
-                    // No leader on the source: say so (the client retries).
+                    // No leader upstream: say so (the client retries).
                     continue;
                 }
-                let leader = assign::partition_leader(&ids, &name, p.partition_index).unwrap_or(-1);
+                let leader =
+                    assign::partition_leader(&ids, name.as_str(), p.partition_index).unwrap_or(-1);
                 p.leader_id = leader.into();
                 p.replica_nodes = vec![leader.into()];
                 p.isr_nodes = vec![leader.into()];
@@ -236,20 +340,23 @@ impl Router {
 
     /// Answers a per-partition request: partitions this router does not
     /// lead for clients get NOT_LEADER_OR_FOLLOWER; the others go to their
-    /// leader on the source, one request per leader, all at once; the
-    /// answers come back in the request's order. `None` for a request the
-    /// client expects no answer to.
+    /// leader on the cluster that answers them (the topic's primary, see
+    /// `Partitioned::side`), one request per cluster and leader, all at
+    /// once; the answers come back in the request's order, as a client may
+    /// see them. `None` for a request the client expects no answer to.
     async fn partitioned<R: Partitioned>(&self, header: &Header, req: R) -> Option<R::Response> {
         let ids = self.live_routers();
         let parts = req.parts();
         let mut order: Vec<(TopicName, i32)> = Vec::with_capacity(parts.len());
         let mut answers: HashMap<(TopicName, i32), R::Answer> = HashMap::new();
-        let mut groups: BTreeMap<i32, Vec<(TopicName, R::Part)>> = BTreeMap::new();
+        // Parts by the cluster and leader they go to.
+        let mut groups: BTreeMap<Upstream, Vec<(TopicName, R::Part)>> = BTreeMap::new();
         for (topic, part) in parts {
             let partition = R::partition(part);
             order.push((topic.clone(), partition));
+            let side = R::side(part, self.topics.primary(topic.as_str()));
             let leader = if self.leads(&ids, topic, partition) {
-                self.source.leader_of(topic, partition).await
+                self.cluster(side).leader_of(topic, partition).await
             } else {
                 Err(KafkaError::NoLeader {
                     topic: topic.to_string(),
@@ -257,10 +364,14 @@ impl Router {
                 })
             };
             match leader {
-                Ok(leader) => groups
-                    .entry(leader)
-                    .or_default()
-                    .push((topic.clone(), part.clone())),
+                Ok(leader) => {
+                    let mut part = part.clone();
+                    R::to_upstream(&mut part, side);
+                    groups
+                        .entry((side, leader))
+                        .or_default()
+                        .push((topic.clone(), part))
+                }
                 Err(e) => {
                     debug!(topic = %topic.as_str(), partition, error = %e, "not forwarded");
                     answers.insert(
@@ -272,51 +383,57 @@ impl Router {
         }
         let unanswered = req.unanswered();
         let timeout = self.timeout + req.broker_wait();
-        let sends = groups.into_iter().map(|(leader, parts)| {
+        let sends = groups.into_iter().map(|((side, leader), parts)| {
             let keys: Vec<(TopicName, i32)> = parts
                 .iter()
                 .map(|(t, p)| (t.clone(), R::partition(p)))
                 .collect();
             let sub = req.with_parts(parts);
+            let cluster = self.cluster(side);
             async move {
                 let to = Destination::Node(leader);
                 let r = if unanswered {
-                    self.source
+                    cluster
                         .forward_unanswered(to, R::API, header.version, &sub, timeout)
                         .await
                         .map(|()| None)
                 } else {
-                    self.source
+                    cluster
                         .forward::<R, R::Response>(to, R::API, header.version, &sub, timeout)
                         .await
                         .map(Some)
                 };
-                (keys, r)
+                (side, keys, r)
             }
         });
-        for (keys, result) in join_all(sends).await {
+        for (side, keys, result) in join_all(sends).await {
+            let cluster = self.cluster(side);
             let code = match result.map(|r| r.map(R::answers)) {
                 Ok(None) => continue,
                 Ok(Some(Ok(got))) => {
-                    for (topic, a) in got {
+                    for (topic, mut a) in got {
                         if leader_moved(R::answer_error(&a)) {
-                            self.source.mark_topic_stale(&topic);
+                            cluster.mark_topic_stale(&topic);
+                        }
+                        let fillers = R::to_client(&mut a, side);
+                        if fillers > 0 {
+                            self.metrics.fillers_removed.inc_by(fillers as u64);
                         }
                         answers.insert((topic, R::answer_partition(&a)), a);
                     }
                     continue;
                 }
                 Ok(Some(Err(code))) => {
-                    warn!(api = ?R::API, code, client = %header.client(), "the source failed the request as a whole");
+                    warn!(api = ?R::API, code, side = side.name(), client = %header.client(), "the cluster failed the request as a whole");
                     codes::NOT_LEADER_OR_FOLLOWER
                 }
                 Err(e) => {
-                    warn!(api = ?R::API, error = %e, client = %header.client(), "request to the source failed");
+                    warn!(api = ?R::API, error = %e, side = side.name(), client = %header.client(), "request upstream failed");
                     partition_code(&e)
                 }
             };
             for (topic, partition) in keys {
-                self.source.mark_topic_stale(&topic);
+                cluster.mark_topic_stale(&topic);
                 answers.insert((topic, partition), R::failed(partition, code));
             }
         }

@@ -18,6 +18,7 @@ use crate::members;
 use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::server::{self, ConnectionLimits};
+use crate::topics;
 
 const CONNECT: Policy = Policy::new(Duration::from_millis(500), Duration::from_secs(10));
 
@@ -124,9 +125,12 @@ pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), R
     let instance = uuid::Uuid::new_v4().simple().to_string();
     members::join(&coord, &session, &me, &instance).await?;
     let (routers, watch_task) = members::watch(&coord, internal.clone()).await?;
+    let (topics, topics_task) =
+        topics::watch(&coord, &link.name, metrics.clone(), internal.clone()).await?;
     let router = Arc::new(Router::new(
         cfg.node_id,
         routers,
+        topics,
         source.clone(),
         target.clone(),
         cfg.kafka_timeout(),
@@ -168,6 +172,7 @@ pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), R
     let _ = serving.await;
     internal.cancel();
     let _ = watch_task.await;
+    let _ = topics_task.await;
     let _ = http_task.await;
     source.close().await;
     target.close().await;

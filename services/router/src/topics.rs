@@ -1,0 +1,194 @@
+//! Which cluster is each topic's primary, from the link's mirror topics in
+//! etcd (watched): the target once a topic is PROMOTED, else the source.
+//! Topics that are not mirrored are the source's, untouched.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use cutover_coord::{Coord, WatchEvent};
+use cutover_model::{keys, MirrorState, MirrorTopic};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::error::RouterError;
+use crate::metrics::Metrics;
+
+/// One of the link's two clusters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    Source,
+    Target,
+}
+
+impl Side {
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        }
+    }
+}
+
+/// The primary of a mirror topic in `state`.
+pub fn primary_in(state: MirrorState) -> Side {
+    match state {
+        MirrorState::Promoted => Side::Target,
+        _ => Side::Source,
+    }
+}
+
+/// The primaries of the link's mirror topics, as last seen in etcd. Cheap
+/// to clone.
+#[derive(Clone, Default)]
+pub struct Topics {
+    inner: Arc<RwLock<HashMap<String, Side>>>,
+}
+
+impl Topics {
+    /// Where `topic`'s writes and reads go.
+    pub fn primary(&self, topic: &str) -> Side {
+        self.read().get(topic).copied().unwrap_or(Side::Source)
+    }
+
+    /// The topics whose primary is the target.
+    pub fn on_target(&self) -> Vec<String> {
+        self.read()
+            .iter()
+            .filter(|(_, s)| **s == Side::Target)
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    /// Fixed primaries (tests).
+    pub fn fixed(primaries: &[(&str, Side)]) -> Topics {
+        let t = Topics::default();
+        t.write()
+            .extend(primaries.iter().map(|(n, s)| ((*n).to_owned(), *s)));
+        t
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Side>> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Side>> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `topic`'s primary (`None`: no longer mirrored); returns the
+    /// previous one when it changed.
+    fn set(&self, topic: &str, primary: Option<Side>) -> Option<Side> {
+        let mut map = self.write();
+        let before = map.get(topic).copied().unwrap_or(Side::Source);
+        match primary {
+            Some(p) => map.insert(topic.to_owned(), p),
+            None => map.remove(topic),
+        };
+        let after = primary.unwrap_or(Side::Source);
+        (before != after).then_some(before)
+    }
+
+    fn publish(&self, metrics: &Metrics) {
+        let map = self.read();
+        for side in [Side::Source, Side::Target] {
+            let n = map.values().filter(|s| **s == side).count();
+            metrics
+                .mirrored_topics
+                .with_label_values(&[side.name()])
+                .set(n as i64);
+        }
+    }
+}
+
+/// The link's topic primaries, read before the router serves and kept
+/// current by a task owned by `cancel`.
+pub async fn watch(
+    coord: &Coord,
+    link: &str,
+    metrics: Metrics,
+    cancel: CancellationToken,
+) -> Result<(Topics, JoinHandle<()>), RouterError> {
+    let prefix = keys::mirrors_of(link);
+    let (snapshot, rx) = coord.watch_prefix(&prefix, cancel.clone()).await?;
+    let topics = Topics::default();
+    for (_, v) in snapshot.decode::<MirrorTopic>()? {
+        topics.set(&v.value.topic, Some(primary_in(v.value.state)));
+    }
+    topics.publish(&metrics);
+    let task = tokio::spawn(follow(topics.clone(), prefix, rx, metrics, cancel));
+    Ok((topics, task))
+}
+
+async fn follow(
+    topics: Topics,
+    prefix: String,
+    mut rx: mpsc::Receiver<WatchEvent>,
+    metrics: Metrics,
+    cancel: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => return,
+            e = rx.recv() => match e {
+                Some(e) => e,
+                None => return,
+            },
+        };
+        let Some(topic) = event.rel().strip_prefix(prefix.as_str()) else {
+            continue;
+        };
+        let primary = match event.decode::<MirrorTopic>() {
+            Ok(Some(m)) => Some(primary_in(m.state)),
+            Ok(None) => None,
+            Err(e) => {
+                // Keep the last known primary: guessing could send writes
+                // to the wrong cluster.
+                warn!(error = %e, key = %event.rel(), "unreadable mirror topic; its primary stays as it was");
+                continue;
+            }
+        };
+        if let Some(before) = topics.set(topic, primary) {
+            let now = primary.unwrap_or(Side::Source);
+            info!(
+                topic,
+                from = before.name(),
+                to = now.name(),
+                "topic primary changed"
+            );
+            metrics
+                .primary_changes
+                .with_label_values(&[now.name()])
+                .inc();
+        }
+        topics.publish(&metrics);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_promoted_topics_are_the_targets_and_unknown_ones_the_sources() {
+        for state in [
+            MirrorState::Mirroring,
+            MirrorState::Paused,
+            MirrorState::Promoting,
+            MirrorState::Failed,
+        ] {
+            assert_eq!(primary_in(state), Side::Source, "{state:?}");
+        }
+        assert_eq!(primary_in(MirrorState::Promoted), Side::Target);
+        let t = Topics::fixed(&[("a", Side::Target), ("b", Side::Source)]);
+        assert_eq!(
+            (t.primary("a"), t.primary("b"), t.primary("c")),
+            (Side::Target, Side::Source, Side::Source)
+        );
+        assert_eq!(t.on_target(), vec!["a".to_owned()]);
+        assert_eq!(t.set("a", None), Some(Side::Target));
+        assert_eq!(t.set("b", Some(Side::Source)), None);
+        assert_eq!(t.primary("a"), Side::Source);
+    }
+}
