@@ -814,3 +814,81 @@ fn router_fillers_never_reach_a_client_before_or_after_the_primary_moves() -> Re
     );
     Ok(())
 }
+
+/// Must-show 5, for producers: one idempotent librdkafka producer writes
+/// through the routers, the topic's primary moves to the target (after the
+/// mirror caught up with nothing in flight, as promotion's barrier will
+/// ensure), and the same producer goes on: no error, no duplicate, every
+/// record at the offset it was acknowledged at, the first part on both
+/// clusters and the rest on the target right after it, none on the source.
+/// Its producer id is the routers' own, mapped to one producer of each
+/// cluster (the source's id may belong to another writer on the target).
+#[test]
+fn router_idempotent_producer_goes_on_across_the_move() -> Result<()> {
+    const T: &str = "routed-move";
+    const N: usize = 200;
+    let (bed, mut cutover, r1, r2) = setup("router_move")?;
+    bed.kafka.create_topic(Side::Source, T, 1, &[])?;
+    cutover.add_fetcher()?;
+    cutover.cli_json(&["mirror", "add", "--link", "l1", T])?;
+    let via = bootstrap(&[&r1, &r2]);
+    let spec = ProduceSpec {
+        mode: ProduceMode::Idempotent,
+        batch_records: 10,
+        ..ProduceSpec::default()
+    };
+    let mut writer = Writer::new(&via, T, 0, spec, None)?;
+    writer.write(N)?;
+    cutover.wait_in_sync("l1", WAIT)?;
+    set_mirror_state(bed.etcd_endpoint(), "l1", T, MirrorState::Promoted)?;
+    wait_until(
+        "both routers to see the target as the primary",
+        WAIT,
+        || {
+            Ok(router_metric(
+                &[&r1, &r2],
+                "cutover_router_mirrored_topics",
+                ("primary", "target"),
+            )? == 2.0)
+        },
+    )?;
+    writer.write(N)?;
+
+    let written: Vec<ConsumedRecord> = writer.records().iter().map(|r| r.to_consumed()).collect();
+    ensure!(
+        written
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.offset == i as i64),
+        "acknowledged offsets are not 0..{}",
+        2 * N
+    );
+    ensure!(watermarks(bed.source_bootstrap(), T, 0)?.1 == N as i64);
+    ensure!(watermarks(bed.target_bootstrap(), T, 0)?.1 == 2 * N as i64);
+    let on_target = read_partition(bed.target_bootstrap(), T, 0, 0, 2 * N as i64)?;
+    ensure!(
+        on_target == written,
+        "target: {:?}",
+        first_difference(&written, &on_target)
+    );
+    let on_source = read_partition(bed.source_bootstrap(), T, 0, 0, N as i64)?;
+    ensure!(
+        on_source == written[..N],
+        "source: {:?}",
+        first_difference(&written[..N], &on_source)
+    );
+    for cluster in ["source", "target"] {
+        ensure!(
+            router_metric(
+                &[&r1, &r2],
+                "cutover_router_producers_mapped_total",
+                ("cluster", cluster)
+            )? >= 1.0,
+            "the producer's id was not mapped to a producer of the {cluster}"
+        );
+    }
+    ensure!(
+        router_metric_total(&[&r1, &r2], "cutover_router_produce_rule_violations_total")? == 0.0
+    );
+    Ok(())
+}

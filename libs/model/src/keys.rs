@@ -20,6 +20,16 @@ pub fn mirror(link: &str, topic: &str) -> String {
     format!("mirrors/{link}/{topic}")
 }
 
+/// Producer ids the routers of `link` gave clients (`ProducerMapping`).
+pub fn producer(link: &str, client_producer_id: i64) -> String {
+    format!("producers/{link}/ids/{client_producer_id}")
+}
+
+/// The next block of client producer ids the routers of `link` may take.
+pub fn producer_id_block(link: &str) -> String {
+    format!("producers/{link}/next-block")
+}
+
 pub fn progress_of(link: &str, topic: &str) -> String {
     format!("progress/{link}/{topic}/")
 }

@@ -164,6 +164,29 @@ pub struct RouterMember {
     pub started_at_ms: i64,
 }
 
+/// A producer id routers gave an idempotent client, and the producer it
+/// stands for on each cluster (allocated there on the first write to it).
+/// Stored at `producers/<link>/<client producer id>`, shared by every
+/// router: a client retrying through another router reaches the same
+/// upstream producer, and the broker de-duplicates the retry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerMapping {
+    #[serde(default)]
+    pub source: Option<UpstreamProducer>,
+    #[serde(default)]
+    pub target: Option<UpstreamProducer>,
+    pub created_at_ms: i64,
+}
+
+/// A producer id and epoch one cluster allocated (InitProducerId).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+
 /// A partition failure that needs an operator: fetchers do not retry it
 /// until `mirror resume` clears it. Stored at `failures/<link>/<topic>/<partition>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

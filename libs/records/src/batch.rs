@@ -623,6 +623,43 @@ impl Iterator for BatchIter {
     }
 }
 
+/// `records` (a client's Produce data for one partition) with every batch's
+/// producer id and epoch replaced and its CRC recomputed, without reading
+/// the records: how a router gives a batch the upstream producer its client
+/// producer id stands for. Every batch must be whole and carry a valid CRC
+/// (recomputing it over a corrupted batch would hide the corruption).
+pub fn with_producer(
+    records: &Bytes,
+    producer_id: i64,
+    producer_epoch: i16,
+) -> Result<Bytes, RecordsError> {
+    let mut out = BytesMut::with_capacity(records.len());
+    let mut iter = batches(records);
+    for batch in &mut iter {
+        let batch = batch?;
+        let start = out.len();
+        out.extend_from_slice(&batch.bytes);
+        let mut header = batch.header;
+        header.producer_id = producer_id;
+        header.producer_epoch = producer_epoch;
+        let mut h = [0u8; HEADER_LEN];
+        header.write_to(&mut h);
+        out[start..start + HEADER_LEN].copy_from_slice(&h);
+        let crc = compute_crc(&out[start..]);
+        out[start + CRC_POS..start + ATTRIBUTES_POS].copy_from_slice(&crc.to_be_bytes());
+    }
+    if iter.position() != records.len() {
+        return Err(RecordsError::CorruptBatch {
+            base_offset: -1,
+            reason: format!(
+                "{} bytes after the last whole batch of a produce request",
+                records.len() - iter.position()
+            ),
+        });
+    }
+    Ok(out.freeze())
+}
+
 /// How to encode a batch. The defaults are what a client sends: baseOffset 0,
 /// no producer (-1/-1/-1), CreateTime, not transactional.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1086,6 +1123,43 @@ mod tests {
         let (_, decoded) = decode_one(encode_batch(&records, &EncodeOptions::default()).unwrap());
         let ts: Vec<i64> = decoded.iter().map(|r| r.timestamp).collect();
         assert_eq!(ts, vec![i64::MAX, i64::MIN, 0]);
+    }
+
+    #[test]
+    fn with_producer_restamps_identity_and_crc_and_refuses_damaged_input() {
+        let records: Vec<RecordToWrite> = (0..3)
+            .map(|i| RecordToWrite {
+                value: Some(Bytes::from(format!("v{i}"))),
+                ..RecordToWrite::default()
+            })
+            .collect();
+        let opts = EncodeOptions {
+            producer_id: 7,
+            producer_epoch: 0,
+            base_sequence: 42,
+            ..EncodeOptions::new(Codec::Zstd)
+        };
+        let batch = encode_batch(&records, &opts).unwrap().freeze();
+        let out = with_producer(&batch, 1_000_000_123, 3).unwrap();
+        let got = RawBatch::parse(out.clone()).unwrap();
+        got.verify_crc().unwrap();
+        assert_eq!(
+            (
+                got.header.producer_id,
+                got.header.producer_epoch,
+                got.header.base_sequence
+            ),
+            (1_000_000_123, 3, 42)
+        );
+        assert_eq!(got.records().unwrap().len(), 3);
+        assert_eq!(out.len(), batch.len());
+        // A corrupted batch stays refused: its CRC is not recomputed.
+        let mut bad = batch.to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        assert!(with_producer(&Bytes::from(bad), 1, 0).is_err());
+        // So is a cut one.
+        assert!(with_producer(&batch.slice(..batch.len() - 1), 1, 0).is_err());
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! per partition, [`coordinated`] for group and transaction APIs and [`assign`] deciding which router leads what;
 //! [`server`] runs the listener and client connections; [`members`] is
 //! router membership in etcd; [`topics`] the topics' primaries, watched in
-//! etcd; [`epochs`] the leader epochs clients see; [`metrics`] the
+//! etcd; [`epochs`] the leader epochs clients see; [`producers`] the
+//! producer ids it gives idempotent clients; [`metrics`] the
 //! Prometheus metrics; [`service`] wires it together.
 
 pub mod assign;
@@ -19,6 +20,7 @@ pub mod frame;
 pub mod members;
 pub mod metrics;
 pub mod partitioned;
+pub mod producers;
 pub mod router;
 pub mod server;
 pub mod service;

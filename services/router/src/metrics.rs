@@ -28,6 +28,11 @@ pub struct Metrics {
     pub primary_changes: IntCounterVec,
     /// Filler batches replaced by empty batches in fetch responses.
     pub fillers_removed: IntCounter,
+    /// Produce batches the router rewrote that break a broker rule (must
+    /// stay 0).
+    pub produce_rule_violations: IntCounter,
+    /// Client producer ids mapped to a new upstream producer, by cluster.
+    pub producers_mapped: IntCounterVec,
 }
 
 impl Metrics {
@@ -80,6 +85,19 @@ impl Metrics {
             "fillers_removed_total",
             "Filler batches replaced by empty batches in fetch responses",
         )?;
+        let produce_rule_violations = IntCounter::new(
+            "produce_rule_violations_total",
+            "Produce batches the router rewrote that break a broker rule",
+        )?;
+        let producers_mapped = IntCounterVec::new(
+            Opts::new(
+                "producers_mapped_total",
+                "Client producer ids given an upstream producer, by cluster",
+            ),
+            &["cluster"],
+        )?;
+        registry.register(Box::new(produce_rule_violations.clone()))?;
+        registry.register(Box::new(producers_mapped.clone()))?;
         registry.register(Box::new(mirrored_topics.clone()))?;
         registry.register(Box::new(primary_changes.clone()))?;
         registry.register(Box::new(fillers_removed.clone()))?;
@@ -102,6 +120,8 @@ impl Metrics {
             mirrored_topics,
             primary_changes,
             fillers_removed,
+            produce_rule_violations,
+            producers_mapped,
         })
     }
 

@@ -28,7 +28,14 @@ use crate::frame::{self, encode_response, FrameError, Header, Request};
 use crate::members::Routers;
 use crate::metrics::Metrics;
 use crate::partitioned::Partitioned;
+use crate::producers::{self, Producers};
 use crate::topics::{Side, Topics};
+
+/// What a router follows in etcd: the live routers and the topics' primaries.
+pub struct Watched {
+    pub routers: Routers,
+    pub topics: Topics,
+}
 
 /// A cluster and one of its brokers.
 type Upstream = (Side, i32);
@@ -42,6 +49,7 @@ pub struct Router {
     pub(crate) target: Cluster,
     pub(crate) timeout: Duration,
     pub(crate) metrics: Metrics,
+    pub(crate) producers: Producers,
     /// The source's coordinator per key, as FindCoordinator last said.
     coordinators: Mutex<HashMap<(CoordinatorKind, String), i32>>,
 }
@@ -75,13 +83,14 @@ fn leader_moved(code: i16) -> bool {
 impl Router {
     pub fn new(
         node_id: i32,
-        routers: Routers,
-        topics: Topics,
+        watched: Watched,
         source: Cluster,
         target: Cluster,
         timeout: Duration,
         metrics: Metrics,
+        producers: Producers,
     ) -> Router {
+        let Watched { routers, topics } = watched;
         Router {
             node_id,
             routers,
@@ -90,6 +99,7 @@ impl Router {
             target,
             timeout,
             metrics,
+            producers,
             coordinators: Mutex::new(HashMap::new()),
         }
     }
@@ -107,7 +117,7 @@ impl Router {
                 }
                 encode_response(header, &resp).map(Some)
             }
-            Request::Produce(req) => self.respond(header, self.partitioned(header, req).await),
+            Request::Produce(req) => self.respond(header, self.produce(header, req).await),
             Request::Fetch(req) => self.respond(header, self.partitioned(header, req).await),
             Request::ListOffsets(req) => self.respond(header, self.partitioned(header, req).await),
             Request::OffsetForLeaderEpoch(req) => {
@@ -453,6 +463,97 @@ impl Router {
         Some(R::assemble(ordered))
     }
 
+    /// Produce: batches of client producer ids (`producers`) get the
+    /// upstream producer of the cluster they go to; then per partition as
+    /// the other partitioned APIs. A partition whose producer cannot be
+    /// mapped is answered on its own, the others go on.
+    async fn produce(&self, header: &Header, mut req: ProduceRequest) -> Option<ProduceResponse> {
+        let unanswered = req.unanswered();
+        let mut failed: Vec<(TopicName, produce_response::PartitionProduceResponse)> = Vec::new();
+        for t in &mut req.topic_data {
+            let side = self.topics.primary(t.name.as_str());
+            let mut kept = Vec::with_capacity(t.partition_data.len());
+            for mut p in std::mem::take(&mut t.partition_data) {
+                match self.map_producer(header, &t.name, side, &mut p).await {
+                    Ok(()) => kept.push(p),
+                    Err(code) => {
+                        failed.push((t.name.clone(), ProduceRequest::failed(p.index, code)))
+                    }
+                }
+            }
+            t.partition_data = kept;
+        }
+        req.topic_data.retain(|t| !t.partition_data.is_empty());
+        let resp = if req.topic_data.is_empty() {
+            None
+        } else {
+            self.partitioned(header, req).await
+        };
+        if unanswered {
+            return None;
+        }
+        if failed.is_empty() {
+            return resp;
+        }
+        for (_, a) in &failed {
+            self.metrics.error(ApiKey::Produce, a.error_code);
+        }
+        let mut answers = resp
+            .map(|r| ProduceRequest::answers(r).unwrap_or_default())
+            .unwrap_or_default();
+        answers.extend(failed);
+        Some(ProduceRequest::assemble(answers))
+    }
+
+    /// Gives the partition's batches the upstream producer their client
+    /// producer id stands for on `side`; batches of other producer ids
+    /// (none, or a transactional producer's from the source) pass as they
+    /// are. `Err(code)`: the partition's answer.
+    async fn map_producer(
+        &self,
+        header: &Header,
+        topic: &TopicName,
+        side: Side,
+        p: &mut produce_request::PartitionProduceData,
+    ) -> Result<(), i16> {
+        let Some(records) = &p.records else {
+            return Ok(());
+        };
+        let Ok(first) = cutover_records::BatchHeader::parse(records) else {
+            // Too short for a batch: the broker answers it.
+            return Ok(());
+        };
+        let id = first.producer_id;
+        if !producers::is_client_id(id) {
+            return Ok(());
+        }
+        let cluster = self.cluster(side);
+        let mapped = async {
+            let upstream = self.producers.upstream(id, side, cluster).await?;
+            let epoch = producers::upstream_epoch(id, upstream, first.producer_epoch)?;
+            Ok::<_, producers::ProducerError>((upstream.producer_id, epoch))
+        };
+        let (upstream_id, epoch) = mapped.await.map_err(|e| {
+            warn!(error = %e, producer_id = id, topic = %topic.as_str(), partition = p.index, side = side.name(), client = %header.client(), "producer id not mapped");
+            e.code()
+        })?;
+        let rewritten = cutover_records::with_producer(records, upstream_id, epoch).map_err(|e| {
+            warn!(error = %e, topic = %topic.as_str(), partition = p.index, client = %header.client(), "produce batch refused");
+            codes::CORRUPT_MESSAGE
+        })?;
+        let rules = cutover_records::ProduceRules {
+            max_message_bytes: usize::MAX,
+            topic_codec: None,
+            produce_version: header.version,
+        };
+        if let Err(v) = cutover_records::check_batch_header(&rewritten, &rules) {
+            self.metrics.produce_rule_violations.inc();
+            warn!(violation = %v, topic = %topic.as_str(), partition = p.index, client = %header.client(), "a produce request the router built breaks a broker rule");
+        }
+        p.records = Some(rewritten);
+        Ok(())
+    }
+
     fn find_coordinator(
         &self,
         header: &Header,
@@ -620,7 +721,21 @@ impl Router {
                     }
                 }
             }
-            None => Destination::Any,
+            None => {
+                // An idempotent producer: an id of the routers' own.
+                return match self.producers.new_client_id().await {
+                    Ok(id) => {
+                        let mut r = InitProducerIdResponse::default();
+                        r.producer_id = id.into();
+                        r.producer_epoch = 0;
+                        r
+                    }
+                    Err(e) => {
+                        warn!(error = %e, client = %header.client(), "no producer id for an idempotent client");
+                        failed(codes::COORDINATOR_NOT_AVAILABLE)
+                    }
+                };
+            }
         };
         let result: Result<InitProducerIdResponse, KafkaError> = self
             .source

@@ -16,7 +16,8 @@ use crate::config::RouterConfig;
 use crate::error::RouterError;
 use crate::members;
 use crate::metrics::Metrics;
-use crate::router::Router;
+use crate::producers::Producers;
+use crate::router::{Router, Watched};
 use crate::server::{self, ConnectionLimits};
 use crate::topics;
 
@@ -129,12 +130,17 @@ pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), R
         topics::watch(&coord, &link.name, metrics.clone(), internal.clone()).await?;
     let router = Arc::new(Router::new(
         cfg.node_id,
-        routers,
-        topics,
+        Watched { routers, topics },
         source.clone(),
         target.clone(),
         cfg.kafka_timeout(),
-        metrics,
+        metrics.clone(),
+        Producers::new(
+            coord.clone(),
+            link.name.clone(),
+            cfg.kafka_timeout(),
+            metrics,
+        ),
     ));
     let limits = ConnectionLimits {
         max_request_bytes: cfg.max_request_bytes,

@@ -1,0 +1,326 @@
+//! Producer ids of the routers' own for idempotent clients.
+//!
+//! Both clusters allocate producer ids from small numbers up, so an id from
+//! the source may be in use on the target (by a fetcher, on the very
+//! partition a client writes after a promotion): a clash gives
+//! OUT_OF_ORDER_SEQUENCE_NUMBER or INVALID_PRODUCER_EPOCH, fatal for the
+//! client. So InitProducerId without a transactional id is answered by the
+//! router with an id of its own (from blocks of `CLIENT_ID_BLOCK` taken in
+//! etcd, starting at `FIRST_CLIENT_ID` so no upstream id is mistaken for
+//! one), and each cluster's producer is allocated there on the first write
+//! to it, recorded in the id's `ProducerMapping` in etcd. Every router
+//! reads the same mapping, so a client retrying through another router
+//! after one died reaches the same upstream producer and the broker drops
+//! the duplicate. A broker accepts a producer id it has never seen at any
+//! sequence, so a client's sequences go on unchanged on the target.
+//!
+//! Epochs: a Java idempotent producer bumps its epoch by itself (and starts
+//! its sequences again) after some errors, so the epoch sent upstream is the
+//! upstream producer's plus the client's, which the broker takes as the
+//! same bump.
+//!
+//! Transactional producers keep the source coordinator's ids for now
+//! (ARCHITECTURE.md, Router: not built yet).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use cutover_coord::{Coord, CoordError};
+use cutover_kafka::{codes, Cluster, Destination, KafkaError};
+use cutover_model::{keys, ProducerMapping, UpstreamProducer};
+use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse};
+use thiserror::Error;
+use tracing::info;
+
+use crate::metrics::Metrics;
+use crate::topics::Side;
+
+/// The first client producer id routers give; upstream clusters allocate
+/// from 0 in blocks of 1,000 and never get near it.
+pub const FIRST_CLIENT_ID: i64 = 1 << 48;
+/// Client producer ids a router takes from etcd at once.
+pub const CLIENT_ID_BLOCK: i64 = 1_000;
+/// Mappings a router keeps in memory (the rest are read from etcd again).
+const CACHE_LIMIT: usize = 100_000;
+
+#[derive(Debug, Error)]
+pub enum ProducerError {
+    #[error("producer id {0} was not given by a router of this link")]
+    Unknown(i64),
+    #[error("producer epoch {client} of producer id {id} is out of range")]
+    EpochOutOfRange { id: i64, client: i16 },
+    #[error("etcd: {0}")]
+    Coord(#[from] CoordError),
+    #[error("InitProducerId on the {side}: {source}")]
+    Upstream {
+        side: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("InitProducerId on the {side} answered {}", cutover_kafka::error_name(*code))]
+    Refused { side: &'static str, code: i16 },
+    #[error("the producer mapping of id {0} kept changing under concurrent writers")]
+    Contended(i64),
+}
+
+impl ProducerError {
+    /// What a client's Produce gets for the partition: retriable unless the
+    /// id is not ours (then the client starts over with a new id).
+    pub fn code(&self) -> i16 {
+        match self {
+            ProducerError::Unknown(_) => codes::UNKNOWN_PRODUCER_ID,
+            ProducerError::EpochOutOfRange { .. } => codes::INVALID_PRODUCER_EPOCH,
+            _ => codes::REQUEST_TIMED_OUT,
+        }
+    }
+}
+
+/// Whether `producer_id` is one routers give (as opposed to an upstream
+/// cluster's, passed through).
+pub fn is_client_id(producer_id: i64) -> bool {
+    producer_id >= FIRST_CLIENT_ID
+}
+
+/// The epoch sent upstream for a client's `client_epoch`.
+pub fn upstream_epoch(
+    id: i64,
+    upstream: UpstreamProducer,
+    client_epoch: i16,
+) -> Result<i16, ProducerError> {
+    if client_epoch < 0 {
+        return Err(ProducerError::EpochOutOfRange {
+            id,
+            client: client_epoch,
+        });
+    }
+    upstream
+        .producer_epoch
+        .checked_add(client_epoch)
+        .ok_or(ProducerError::EpochOutOfRange {
+            id,
+            client: client_epoch,
+        })
+}
+
+pub struct Producers {
+    coord: Coord,
+    link: String,
+    timeout: Duration,
+    metrics: Metrics,
+    /// Ids of the block this router took: next, end (exclusive).
+    block: Mutex<(i64, i64)>,
+    cache: Mutex<HashMap<i64, ProducerMapping>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Producers {
+    pub fn new(coord: Coord, link: String, timeout: Duration, metrics: Metrics) -> Producers {
+        Producers {
+            coord,
+            link,
+            timeout,
+            metrics,
+            block: Mutex::new((0, 0)),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A new client producer id, recorded in etcd (no upstream producer
+    /// yet), at epoch 0.
+    pub async fn new_client_id(&self) -> Result<i64, ProducerError> {
+        let id = loop {
+            {
+                let mut block = lock(&self.block);
+                if block.0 < block.1 {
+                    block.0 += 1;
+                    break block.0 - 1;
+                }
+            }
+            // No lock across etcd: two requests may both take a block, and
+            // one is dropped (ids are plenty).
+            let fresh = self.take_block().await?;
+            let mut block = lock(&self.block);
+            if block.0 >= block.1 {
+                *block = fresh;
+            }
+        };
+        let mapping = ProducerMapping {
+            created_at_ms: cutover_model::now_ms(),
+            ..ProducerMapping::default()
+        };
+        if !self
+            .coord
+            .create(&keys::producer(&self.link, id), &mapping)
+            .await?
+        {
+            // Only possible if the block counter was reset under live ids.
+            return Err(ProducerError::Contended(id));
+        }
+        self.remember(id, mapping);
+        Ok(id)
+    }
+
+    /// Takes the next block of ids from etcd (compare-and-swap).
+    async fn take_block(&self) -> Result<(i64, i64), ProducerError> {
+        let key = keys::producer_id_block(&self.link);
+        for _ in 0..16 {
+            let taken = match self.coord.get::<i64>(&key).await? {
+                None => {
+                    let start = FIRST_CLIENT_ID;
+                    self.coord
+                        .create(&key, &(start + CLIENT_ID_BLOCK))
+                        .await?
+                        .then_some(start)
+                }
+                Some(v) => self
+                    .coord
+                    .update(&key, &(v.value + CLIENT_ID_BLOCK), v.mod_revision)
+                    .await?
+                    .then_some(v.value),
+            };
+            if let Some(start) = taken {
+                info!(link = %self.link, start, "took a block of client producer ids");
+                return Ok((start, start + CLIENT_ID_BLOCK));
+            }
+        }
+        Err(ProducerError::Contended(-1))
+    }
+
+    fn remember(&self, id: i64, mapping: ProducerMapping) {
+        let mut cache = lock(&self.cache);
+        if cache.len() >= CACHE_LIMIT && !cache.contains_key(&id) {
+            // Forget everything rather than track use: mappings are read
+            // from etcd again on the next write of each producer.
+            cache.clear();
+        }
+        cache.insert(id, mapping);
+    }
+
+    fn cached(&self, id: i64, side: Side) -> Option<UpstreamProducer> {
+        let cache = lock(&self.cache);
+        let m = cache.get(&id)?;
+        match side {
+            Side::Source => m.source,
+            Side::Target => m.target,
+        }
+    }
+
+    /// The upstream producer client id `id` stands for on `side`'s
+    /// cluster, allocated there (and recorded in etcd) on first use.
+    pub async fn upstream(
+        &self,
+        id: i64,
+        side: Side,
+        cluster: &Cluster,
+    ) -> Result<UpstreamProducer, ProducerError> {
+        if let Some(u) = self.cached(id, side) {
+            return Ok(u);
+        }
+        // Two first writes of one producer may both allocate upstream; the
+        // compare-and-swap keeps one, and both use it.
+        let key = keys::producer(&self.link, id);
+        for _ in 0..8 {
+            let Some(current) = self.coord.get::<ProducerMapping>(&key).await? else {
+                return Err(ProducerError::Unknown(id));
+            };
+            let mut mapping = current.value;
+            let existing = match side {
+                Side::Source => mapping.source,
+                Side::Target => mapping.target,
+            };
+            if let Some(u) = existing {
+                self.remember(id, mapping);
+                return Ok(u);
+            }
+            let u = self.allocate(side, cluster).await?;
+            match side {
+                Side::Source => mapping.source = Some(u),
+                Side::Target => mapping.target = Some(u),
+            }
+            if self
+                .coord
+                .update(&key, &mapping, current.mod_revision)
+                .await?
+            {
+                info!(
+                    producer_id = id,
+                    side = side.name(),
+                    upstream_id = u.producer_id,
+                    "client producer id mapped"
+                );
+                self.metrics
+                    .producers_mapped
+                    .with_label_values(&[side.name()])
+                    .inc();
+                self.remember(id, mapping);
+                return Ok(u);
+            }
+            // Another router wrote the mapping first: read it again (the
+            // producer allocated here is never used and expires upstream).
+        }
+        Err(ProducerError::Contended(id))
+    }
+
+    async fn allocate(
+        &self,
+        side: Side,
+        cluster: &Cluster,
+    ) -> Result<UpstreamProducer, ProducerError> {
+        let version = cluster
+            .api_range(ApiKey::InitProducerId)
+            .map(|(_, max)| max.min(4))
+            .unwrap_or(0);
+        let mut req = InitProducerIdRequest::default();
+        req.transactional_id = None;
+        req.transaction_timeout_ms = 60_000;
+        req.producer_id = (-1).into();
+        req.producer_epoch = -1;
+        let resp: InitProducerIdResponse = cluster
+            .forward(
+                Destination::Any,
+                ApiKey::InitProducerId,
+                version,
+                &req,
+                self.timeout,
+            )
+            .await
+            .map_err(|source| ProducerError::Upstream {
+                side: side.name(),
+                source,
+            })?;
+        if resp.error_code != 0 {
+            return Err(ProducerError::Refused {
+                side: side.name(),
+                code: resp.error_code,
+            });
+        }
+        Ok(UpstreamProducer {
+            producer_id: resp.producer_id.0,
+            producer_epoch: resp.producer_epoch,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids_are_far_from_upstream_ids_and_epochs_add_up() {
+        assert!(!is_client_id(0) && !is_client_id(1_000_000) && !is_client_id(-1));
+        assert!(is_client_id(FIRST_CLIENT_ID));
+        let u = UpstreamProducer {
+            producer_id: 5,
+            producer_epoch: 2,
+        };
+        assert_eq!(upstream_epoch(9, u, 0).unwrap(), 2);
+        assert_eq!(upstream_epoch(9, u, 3).unwrap(), 5);
+        assert!(upstream_epoch(9, u, -1).is_err());
+        assert!(upstream_epoch(9, u, i16::MAX).is_err());
+        assert_eq!(ProducerError::Unknown(1).code(), codes::UNKNOWN_PRODUCER_ID);
+    }
+}
