@@ -8,9 +8,9 @@ use std::process::Command;
 use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 
-/// One record as the Go client reported it.
+/// One record as a client of another family (Go, JavaScript) reported it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct GoRecord {
+pub struct ClientRecord {
     pub partition: i32,
     pub offset: i64,
     pub value: String,
@@ -44,7 +44,7 @@ pub fn franz_produce_then_consume(
     n: usize,
     group: &str,
     log_dir: &Path,
-) -> Result<(Vec<GoRecord>, Vec<GoRecord>)> {
+) -> Result<(Vec<ClientRecord>, Vec<ClientRecord>)> {
     let bin = build()?;
     let output = Command::new(&bin)
         .args(["-bootstrap", bootstrap, "-topic", topic, "-group", group])
@@ -62,12 +62,18 @@ pub fn franz_produce_then_consume(
             String::from_utf8_lossy(&output.stderr)
         );
     }
+    Ok(parse_events(&output.stdout))
+}
+
+/// The `{"event": "acked"|"consumed", "partition", "offset", "value"}`
+/// lines a client printed: (acknowledged, consumed).
+pub fn parse_events(stdout: &[u8]) -> (Vec<ClientRecord>, Vec<ClientRecord>) {
     let (mut acked, mut consumed) = (Vec::new(), Vec::new());
-    for l in String::from_utf8_lossy(&output.stdout).lines() {
+    for l in String::from_utf8_lossy(stdout).lines() {
         let Ok(v) = serde_json::from_str::<Value>(l) else {
             continue;
         };
-        let r = GoRecord {
+        let r = ClientRecord {
             partition: v["partition"].as_i64().unwrap_or(-1) as i32,
             offset: v["offset"].as_i64().unwrap_or(-1),
             value: v["value"].as_str().unwrap_or_default().to_owned(),
@@ -78,5 +84,5 @@ pub fn franz_produce_then_consume(
             _ => {}
         }
     }
-    Ok((acked, consumed))
+    (acked, consumed)
 }

@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context as _, Result};
@@ -632,18 +634,7 @@ fn router_franz_go_produces_and_consumes_as_with_the_source() -> Result<()> {
         "franz-go had {} of {N} acknowledged",
         acked.len()
     );
-    let mut on_source = Vec::new();
-    for p in 0..3 {
-        let (_, high) = watermarks(bed.source_bootstrap(), T, p)?;
-        for r in read_partition(bed.source_bootstrap(), T, p, 0, high)? {
-            on_source.push(cutover_integration_tests::go_clients::GoRecord {
-                partition: p,
-                offset: r.offset,
-                value: String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
-            });
-        }
-    }
-    on_source.sort();
+    let on_source = source_records(&bed, T, 3)?;
     ensure!(
         on_source == acked,
         "the source holds {} records, franz-go had {} acknowledged; first difference: {:?}",
@@ -823,6 +814,9 @@ fn router_fillers_never_reach_a_client_before_or_after_the_primary_moves() -> Re
 /// clusters and the rest on the target right after it, none on the source.
 /// Its producer id is the routers' own, mapped to one producer of each
 /// cluster (the source's id may belong to another writer on the target).
+/// A group member through the routers consumes all along: every record
+/// once, in order, no error (its commits after the move carry epochs of
+/// the target, never sent to the source's coordinator).
 #[test]
 fn router_idempotent_producer_goes_on_across_the_move() -> Result<()> {
     const T: &str = "routed-move";
@@ -837,6 +831,9 @@ fn router_idempotent_producer_goes_on_across_the_move() -> Result<()> {
         batch_records: 10,
         ..ProduceSpec::default()
     };
+    // A group member through the routers consumes all along.
+    let log = Arc::new(Mutex::new(GroupLog::default()));
+    let member = Member::start(&via, "group-across-move", T, "routed", log.clone())?;
     let mut writer = Writer::new(&via, T, 0, spec, None)?;
     writer.write(N)?;
     cutover.wait_in_sync("l1", WAIT)?;
@@ -889,6 +886,261 @@ fn router_idempotent_producer_goes_on_across_the_move() -> Result<()> {
     }
     ensure!(
         router_metric_total(&[&r1, &r2], "cutover_router_produce_rule_violations_total")? == 0.0
+    );
+
+    // The group went on across the move: every record, once, no error.
+    wait_until("the group member to consume every record", WAIT, || {
+        Ok(lock(&log).seen.len() >= 2 * N)
+    })?;
+    member.stop()?;
+    let log = lock(&log);
+    let got: Vec<i64> = log.seen.iter().map(|(_, o, _)| *o).collect();
+    ensure!(
+        got == (0..2 * N as i64).collect::<Vec<_>>(),
+        "the group member consumed {} records, not each of 0..{} once in order",
+        got.len(),
+        2 * N
+    );
+    Ok(())
+}
+
+/// One consumer group member in a thread: processes each record by noting
+/// it, then commits it synchronously. A record whose commit failed (a
+/// rebalance took its partition first) may come again to another member:
+/// it is noted as uncommitted.
+struct Member {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+#[derive(Default)]
+struct GroupLog {
+    /// (partition, offset, member) per record processed.
+    seen: Vec<(i32, i64, String)>,
+    /// (partition, offset) whose commit failed.
+    uncommitted: Vec<(i32, i64)>,
+}
+
+impl Member {
+    fn start(
+        bootstrap: &str,
+        group: &str,
+        topic: &str,
+        name: &str,
+        log: Arc<Mutex<GroupLog>>,
+    ) -> Result<Member> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", group)
+            .set("client.id", name)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("topic.metadata.refresh.interval.ms", "1000")
+            .create()?;
+        consumer.subscribe(&[topic])?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let name = name.to_owned();
+        let thread = std::thread::spawn(move || -> Result<()> {
+            while !flag.load(Ordering::Relaxed) {
+                match consumer.poll(Duration::from_millis(100)) {
+                    Some(Ok(m)) => {
+                        let key = (m.partition(), m.offset());
+                        lock(&log).seen.push((key.0, key.1, name.clone()));
+                        if consumer.commit_message(&m, CommitMode::Sync).is_err() {
+                            lock(&log).uncommitted.push(key);
+                        }
+                    }
+                    Some(Err(e)) => anyhow::bail!("member {name}: {e}"),
+                    None => {}
+                }
+            }
+            // Dropping the consumer leaves the group (LeaveGroup): the
+            // others rebalance at once.
+            Ok(())
+        });
+        Ok(Member {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => anyhow::bail!("a member thread panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Must-show 2, one group across the move: a group of three members on the
+/// source directly consumes six partitions under live produce load; one by
+/// one, each member is stopped and replaced by one pointed at the routers
+/// with the same group id, so for a while the group has members on both
+/// sides (one group at the source's coordinator). Every record produced is
+/// consumed, and none twice except records whose commit failed in a
+/// rebalance (what an ordinary rebalance may redeliver).
+#[test]
+fn router_one_group_across_a_rolling_move_consumes_every_record_once() -> Result<()> {
+    const T: &str = "routed-group-move";
+    const G: &str = "group-move";
+    let (bed, _cutover, r1, r2) = setup("router_group_move")?;
+    bed.kafka.create_topic(Side::Source, T, 6, &[])?;
+    let via = bootstrap(&[&r1, &r2]);
+    let parts: Vec<(String, i32)> = (0..6).map(|p| (T.to_owned(), p)).collect();
+    let load = LoadGenerator::start(
+        bed.source_bootstrap(),
+        &parts,
+        300,
+        ProduceSpec {
+            mode: ProduceMode::Idempotent,
+            ..ProduceSpec::default()
+        },
+    )?;
+    let log = Arc::new(Mutex::new(GroupLog::default()));
+    let consumed_by = |prefix: &str| {
+        lock(&log)
+            .seen
+            .iter()
+            .filter(|(_, _, m)| m.starts_with(prefix))
+            .count()
+    };
+    let mut members = Vec::new();
+    for i in 0..3 {
+        members.push(Member::start(
+            bed.source_bootstrap(),
+            G,
+            T,
+            &format!("direct-{i}"),
+            log.clone(),
+        )?);
+    }
+    wait_until("the direct members to consume", WAIT, || {
+        Ok(consumed_by("direct-") > 0)
+    })?;
+    for i in 0..3 {
+        let name = format!("routed-{i}");
+        members.remove(0).stop()?;
+        members.push(Member::start(&via, G, T, &name, log.clone())?);
+        wait_until(&format!("{name} to consume"), WAIT, || {
+            Ok(consumed_by(&name) > 0)
+        })?;
+    }
+    let report = load.stop()?;
+    ensure!(report.total_failed() == 0, "the producer had failures");
+    let produced: BTreeMap<i32, i64> = report
+        .partitions
+        .iter()
+        .filter_map(|((_, p), l)| l.last_offset.map(|o| (*p, o)))
+        .collect();
+    let total: i64 = produced.values().map(|last| last + 1).sum();
+    wait_until("the group to consume every record", WAIT, || {
+        let log = lock(&log);
+        let distinct: std::collections::BTreeSet<(i32, i64)> =
+            log.seen.iter().map(|(p, o, _)| (*p, *o)).collect();
+        Ok(distinct.len() as i64 >= total)
+    })?;
+    for m in members {
+        m.stop()?;
+    }
+    let log = lock(&log);
+    let mut times: BTreeMap<(i32, i64), usize> = BTreeMap::new();
+    for (p, o, _) in &log.seen {
+        *times.entry((*p, *o)).or_default() += 1;
+    }
+    for (p, last) in &produced {
+        for o in 0..=*last {
+            ensure!(
+                times.contains_key(&(*p, o)),
+                "{T}/{p} offset {o} was never consumed"
+            );
+        }
+    }
+    let twice: Vec<_> = times
+        .iter()
+        .filter(|(k, n)| **n > 1 && !log.uncommitted.contains(k))
+        .collect();
+    ensure!(
+        twice.is_empty(),
+        "consumed twice although committed: {twice:?}"
+    );
+    ensure!(
+        log.seen.iter().any(|(_, _, m)| m.starts_with("routed-"))
+            && log.seen.iter().any(|(_, _, m)| m.starts_with("direct-")),
+        "the group did not consume on both sides"
+    );
+    Ok(())
+}
+
+/// Every record of `topic`'s first `partitions` partitions on the source,
+/// as another client family reports them, sorted.
+fn source_records(
+    bed: &RealBed,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<cutover_integration_tests::go_clients::ClientRecord>> {
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        let (_, high) = watermarks(bed.source_bootstrap(), topic, p)?;
+        for r in read_partition(bed.source_bootstrap(), topic, p, 0, high)? {
+            out.push(cutover_integration_tests::go_clients::ClientRecord {
+                partition: p,
+                offset: r.offset,
+                value: String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
+            });
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// kafkajs, a JavaScript client family, through the routers: its idempotent
+/// producer (one request in flight, its own sequence handling) and its
+/// consumer group (JoinGroup and SyncGroup as kafkajs builds them, a commit
+/// per record): every acknowledged record is on the source at that
+/// partition and offset, and the group consumes exactly those.
+#[test]
+fn router_kafkajs_produces_and_consumes_as_with_the_source() -> Result<()> {
+    const T: &str = "routed-kafkajs";
+    const N: usize = 600;
+    let (bed, _cutover, r1, r2) = setup("router_kafkajs")?;
+    bed.kafka.create_topic(Side::Source, T, 3, &[])?;
+    let via = bootstrap(&[&r1, &r2]);
+    let (mut acked, mut consumed) =
+        cutover_integration_tests::js_clients::kafkajs_produce_then_consume(
+            &via,
+            T,
+            3,
+            N,
+            "routed-kafkajs-group",
+            bed.log_dir(),
+        )?;
+    acked.sort();
+    consumed.sort();
+    ensure!(
+        acked.len() == N,
+        "kafkajs had {} of {N} acknowledged",
+        acked.len()
+    );
+    let on_source = source_records(&bed, T, 3)?;
+    ensure!(
+        on_source == acked,
+        "the source holds {} records, kafkajs had {} acknowledged; first difference: {:?}",
+        on_source.len(),
+        acked.len(),
+        on_source.iter().zip(&acked).find(|(s, a)| s != a)
+    );
+    ensure!(
+        consumed == acked,
+        "kafkajs consumed {} of {N}; first difference: {:?}",
+        consumed.len(),
+        consumed.iter().zip(&acked).find(|(c, a)| c != a)
     );
     Ok(())
 }

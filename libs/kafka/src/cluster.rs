@@ -349,6 +349,15 @@ impl Inner {
         }
     }
 
+    /// A new connection to `addr`, not shared through the slots (a
+    /// [`crate::Lane`]'s own).
+    pub(crate) async fn open_connection(&self, addr: &str) -> Result<Arc<Connection>, KafkaError> {
+        if self.is_closed() {
+            return Err(KafkaError::Closed);
+        }
+        Connection::open(addr, &self.config, &self.token, &self.tracker).await
+    }
+
     /// Some connection: a live one if any, else the first known broker or
     /// bootstrap address that accepts one.
     pub(crate) async fn any_connection(&self) -> Result<Arc<Connection>, KafkaError> {

@@ -2,12 +2,15 @@
 //! the caller chooses, to the broker the caller chooses, answered as the
 //! broker answered. No retries here: the caller decides what a client sees.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::cluster::{unknown_topic, Cluster};
+use crate::conn::Connection;
 use crate::error::KafkaError;
 
 /// Which broker a forwarded request goes to.
@@ -76,27 +79,105 @@ impl Cluster {
         conn.send_unanswered(api, version, body, timeout).await
     }
 
-    async fn forward_connection(
-        &self,
-        to: Destination,
-    ) -> Result<std::sync::Arc<crate::conn::Connection>, KafkaError> {
+    async fn forward_connection(&self, to: Destination) -> Result<Arc<Connection>, KafkaError> {
         match to {
             Destination::Any => self.inner.any_connection().await,
             Destination::Node(id) => {
-                let addr = match self.inner.broker_addr(id) {
-                    Some(a) => a,
-                    None => {
-                        // A broker that joined after the last Metadata.
-                        self.inner.load_metadata(Some(&[])).await?;
-                        self.inner.broker_addr(id).ok_or_else(|| {
-                            KafkaError::Protocol(format!(
-                                "broker {id} is not in the cluster's broker list"
-                            ))
-                        })?
-                    }
-                };
+                let addr = self.node_addr(id).await?;
                 self.inner.connection(&addr).await
             }
         }
     }
+
+    /// The address of broker `id`, loading the broker list once if it is
+    /// not known (a broker that joined after the last Metadata).
+    async fn node_addr(&self, id: i32) -> Result<String, KafkaError> {
+        if let Some(a) = self.inner.broker_addr(id) {
+            return Ok(a);
+        }
+        self.inner.load_metadata(Some(&[])).await?;
+        self.inner.broker_addr(id).ok_or_else(|| {
+            KafkaError::Protocol(format!("broker {id} is not in the cluster's broker list"))
+        })
+    }
+
+    /// Connections of one client of a proxy, apart from everyone else's.
+    pub fn lane(&self) -> Lane {
+        Lane {
+            cluster: self.clone(),
+            conns: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// The connections of one client of a forwarding proxy (a router's client
+/// connection): its own connection to each broker, as the client has
+/// without the proxy. A broker handles one request per connection at a
+/// time, so on a connection shared by many clients a request the broker
+/// holds (a JoinGroup until the rebalance ends, a Fetch waiting for data)
+/// would hold every other client's requests behind it; on a lane it holds
+/// only this client's, as it would anyway. Requests to any broker
+/// (`Destination::Any`, short ones such as Metadata) use the cluster's
+/// shared connections. Dropping the lane closes its connections.
+pub struct Lane {
+    cluster: Cluster,
+    conns: Mutex<HashMap<String, Arc<Connection>>>,
+}
+
+impl Lane {
+    /// As [`Cluster::forward`], on this lane's connection to `to`.
+    pub async fn forward<R: Encodable, T: Decodable>(
+        &self,
+        to: Destination,
+        api: ApiKey,
+        version: i16,
+        body: &R,
+        timeout: Duration,
+    ) -> Result<T, KafkaError> {
+        let conn = self.connection(to).await?;
+        conn.request(api, version, body, timeout).await
+    }
+
+    /// As [`Cluster::forward_unanswered`], on this lane's connection.
+    pub async fn forward_unanswered<R: Encodable>(
+        &self,
+        to: Destination,
+        api: ApiKey,
+        version: i16,
+        body: &R,
+        timeout: Duration,
+    ) -> Result<(), KafkaError> {
+        let conn = self.connection(to).await?;
+        conn.send_unanswered(api, version, body, timeout).await
+    }
+
+    /// The cluster this lane leads to.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    async fn connection(&self, to: Destination) -> Result<Arc<Connection>, KafkaError> {
+        let Destination::Node(id) = to else {
+            return self.cluster.forward_connection(to).await;
+        };
+        let addr = self.cluster.node_addr(id).await?;
+        let live =
+            |m: &HashMap<String, Arc<Connection>>| m.get(&addr).filter(|c| c.is_alive()).cloned();
+        if let Some(c) = live(&lock(&self.conns)) {
+            return Ok(c);
+        }
+        // Opened without holding the map: two requests may both open one;
+        // the first stays, the other is dropped (and closes).
+        let fresh = self.cluster.inner.open_connection(&addr).await?;
+        let mut conns = lock(&self.conns);
+        if let Some(c) = live(&conns) {
+            return Ok(c);
+        }
+        conns.insert(addr, fresh.clone());
+        Ok(fresh)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -14,12 +14,16 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
+use std::time::Duration;
+
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use cutover_kafka::codes;
 
 use crate::assign::CoordinatorKind;
+use crate::epochs;
+use crate::topics::Side;
 
 /// A request routed to the coordinator of its key.
 pub trait Coordinated: Encodable + Send + Sync {
@@ -31,10 +35,29 @@ pub trait Coordinated: Encodable + Send + Sync {
     fn error(resp: &Self::Response) -> i16;
     /// A response with `code` for every part of this request.
     fn failed(&self, code: i16) -> Self::Response;
+    /// The request as sent to `side`'s coordinator: the client's leader
+    /// epochs (committed offsets carry one) replaced by that cluster's.
+    fn to_upstream(&mut self, _side: Side) {}
+    /// The response from `side`'s coordinator as a client may see it.
+    fn to_client(_resp: &mut Self::Response, _side: Side) {}
+    /// How long the coordinator may hold the request beyond the usual
+    /// timeout.
+    fn broker_wait(&self) -> Duration {
+        Duration::ZERO
+    }
 }
+
+/// How long a coordinator holds a follower's SyncGroup at most: until the
+/// leader's arrives, or the member's session expires. The request has no
+/// timeout of its own; this is Java's default rebalance timeout
+/// (`max.poll.interval.ms`).
+const SYNC_GROUP_WAIT: Duration = Duration::from_secs(300);
 
 macro_rules! top_level {
     ($req:ty, $resp:ty, $api:ident, $kind:ident, $key:ident) => {
+        top_level!($req, $resp, $api, $kind, $key, |_r: &$req| Duration::ZERO);
+    };
+    ($req:ty, $resp:ty, $api:ident, $kind:ident, $key:ident, $wait:expr) => {
         impl Coordinated for $req {
             type Response = $resp;
             const API: ApiKey = ApiKey::$api;
@@ -49,23 +72,37 @@ macro_rules! top_level {
                 r.error_code = code;
                 r
             }
+            fn broker_wait(&self) -> Duration {
+                ($wait)(self)
+            }
         }
     };
 }
 
+// A JoinGroup is held until the rebalance completes, at most the member's
+// rebalance timeout (v1+; the session timeout before).
 top_level!(
     JoinGroupRequest,
     JoinGroupResponse,
     JoinGroup,
     Group,
-    group_id
+    group_id,
+    |r: &JoinGroupRequest| {
+        let ms = if r.rebalance_timeout_ms > 0 {
+            r.rebalance_timeout_ms
+        } else {
+            r.session_timeout_ms
+        };
+        Duration::from_millis(ms.max(0) as u64)
+    }
 );
 top_level!(
     SyncGroupRequest,
     SyncGroupResponse,
     SyncGroup,
     Group,
-    group_id
+    group_id,
+    |_r: &SyncGroupRequest| SYNC_GROUP_WAIT
 );
 top_level!(
     HeartbeatRequest,
@@ -133,6 +170,11 @@ impl Coordinated for OffsetCommitRequest {
             .collect();
         r
     }
+    fn to_upstream(&mut self, side: Side) {
+        for p in self.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+            p.committed_leader_epoch = epochs::upstream(side, p.committed_leader_epoch);
+        }
+    }
 }
 
 impl Coordinated for OffsetFetchRequest {
@@ -179,6 +221,19 @@ impl Coordinated for OffsetFetchRequest {
             .collect();
         r
     }
+    fn to_client(resp: &mut OffsetFetchResponse, side: Side) {
+        for p in resp.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+            p.committed_leader_epoch = epochs::shown(side, p.committed_leader_epoch);
+        }
+        for p in resp
+            .groups
+            .iter_mut()
+            .flat_map(|g| g.topics.iter_mut())
+            .flat_map(|t| t.partitions.iter_mut())
+        {
+            p.committed_leader_epoch = epochs::shown(side, p.committed_leader_epoch);
+        }
+    }
 }
 
 impl Coordinated for TxnOffsetCommitRequest {
@@ -217,6 +272,11 @@ impl Coordinated for TxnOffsetCommitRequest {
             })
             .collect();
         r
+    }
+    fn to_upstream(&mut self, side: Side) {
+        for p in self.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+            p.committed_leader_epoch = epochs::upstream(side, p.committed_leader_epoch);
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cutover_kafka::{codes, Cluster, Destination, KafkaError};
+use cutover_kafka::{codes, Cluster, Destination, KafkaError, Lane};
 use futures::future::join_all;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -35,6 +35,21 @@ use crate::topics::{Side, Topics};
 pub struct Watched {
     pub routers: Routers,
     pub topics: Topics,
+}
+
+/// One client connection's own upstream connections, per cluster.
+pub struct Lanes {
+    source: Lane,
+    target: Lane,
+}
+
+impl Lanes {
+    fn of(&self, side: Side) -> &Lane {
+        match side {
+            Side::Source => &self.source,
+            Side::Target => &self.target,
+        }
+    }
 }
 
 /// A cluster and one of its brokers.
@@ -106,7 +121,12 @@ impl Router {
 
     /// Answers one request: the encoded response frame, or `None` when the
     /// client expects none (Produce with acks=0).
-    pub async fn handle(&self, header: &Header, req: Request) -> Result<Option<Bytes>, FrameError> {
+    pub async fn handle(
+        &self,
+        header: &Header,
+        req: Request,
+        lanes: &Lanes,
+    ) -> Result<Option<Bytes>, FrameError> {
         let r = |body: &dyn Fn() -> Result<Bytes, FrameError>| body().map(Some);
         match req {
             Request::ApiVersions(_) => r(&|| encode_response(header, &self.api_versions())),
@@ -117,31 +137,33 @@ impl Router {
                 }
                 encode_response(header, &resp).map(Some)
             }
-            Request::Produce(req) => self.respond(header, self.produce(header, req).await),
-            Request::Fetch(req) => self.respond(header, self.partitioned(header, req).await),
-            Request::ListOffsets(req) => self.respond(header, self.partitioned(header, req).await),
+            Request::Produce(req) => self.respond(header, self.produce(header, req, lanes).await),
+            Request::Fetch(req) => self.respond(header, self.partitioned(header, req, lanes).await),
+            Request::ListOffsets(req) => {
+                self.respond(header, self.partitioned(header, req, lanes).await)
+            }
             Request::OffsetForLeaderEpoch(req) => {
-                self.respond(header, self.partitioned(header, req).await)
+                self.respond(header, self.partitioned(header, req, lanes).await)
             }
             Request::FindCoordinator(req) => {
                 let resp = self.find_coordinator(header, &req);
                 encode_response(header, &resp).map(Some)
             }
             Request::InitProducerId(req) => {
-                let resp = self.init_producer_id(header, req).await;
+                let resp = self.init_producer_id(header, req, lanes).await;
                 self.metrics.error(ApiKey::InitProducerId, resp.error_code);
                 encode_response(header, &resp).map(Some)
             }
-            Request::JoinGroup(req) => self.coordinated(header, req).await,
-            Request::SyncGroup(req) => self.coordinated(header, req).await,
-            Request::Heartbeat(req) => self.coordinated(header, req).await,
-            Request::LeaveGroup(req) => self.coordinated(header, req).await,
-            Request::OffsetCommit(req) => self.coordinated(header, req).await,
-            Request::OffsetFetch(req) => self.coordinated(header, req).await,
-            Request::AddPartitionsToTxn(req) => self.coordinated(header, req).await,
-            Request::AddOffsetsToTxn(req) => self.coordinated(header, req).await,
-            Request::EndTxn(req) => self.coordinated(header, req).await,
-            Request::TxnOffsetCommit(req) => self.coordinated(header, req).await,
+            Request::JoinGroup(req) => self.coordinated(header, req, lanes).await,
+            Request::SyncGroup(req) => self.coordinated(header, req, lanes).await,
+            Request::Heartbeat(req) => self.coordinated(header, req, lanes).await,
+            Request::LeaveGroup(req) => self.coordinated(header, req, lanes).await,
+            Request::OffsetCommit(req) => self.coordinated(header, req, lanes).await,
+            Request::OffsetFetch(req) => self.coordinated(header, req, lanes).await,
+            Request::AddPartitionsToTxn(req) => self.coordinated(header, req, lanes).await,
+            Request::AddOffsetsToTxn(req) => self.coordinated(header, req, lanes).await,
+            Request::EndTxn(req) => self.coordinated(header, req, lanes).await,
+            Request::TxnOffsetCommit(req) => self.coordinated(header, req, lanes).await,
         }
     }
 
@@ -184,6 +206,14 @@ impl Router {
 
     fn live_routers(&self) -> Vec<i32> {
         self.routers.ids()
+    }
+
+    /// Lanes for a new client connection.
+    pub fn lanes(&self) -> Lanes {
+        Lanes {
+            source: self.source.lane(),
+            target: self.target.lane(),
+        }
     }
 
     fn cluster(&self, side: Side) -> &Cluster {
@@ -354,7 +384,12 @@ impl Router {
     /// `Partitioned::side`), one request per cluster and leader, all at
     /// once; the answers come back in the request's order, as a client may
     /// see them. `None` for a request the client expects no answer to.
-    async fn partitioned<R: Partitioned>(&self, header: &Header, req: R) -> Option<R::Response> {
+    async fn partitioned<R: Partitioned>(
+        &self,
+        header: &Header,
+        req: R,
+        lanes: &Lanes,
+    ) -> Option<R::Response> {
         let ids = self.live_routers();
         let parts = req.parts();
         let mut order: Vec<(TopicName, i32)> = Vec::with_capacity(parts.len());
@@ -399,17 +434,15 @@ impl Router {
                 .map(|(t, p)| (t.clone(), R::partition(p)))
                 .collect();
             let sub = req.with_parts(parts);
-            let cluster = self.cluster(side);
+            let lane = lanes.of(side);
             async move {
                 let to = Destination::Node(leader);
                 let r = if unanswered {
-                    cluster
-                        .forward_unanswered(to, R::API, header.version, &sub, timeout)
+                    lane.forward_unanswered(to, R::API, header.version, &sub, timeout)
                         .await
                         .map(|()| None)
                 } else {
-                    cluster
-                        .forward::<R, R::Response>(to, R::API, header.version, &sub, timeout)
+                    lane.forward::<R, R::Response>(to, R::API, header.version, &sub, timeout)
                         .await
                         .map(Some)
                 };
@@ -467,7 +500,12 @@ impl Router {
     /// upstream producer of the cluster they go to; then per partition as
     /// the other partitioned APIs. A partition whose producer cannot be
     /// mapped is answered on its own, the others go on.
-    async fn produce(&self, header: &Header, mut req: ProduceRequest) -> Option<ProduceResponse> {
+    async fn produce(
+        &self,
+        header: &Header,
+        mut req: ProduceRequest,
+        lanes: &Lanes,
+    ) -> Option<ProduceResponse> {
         let unanswered = req.unanswered();
         let mut failed: Vec<(TopicName, produce_response::PartitionProduceResponse)> = Vec::new();
         for t in &mut req.topic_data {
@@ -487,7 +525,7 @@ impl Router {
         let resp = if req.topic_data.is_empty() {
             None
         } else {
-            self.partitioned(header, req).await
+            self.partitioned(header, req, lanes).await
         };
         if unanswered {
             return None;
@@ -645,7 +683,8 @@ impl Router {
     async fn coordinated<R: Coordinated>(
         &self,
         header: &Header,
-        req: R,
+        mut req: R,
+        lanes: &Lanes,
     ) -> Result<Option<Bytes>, FrameError> {
         let (kind, key) = req.key();
         let key = key.to_owned();
@@ -654,17 +693,21 @@ impl Router {
             self.metrics.error(R::API, codes::NOT_COORDINATOR);
             return encode_response(header, &req.failed(codes::NOT_COORDINATOR)).map(Some);
         }
+        // Groups and transactions are the source's (a group's home moves
+        // with group promotion, not built yet).
+        req.to_upstream(Side::Source);
         let mut resp = None;
         for _ in 0..2 {
             let result = match self.source_coordinator(kind, &key).await {
                 Ok(node) => {
-                    self.source
+                    lanes
+                        .of(Side::Source)
                         .forward::<R, R::Response>(
                             Destination::Node(node),
                             R::API,
                             header.version,
                             &req,
-                            self.timeout,
+                            self.timeout + req.broker_wait(),
                         )
                         .await
                 }
@@ -685,7 +728,8 @@ impl Router {
                 }
             }
         }
-        let resp = resp.unwrap_or_else(|| req.failed(codes::COORDINATOR_NOT_AVAILABLE));
+        let mut resp = resp.unwrap_or_else(|| req.failed(codes::COORDINATOR_NOT_AVAILABLE));
+        R::to_client(&mut resp, Side::Source);
         self.metrics.error(R::API, R::error(&resp));
         encode_response(header, &resp).map(Some)
     }
@@ -694,6 +738,7 @@ impl Router {
         &self,
         header: &Header,
         req: InitProducerIdRequest,
+        lanes: &Lanes,
     ) -> InitProducerIdResponse {
         let failed = |code: i16| {
             let mut r = InitProducerIdResponse::default();
@@ -737,8 +782,8 @@ impl Router {
                 };
             }
         };
-        let result: Result<InitProducerIdResponse, KafkaError> = self
-            .source
+        let result: Result<InitProducerIdResponse, KafkaError> = lanes
+            .of(Side::Source)
             .forward(
                 to,
                 ApiKey::InitProducerId,

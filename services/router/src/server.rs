@@ -98,6 +98,9 @@ pub async fn serve_connection<S>(
     let closed = |reason: &str| metrics.closed.with_label_values(&[reason]).inc();
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    // This client's own upstream connections (see `cutover_kafka::Lane`),
+    // closed with it.
+    let lanes = Arc::new(router.lanes());
     let mut answers: FuturesOrdered<Answer> = FuturesOrdered::new();
     let mut held_bytes = 0usize;
     let mut reading = true;
@@ -133,6 +136,7 @@ pub async fn serve_connection<S>(
                         Ok((header, request)) => {
                             held_bytes += size;
                             let router = router.clone();
+                            let lanes = lanes.clone();
                             let span = tracing::debug_span!(
                                 "request",
                                 api = ?header.api,
@@ -145,7 +149,7 @@ pub async fn serve_connection<S>(
                                     let api = crate::metrics::api_name(header.api);
                                     let m = &router.metrics;
                                     let started = std::time::Instant::now();
-                                    let answer = router.handle(&header, request).await;
+                                    let answer = router.handle(&header, request, &lanes).await;
                                     m.latency
                                         .with_label_values(&[api])
                                         .observe(started.elapsed().as_secs_f64());
