@@ -457,30 +457,19 @@ fn router_transactions_commit_and_abort_through_the_router() -> Result<()> {
 /// v4 answered UNSUPPORTED_VERSION and retried lower, batched
 /// FindCoordinator, the classic group protocol): every record the Java
 /// producer had acknowledged is on the source at that partition and offset,
-/// and a Java consumer group through the routers gets exactly those.
+/// a Java consumer group through the routers gets exactly those, and once
+/// mirrored the target holds them at the same offsets.
 #[test]
 fn router_java_clients_produce_and_consume_as_with_the_source() -> Result<()> {
     const T: &str = "routed-java";
     const N: usize = 2_000;
-    let (bed, _cutover, r1, r2) = setup("router_java_clients")?;
+    let (bed, mut cutover, r1, r2) = setup("router_java_clients")?;
     bed.kafka.create_topic(Side::Source, T, 3, &[])?;
     let via = bootstrap(&[&r1, &r2]);
     let dist = bed.kafka.target.dist().clone();
     let mut acked = java_clients::verifiable_producer(&dist, &via, T, N, bed.log_dir())?;
     acked.sort();
-    let mut on_source = Vec::new();
-    for p in 0..3 {
-        let (_, high) = watermarks(bed.source_bootstrap(), T, p)?;
-        for r in read_partition(bed.source_bootstrap(), T, p, 0, high)? {
-            on_source.push(java_clients::JavaRecord {
-                partition: p,
-                offset: r.offset,
-                key: r.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
-                value: r.value.map(|v| String::from_utf8_lossy(&v).into_owned()),
-            });
-        }
-    }
-    on_source.sort();
+    let on_source = java_records_on(bed.source_bootstrap(), T, 3)?;
     ensure!(
         on_source == acked,
         "the source holds {} records, the Java producer had {} acknowledged through the router; \
@@ -497,6 +486,11 @@ fn router_java_clients_produce_and_consume_as_with_the_source() -> Result<()> {
         "the Java consumer through the router got {} of {N}; first difference: {:?}",
         consumed.len(),
         consumed.iter().zip(&acked).find(|(c, a)| c != a)
+    );
+    mirror_and_sync(&mut cutover, T)?;
+    ensure!(
+        java_records_on(bed.target_bootstrap(), T, 3)? == acked,
+        "the target does not hold the acknowledged records at their offsets"
     );
     Ok(())
 }
@@ -616,7 +610,7 @@ fn router_kill9_of_one_router_loses_nothing_and_duplicates_nothing() -> Result<(
 fn router_franz_go_produces_and_consumes_as_with_the_source() -> Result<()> {
     const T: &str = "routed-franz";
     const N: usize = 1_000;
-    let (bed, _cutover, r1, r2) = setup("router_franz_go")?;
+    let (bed, mut cutover, r1, r2) = setup("router_franz_go")?;
     bed.kafka.create_topic(Side::Source, T, 3, &[])?;
     let via = bootstrap(&[&r1, &r2]);
     let (mut acked, mut consumed) =
@@ -634,7 +628,7 @@ fn router_franz_go_produces_and_consumes_as_with_the_source() -> Result<()> {
         "franz-go had {} of {N} acknowledged",
         acked.len()
     );
-    let on_source = source_records(&bed, T, 3)?;
+    let on_source = records_on(bed.source_bootstrap(), T, 3)?;
     ensure!(
         on_source == acked,
         "the source holds {} records, franz-go had {} acknowledged; first difference: {:?}",
@@ -647,6 +641,11 @@ fn router_franz_go_produces_and_consumes_as_with_the_source() -> Result<()> {
         "franz-go consumed {} of {N}; first difference: {:?}",
         consumed.len(),
         consumed.iter().zip(&acked).find(|(c, a)| c != a)
+    );
+    mirror_and_sync(&mut cutover, T)?;
+    ensure!(
+        records_on(bed.target_bootstrap(), T, 3)? == acked,
+        "the target does not hold the acknowledged records at their offsets"
     );
     Ok(())
 }
@@ -1078,17 +1077,17 @@ fn router_one_group_across_a_rolling_move_consumes_every_record_once() -> Result
     Ok(())
 }
 
-/// Every record of `topic`'s first `partitions` partitions on the source,
+/// Every record of `topic`'s first `partitions` partitions at `bootstrap`,
 /// as another client family reports them, sorted.
-fn source_records(
-    bed: &RealBed,
+fn records_on(
+    bootstrap: &str,
     topic: &str,
     partitions: i32,
 ) -> Result<Vec<cutover_integration_tests::go_clients::ClientRecord>> {
     let mut out = Vec::new();
     for p in 0..partitions {
-        let (_, high) = watermarks(bed.source_bootstrap(), topic, p)?;
-        for r in read_partition(bed.source_bootstrap(), topic, p, 0, high)? {
+        let (_, high) = watermarks(bootstrap, topic, p)?;
+        for r in read_partition(bootstrap, topic, p, 0, high)? {
             out.push(cutover_integration_tests::go_clients::ClientRecord {
                 partition: p,
                 offset: r.offset,
@@ -1109,7 +1108,7 @@ fn source_records(
 fn router_kafkajs_produces_and_consumes_as_with_the_source() -> Result<()> {
     const T: &str = "routed-kafkajs";
     const N: usize = 600;
-    let (bed, _cutover, r1, r2) = setup("router_kafkajs")?;
+    let (bed, mut cutover, r1, r2) = setup("router_kafkajs")?;
     bed.kafka.create_topic(Side::Source, T, 3, &[])?;
     let via = bootstrap(&[&r1, &r2]);
     let (mut acked, mut consumed) =
@@ -1128,7 +1127,7 @@ fn router_kafkajs_produces_and_consumes_as_with_the_source() -> Result<()> {
         "kafkajs had {} of {N} acknowledged",
         acked.len()
     );
-    let on_source = source_records(&bed, T, 3)?;
+    let on_source = records_on(bed.source_bootstrap(), T, 3)?;
     ensure!(
         on_source == acked,
         "the source holds {} records, kafkajs had {} acknowledged; first difference: {:?}",
@@ -1142,5 +1141,42 @@ fn router_kafkajs_produces_and_consumes_as_with_the_source() -> Result<()> {
         consumed.len(),
         consumed.iter().zip(&acked).find(|(c, a)| c != a)
     );
+    mirror_and_sync(&mut cutover, T)?;
+    ensure!(
+        records_on(bed.target_bootstrap(), T, 3)? == acked,
+        "the target does not hold the acknowledged records at their offsets"
+    );
     Ok(())
+}
+
+/// Mirrors `topic` over l1 with a fetcher of its own and waits until the
+/// target has caught up.
+fn mirror_and_sync(cutover: &mut Cutover, topic: &str) -> Result<()> {
+    cutover.add_fetcher()?;
+    cutover.cli_json(&["mirror", "add", "--link", "l1", topic])?;
+    cutover.wait_in_sync("l1", WAIT)?;
+    Ok(())
+}
+
+/// Every record of `topic`'s first `partitions` partitions at `bootstrap`,
+/// as the Java clients report them, sorted.
+fn java_records_on(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<java_clients::JavaRecord>> {
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        let (_, high) = watermarks(bootstrap, topic, p)?;
+        for r in read_partition(bootstrap, topic, p, 0, high)? {
+            out.push(java_clients::JavaRecord {
+                partition: p,
+                offset: r.offset,
+                key: r.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
+                value: r.value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+            });
+        }
+    }
+    out.sort();
+    Ok(out)
 }

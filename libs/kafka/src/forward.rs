@@ -138,6 +138,22 @@ impl Lane {
         conn.request(api, version, body, timeout).await
     }
 
+    /// Queues `body` on this lane's connection to `to` and returns once it
+    /// is in the connection's queue: requests sent one after the other
+    /// reach the broker in that order (what an idempotent producer's
+    /// pipelined Produce requests need). [`Pending::decode`] waits for the
+    /// answer.
+    pub async fn send<R: Encodable>(
+        &self,
+        to: Destination,
+        api: ApiKey,
+        version: i16,
+        body: &R,
+    ) -> Result<Pending, KafkaError> {
+        let conn = self.connection(to).await?;
+        conn.enqueue(api, version, body).await.map(Pending)
+    }
+
     /// As [`Cluster::forward_unanswered`], on this lane's connection.
     pub async fn forward_unanswered<R: Encodable>(
         &self,
@@ -175,6 +191,16 @@ impl Lane {
         }
         conns.insert(addr, fresh.clone());
         Ok(fresh)
+    }
+}
+
+/// A request queued on a connection, its answer still to come.
+pub struct Pending(crate::conn::PendingReply);
+
+impl Pending {
+    /// Waits (at most `timeout`) for the answer and decodes it.
+    pub async fn decode<T: Decodable>(self, timeout: Duration) -> Result<T, KafkaError> {
+        self.0.decode(timeout).await
     }
 }
 

@@ -55,7 +55,7 @@ pub use codec::{decode_response, Response};
 pub use config::ClusterConfig;
 pub use data::ProduceHandle;
 pub use error::{codes, error_name, KafkaError};
-pub use forward::{Destination, Lane};
+pub use forward::{Destination, Lane, Pending};
 pub use kafka_protocol;
 pub use kafka_protocol::messages::ApiKey;
 pub use session::FetchSession;

@@ -25,6 +25,7 @@ pub mod router;
 pub mod server;
 pub mod service;
 pub mod topics;
+pub mod turn;
 
 pub use config::RouterConfig;
 pub use error::RouterError;

@@ -30,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::partitioned::Partitioned;
 use crate::producers::{self, Producers};
 use crate::topics::{Side, Topics};
+use crate::turn::Turn;
 
 /// What a router follows in etcd: the live routers and the topics' primaries.
 pub struct Watched {
@@ -126,7 +127,9 @@ impl Router {
         header: &Header,
         req: Request,
         lanes: &Lanes,
+        mut turn: Turn,
     ) -> Result<Option<Bytes>, FrameError> {
+        let turn = &mut turn;
         let r = |body: &dyn Fn() -> Result<Bytes, FrameError>| body().map(Some);
         match req {
             Request::ApiVersions(_) => r(&|| encode_response(header, &self.api_versions())),
@@ -137,13 +140,17 @@ impl Router {
                 }
                 encode_response(header, &resp).map(Some)
             }
-            Request::Produce(req) => self.respond(header, self.produce(header, req, lanes).await),
-            Request::Fetch(req) => self.respond(header, self.partitioned(header, req, lanes).await),
+            Request::Produce(req) => {
+                self.respond(header, self.produce(header, req, lanes, turn).await)
+            }
+            Request::Fetch(req) => {
+                self.respond(header, self.partitioned(header, req, lanes, turn).await)
+            }
             Request::ListOffsets(req) => {
-                self.respond(header, self.partitioned(header, req, lanes).await)
+                self.respond(header, self.partitioned(header, req, lanes, turn).await)
             }
             Request::OffsetForLeaderEpoch(req) => {
-                self.respond(header, self.partitioned(header, req, lanes).await)
+                self.respond(header, self.partitioned(header, req, lanes, turn).await)
             }
             Request::FindCoordinator(req) => {
                 let resp = self.find_coordinator(header, &req);
@@ -154,16 +161,16 @@ impl Router {
                 self.metrics.error(ApiKey::InitProducerId, resp.error_code);
                 encode_response(header, &resp).map(Some)
             }
-            Request::JoinGroup(req) => self.coordinated(header, req, lanes).await,
-            Request::SyncGroup(req) => self.coordinated(header, req, lanes).await,
-            Request::Heartbeat(req) => self.coordinated(header, req, lanes).await,
-            Request::LeaveGroup(req) => self.coordinated(header, req, lanes).await,
-            Request::OffsetCommit(req) => self.coordinated(header, req, lanes).await,
-            Request::OffsetFetch(req) => self.coordinated(header, req, lanes).await,
-            Request::AddPartitionsToTxn(req) => self.coordinated(header, req, lanes).await,
-            Request::AddOffsetsToTxn(req) => self.coordinated(header, req, lanes).await,
-            Request::EndTxn(req) => self.coordinated(header, req, lanes).await,
-            Request::TxnOffsetCommit(req) => self.coordinated(header, req, lanes).await,
+            Request::JoinGroup(req) => self.coordinated(header, req, lanes, turn).await,
+            Request::SyncGroup(req) => self.coordinated(header, req, lanes, turn).await,
+            Request::Heartbeat(req) => self.coordinated(header, req, lanes, turn).await,
+            Request::LeaveGroup(req) => self.coordinated(header, req, lanes, turn).await,
+            Request::OffsetCommit(req) => self.coordinated(header, req, lanes, turn).await,
+            Request::OffsetFetch(req) => self.coordinated(header, req, lanes, turn).await,
+            Request::AddPartitionsToTxn(req) => self.coordinated(header, req, lanes, turn).await,
+            Request::AddOffsetsToTxn(req) => self.coordinated(header, req, lanes, turn).await,
+            Request::EndTxn(req) => self.coordinated(header, req, lanes, turn).await,
+            Request::TxnOffsetCommit(req) => self.coordinated(header, req, lanes, turn).await,
         }
     }
 
@@ -389,6 +396,7 @@ impl Router {
         header: &Header,
         req: R,
         lanes: &Lanes,
+        turn: &mut Turn,
     ) -> Option<R::Response> {
         let ids = self.live_routers();
         let parts = req.parts();
@@ -428,26 +436,35 @@ impl Router {
         }
         let unanswered = req.unanswered();
         let timeout = self.timeout + req.broker_wait();
-        let sends = groups.into_iter().map(|((side, leader), parts)| {
+        // Sent in the connection's order, one after the other (queued, not
+        // answered); the answers are awaited together.
+        turn.wait().await;
+        let mut sent = Vec::with_capacity(groups.len());
+        for ((side, leader), parts) in groups {
             let keys: Vec<(TopicName, i32)> = parts
                 .iter()
                 .map(|(t, p)| (t.clone(), R::partition(p)))
                 .collect();
             let sub = req.with_parts(parts);
             let lane = lanes.of(side);
-            async move {
-                let to = Destination::Node(leader);
-                let r = if unanswered {
-                    lane.forward_unanswered(to, R::API, header.version, &sub, timeout)
-                        .await
-                        .map(|()| None)
-                } else {
-                    lane.forward::<R, R::Response>(to, R::API, header.version, &sub, timeout)
-                        .await
-                        .map(Some)
-                };
-                (side, keys, r)
-            }
+            let to = Destination::Node(leader);
+            let queued = if unanswered {
+                lane.forward_unanswered(to, R::API, header.version, &sub, timeout)
+                    .await
+                    .map(|()| None)
+            } else {
+                lane.send(to, R::API, header.version, &sub).await.map(Some)
+            };
+            sent.push((side, keys, queued));
+        }
+        turn.done();
+        let sends = sent.into_iter().map(|(side, keys, queued)| async move {
+            let r = match queued {
+                Ok(Some(pending)) => pending.decode::<R::Response>(timeout).await.map(Some),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            };
+            (side, keys, r)
         });
         for (side, keys, result) in join_all(sends).await {
             let cluster = self.cluster(side);
@@ -505,6 +522,7 @@ impl Router {
         header: &Header,
         mut req: ProduceRequest,
         lanes: &Lanes,
+        turn: &mut Turn,
     ) -> Option<ProduceResponse> {
         let unanswered = req.unanswered();
         let mut failed: Vec<(TopicName, produce_response::PartitionProduceResponse)> = Vec::new();
@@ -525,7 +543,7 @@ impl Router {
         let resp = if req.topic_data.is_empty() {
             None
         } else {
-            self.partitioned(header, req, lanes).await
+            self.partitioned(header, req, lanes, turn).await
         };
         if unanswered {
             return None;
@@ -685,6 +703,7 @@ impl Router {
         header: &Header,
         mut req: R,
         lanes: &Lanes,
+        turn: &mut Turn,
     ) -> Result<Option<Bytes>, FrameError> {
         let (kind, key) = req.key();
         let key = key.to_owned();
@@ -700,16 +719,20 @@ impl Router {
         for _ in 0..2 {
             let result = match self.source_coordinator(kind, &key).await {
                 Ok(node) => {
-                    lanes
+                    turn.wait().await;
+                    let queued = lanes
                         .of(Side::Source)
-                        .forward::<R, R::Response>(
-                            Destination::Node(node),
-                            R::API,
-                            header.version,
-                            &req,
-                            self.timeout + req.broker_wait(),
-                        )
-                        .await
+                        .send(Destination::Node(node), R::API, header.version, &req)
+                        .await;
+                    turn.done();
+                    match queued {
+                        Ok(pending) => {
+                            pending
+                                .decode::<R::Response>(self.timeout + req.broker_wait())
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    }
                 }
                 Err(e) => Err(e),
             };

@@ -101,6 +101,7 @@ pub async fn serve_connection<S>(
     // This client's own upstream connections (see `cutover_kafka::Lane`),
     // closed with it.
     let lanes = Arc::new(router.lanes());
+    let mut turns = crate::turn::Turns::default();
     let mut answers: FuturesOrdered<Answer> = FuturesOrdered::new();
     let mut held_bytes = 0usize;
     let mut reading = true;
@@ -137,6 +138,7 @@ pub async fn serve_connection<S>(
                             held_bytes += size;
                             let router = router.clone();
                             let lanes = lanes.clone();
+                            let turn = turns.take();
                             let span = tracing::debug_span!(
                                 "request",
                                 api = ?header.api,
@@ -149,7 +151,7 @@ pub async fn serve_connection<S>(
                                     let api = crate::metrics::api_name(header.api);
                                     let m = &router.metrics;
                                     let started = std::time::Instant::now();
-                                    let answer = router.handle(&header, request, &lanes).await;
+                                    let answer = router.handle(&header, request, &lanes, turn).await;
                                     m.latency
                                         .with_label_values(&[api])
                                         .observe(started.elapsed().as_secs_f64());
