@@ -19,13 +19,40 @@ use nix::unistd::Pid;
 /// How long `kill9` and `Drop` wait for a SIGKILLed process to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
-/// A free TCP port on 127.0.0.1 (bound, then released: another process can
-/// race for it, which is rare enough for tests).
+/// Ports tests listen on are taken below Linux's ephemeral range (32768 and
+/// up by default), where outgoing connections get theirs: a port found
+/// free there was sometimes taken by an outgoing connection before the
+/// service bound it (seen: an orchestrator's "Address already in use"
+/// while routers opened connections).
+const LISTEN_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free TCP port on 127.0.0.1 for a test's service to listen on: bound,
+/// then released, and never handed out twice by this process. Another
+/// process can still race for it, which is rare enough for tests.
 pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")
-        .context("binding a free port")?
-        .local_addr()?
-        .port())
+    use std::collections::HashSet;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    let span = u32::from(LISTEN_PORTS.end - LISTEN_PORTS.start);
+    // Spread start points over processes and calls.
+    let seed = std::process::id().wrapping_mul(2_654_435_761).wrapping_add(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0),
+    );
+    for i in 0..span {
+        let port = LISTEN_PORTS.start + ((seed.wrapping_add(i.wrapping_mul(7_919))) % span) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return Ok(port);
+        }
+    }
+    Err(anyhow!("no free port in {LISTEN_PORTS:?}"))
 }
 
 /// The directory holding the running executable's profile outputs
