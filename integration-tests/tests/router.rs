@@ -604,8 +604,9 @@ fn router_kill9_of_one_router_loses_nothing_and_duplicates_nothing() -> Result<(
 }
 
 /// A Go client family (franz-go) through the routers: every record it had
-/// acknowledged is on the source at that partition and offset, and its
-/// consumer group through the routers gets exactly those.
+/// acknowledged is on the source at that partition and offset, its
+/// consumer group through the routers gets exactly those, and once mirrored
+/// the target holds them at the same offsets.
 #[test]
 fn router_franz_go_produces_and_consumes_as_with_the_source() -> Result<()> {
     const T: &str = "routed-franz";
@@ -613,41 +614,14 @@ fn router_franz_go_produces_and_consumes_as_with_the_source() -> Result<()> {
     let (bed, mut cutover, r1, r2) = setup("router_franz_go")?;
     bed.kafka.create_topic(Side::Source, T, 3, &[])?;
     let via = bootstrap(&[&r1, &r2]);
-    let (mut acked, mut consumed) =
-        cutover_integration_tests::go_clients::franz_produce_then_consume(
-            &via,
-            T,
-            N,
-            "routed-franz-group",
-            bed.log_dir(),
-        )?;
-    acked.sort();
-    consumed.sort();
-    ensure!(
-        acked.len() == N,
-        "franz-go had {} of {N} acknowledged",
-        acked.len()
-    );
-    let on_source = records_on(bed.source_bootstrap(), T, 3)?;
-    ensure!(
-        on_source == acked,
-        "the source holds {} records, franz-go had {} acknowledged; first difference: {:?}",
-        on_source.len(),
-        acked.len(),
-        on_source.iter().zip(&acked).find(|(s, a)| s != a)
-    );
-    ensure!(
-        consumed == acked,
-        "franz-go consumed {} of {N}; first difference: {:?}",
-        consumed.len(),
-        consumed.iter().zip(&acked).find(|(c, a)| c != a)
-    );
-    mirror_and_sync(&mut cutover, T)?;
-    ensure!(
-        records_on(bed.target_bootstrap(), T, 3)? == acked,
-        "the target does not hold the acknowledged records at their offsets"
-    );
-    Ok(())
+    let (acked, consumed) = cutover_integration_tests::go_clients::franz_produce_then_consume(
+        &via,
+        T,
+        N,
+        "routed-franz-group",
+        bed.log_dir(),
+    )?;
+    check_family(&bed, &mut cutover, T, "franz-go", N, acked, consumed)
 }
 
 /// Sum of metric `name` over the routers' `/metrics`, every sample.
@@ -689,9 +663,8 @@ fn router_fillers_never_reach_a_client_before_or_after_the_primary_moves() -> Re
     let produced = produce(bed.source_bootstrap(), T, 0, 300, &spec)?;
     let committed: Vec<ConsumedRecord> = produced.committed().map(|r| r.to_consumed()).collect();
     ensure!(produced.aborted_count() > 0 && !committed.is_empty());
-    cutover.add_fetcher()?;
     // The routers run already: they learn of the mirror from etcd.
-    cutover.cli_json(&["mirror", "add", "--link", "l1", T])?;
+    mirror(&mut cutover, T)?;
     cutover.wait_in_sync("l1", WAIT)?;
     let (_, high) = watermarks(bed.source_bootstrap(), T, 0)?;
 
@@ -749,18 +722,7 @@ fn router_fillers_never_reach_a_client_before_or_after_the_primary_moves() -> Re
     };
     poll_until(committed.len() / 2, &mut got)?;
 
-    set_mirror_state(bed.etcd_endpoint(), "l1", T, MirrorState::Promoted)?;
-    wait_until(
-        "both routers to see the target as the primary",
-        WAIT,
-        || {
-            Ok(router_metric(
-                &[&r1, &r2],
-                "cutover_router_mirrored_topics",
-                ("primary", "target"),
-            )? == 2.0)
-        },
-    )?;
+    promote(&bed, T, &[&r1, &r2])?;
     // Writes through the routers now go to the target, at the offsets
     // after the mirrored ones; the source gets none of them.
     let later = produce(
@@ -822,8 +784,7 @@ fn router_idempotent_producer_goes_on_across_the_move() -> Result<()> {
     const N: usize = 200;
     let (bed, mut cutover, r1, r2) = setup("router_move")?;
     bed.kafka.create_topic(Side::Source, T, 1, &[])?;
-    cutover.add_fetcher()?;
-    cutover.cli_json(&["mirror", "add", "--link", "l1", T])?;
+    mirror(&mut cutover, T)?;
     let via = bootstrap(&[&r1, &r2]);
     let spec = ProduceSpec {
         mode: ProduceMode::Idempotent,
@@ -836,18 +797,7 @@ fn router_idempotent_producer_goes_on_across_the_move() -> Result<()> {
     let mut writer = Writer::new(&via, T, 0, spec, None)?;
     writer.write(N)?;
     cutover.wait_in_sync("l1", WAIT)?;
-    set_mirror_state(bed.etcd_endpoint(), "l1", T, MirrorState::Promoted)?;
-    wait_until(
-        "both routers to see the target as the primary",
-        WAIT,
-        || {
-            Ok(router_metric(
-                &[&r1, &r2],
-                "cutover_router_mirrored_topics",
-                ("primary", "target"),
-            )? == 2.0)
-        },
-    )?;
+    promote(&bed, T, &[&r1, &r2])?;
     writer.write(N)?;
 
     let written: Vec<ConsumedRecord> = writer.records().iter().map(|r| r.to_consumed()).collect();
@@ -1103,7 +1053,8 @@ fn records_on(
 /// producer (one request in flight, its own sequence handling) and its
 /// consumer group (JoinGroup and SyncGroup as kafkajs builds them, a commit
 /// per record): every acknowledged record is on the source at that
-/// partition and offset, and the group consumes exactly those.
+/// partition and offset, the group consumes exactly those, and once
+/// mirrored the target holds them at the same offsets.
 #[test]
 fn router_kafkajs_produces_and_consumes_as_with_the_source() -> Result<()> {
     const T: &str = "routed-kafkajs";
@@ -1111,51 +1062,43 @@ fn router_kafkajs_produces_and_consumes_as_with_the_source() -> Result<()> {
     let (bed, mut cutover, r1, r2) = setup("router_kafkajs")?;
     bed.kafka.create_topic(Side::Source, T, 3, &[])?;
     let via = bootstrap(&[&r1, &r2]);
-    let (mut acked, mut consumed) =
-        cutover_integration_tests::js_clients::kafkajs_produce_then_consume(
-            &via,
-            T,
-            3,
-            N,
-            "routed-kafkajs-group",
-            bed.log_dir(),
-        )?;
-    acked.sort();
-    consumed.sort();
-    ensure!(
-        acked.len() == N,
-        "kafkajs had {} of {N} acknowledged",
-        acked.len()
-    );
-    let on_source = records_on(bed.source_bootstrap(), T, 3)?;
-    ensure!(
-        on_source == acked,
-        "the source holds {} records, kafkajs had {} acknowledged; first difference: {:?}",
-        on_source.len(),
-        acked.len(),
-        on_source.iter().zip(&acked).find(|(s, a)| s != a)
-    );
-    ensure!(
-        consumed == acked,
-        "kafkajs consumed {} of {N}; first difference: {:?}",
-        consumed.len(),
-        consumed.iter().zip(&acked).find(|(c, a)| c != a)
-    );
-    mirror_and_sync(&mut cutover, T)?;
-    ensure!(
-        records_on(bed.target_bootstrap(), T, 3)? == acked,
-        "the target does not hold the acknowledged records at their offsets"
-    );
-    Ok(())
+    let (acked, consumed) = cutover_integration_tests::js_clients::kafkajs_produce_then_consume(
+        &via,
+        T,
+        3,
+        N,
+        "routed-kafkajs-group",
+        bed.log_dir(),
+    )?;
+    check_family(&bed, &mut cutover, T, "kafkajs", N, acked, consumed)
 }
 
 /// Mirrors `topic` over l1 with a fetcher of its own and waits until the
 /// target has caught up.
 fn mirror_and_sync(cutover: &mut Cutover, topic: &str) -> Result<()> {
-    cutover.add_fetcher()?;
-    cutover.cli_json(&["mirror", "add", "--link", "l1", topic])?;
+    mirror(cutover, topic)?;
     cutover.wait_in_sync("l1", WAIT)?;
     Ok(())
+}
+
+/// Mirrors `topic` over l1, with a fetcher of its own.
+fn mirror(cutover: &mut Cutover, topic: &str) -> Result<()> {
+    cutover.add_fetcher()?;
+    cutover.cli_json(&["mirror", "add", "--link", "l1", topic])?;
+    Ok(())
+}
+
+/// Flips `topic`'s primary to the target in etcd, as a promotion will, and
+/// waits until every router in `routers` sends it there.
+fn promote(bed: &RealBed, topic: &str, routers: &[&RouterProcess]) -> Result<()> {
+    set_mirror_state(bed.etcd_endpoint(), "l1", topic, MirrorState::Promoted)?;
+    wait_until("the routers to see the target as the primary", WAIT, || {
+        Ok(router_metric(
+            routers,
+            "cutover_router_mirrored_topics",
+            ("primary", "target"),
+        )? == routers.len() as f64)
+    })
 }
 
 /// Every record of `topic`'s first `partitions` partitions at `bootstrap`,
@@ -1179,4 +1122,46 @@ fn java_records_on(
     }
     out.sort();
     Ok(out)
+}
+
+/// What every client family through the routers must show: `n` records
+/// acknowledged, each on the source at its acknowledged partition and
+/// offset, consumed by the family's group exactly, and once mirrored on the
+/// target at the same offsets.
+fn check_family(
+    bed: &RealBed,
+    cutover: &mut Cutover,
+    topic: &str,
+    family: &str,
+    n: usize,
+    mut acked: Vec<cutover_integration_tests::go_clients::ClientRecord>,
+    mut consumed: Vec<cutover_integration_tests::go_clients::ClientRecord>,
+) -> Result<()> {
+    acked.sort();
+    consumed.sort();
+    ensure!(
+        acked.len() == n,
+        "{family} had {} of {n} acknowledged",
+        acked.len()
+    );
+    let on_source = records_on(bed.source_bootstrap(), topic, 3)?;
+    ensure!(
+        on_source == acked,
+        "the source holds {} records, {family} had {} acknowledged; first difference: {:?}",
+        on_source.len(),
+        acked.len(),
+        on_source.iter().zip(&acked).find(|(s, a)| s != a)
+    );
+    ensure!(
+        consumed == acked,
+        "{family} consumed {} of {n}; first difference: {:?}",
+        consumed.len(),
+        consumed.iter().zip(&acked).find(|(c, a)| c != a)
+    );
+    mirror_and_sync(cutover, topic)?;
+    ensure!(
+        records_on(bed.target_bootstrap(), topic, 3)? == acked,
+        "the target does not hold {family}'s acknowledged records at their offsets"
+    );
+    Ok(())
 }

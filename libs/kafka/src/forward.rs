@@ -134,8 +134,10 @@ impl Lane {
         body: &R,
         timeout: Duration,
     ) -> Result<T, KafkaError> {
-        let conn = self.connection(to).await?;
-        conn.request(api, version, body, timeout).await
+        self.send(to, api, version, body)
+            .await?
+            .decode(timeout)
+            .await
     }
 
     /// Queues `body` on this lane's connection to `to` and returns once it
