@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -19,40 +19,11 @@ use nix::unistd::Pid;
 /// How long `kill9` and `Drop` wait for a SIGKILLed process to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
-/// Ports tests listen on are taken below Linux's ephemeral range (32768 and
-/// up by default), where outgoing connections get theirs: a port found
-/// free there was sometimes taken by an outgoing connection before the
-/// service bound it (seen: an orchestrator's "Address already in use"
-/// while routers opened connections).
-const LISTEN_PORTS: std::ops::Range<u16> = 20_000..32_000;
-
-/// A free TCP port on 127.0.0.1 for a test's service to listen on: bound,
-/// then released, and never handed out twice by this process. Another
-/// process can still race for it, which is rare enough for tests.
+/// A free TCP port on 127.0.0.1 for a test's service to listen on (see
+/// `cutover_coord::testing::free_port`: below the ephemeral range, never
+/// handed out twice by this process).
 pub fn free_port() -> Result<u16> {
-    use std::collections::HashSet;
-    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    let given = given.get_or_insert_with(HashSet::new);
-    let span = u32::from(LISTEN_PORTS.end - LISTEN_PORTS.start);
-    // Spread start points over processes and calls.
-    let seed = std::process::id().wrapping_mul(2_654_435_761).wrapping_add(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0),
-    );
-    for i in 0..span {
-        let port = LISTEN_PORTS.start + ((seed.wrapping_add(i.wrapping_mul(7_919))) % span) as u16;
-        if given.contains(&port) {
-            continue;
-        }
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            given.insert(port);
-            return Ok(port);
-        }
-    }
-    Err(anyhow!("no free port in {LISTEN_PORTS:?}"))
+    cutover_coord::testing::free_port().context("finding a free port")
 }
 
 /// The directory holding the running executable's profile outputs

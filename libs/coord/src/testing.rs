@@ -49,8 +49,45 @@ pub enum EtcdLaunchError {
     },
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Ports tests listen on are taken below Linux's ephemeral range (32768 and
+/// up by default), where outgoing connections get theirs: a port found
+/// free there was sometimes taken by an outgoing connection before the
+/// service bound it (seen: an orchestrator's "Address already in use"
+/// while routers opened connections).
+const LISTEN_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free TCP port on 127.0.0.1 for a test's server to listen on: bound,
+/// then released, and never handed out twice by this process. Another
+/// process can still race for it, which is rare enough for tests (and
+/// etcd's start retries on it).
+pub fn free_port() -> std::io::Result<u16> {
+    use std::collections::HashSet;
+    static GIVEN: std::sync::Mutex<Option<HashSet<u16>>> = std::sync::Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    let span = u32::from(LISTEN_PORTS.end - LISTEN_PORTS.start);
+    // Spread start points over processes and calls; 7919 is prime, so the
+    // walk visits every port of the range once.
+    let seed = std::process::id().wrapping_mul(2_654_435_761).wrapping_add(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0),
+    );
+    for i in 0..span {
+        let port = LISTEN_PORTS.start + (seed.wrapping_add(i.wrapping_mul(7_919)) % span) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("no free port in {LISTEN_PORTS:?}"),
+    ))
 }
 
 fn etcd_binary() -> Result<PathBuf, EtcdLaunchError> {
