@@ -6,15 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
-use serde_json::Value;
 
-/// One record as a client of another family (Go, JavaScript) reported it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ClientRecord {
-    pub partition: i32,
-    pub offset: i64,
-    pub value: String,
-}
+use crate::client_lines::{parse_events, ClientRecord};
 
 fn build() -> Result<PathBuf> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("go/franz");
@@ -63,26 +56,4 @@ pub fn franz_produce_then_consume(
         );
     }
     Ok(parse_events(&output.stdout))
-}
-
-/// The `{"event": "acked"|"consumed", "partition", "offset", "value"}`
-/// lines a client printed: (acknowledged, consumed).
-pub fn parse_events(stdout: &[u8]) -> (Vec<ClientRecord>, Vec<ClientRecord>) {
-    let (mut acked, mut consumed) = (Vec::new(), Vec::new());
-    for l in String::from_utf8_lossy(stdout).lines() {
-        let Ok(v) = serde_json::from_str::<Value>(l) else {
-            continue;
-        };
-        let r = ClientRecord {
-            partition: v["partition"].as_i64().unwrap_or(-1) as i32,
-            offset: v["offset"].as_i64().unwrap_or(-1),
-            value: v["value"].as_str().unwrap_or_default().to_owned(),
-        };
-        match v["event"].as_str() {
-            Some("acked") => acked.push(r),
-            Some("consumed") => consumed.push(r),
-            _ => {}
-        }
-    }
-    (acked, consumed)
 }

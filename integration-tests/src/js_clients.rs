@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::go_clients::{parse_events, ClientRecord};
+use crate::client_lines::{parse_events, ClientRecord};
 
 /// The client's directory under the build directory, with its packages.
 fn install() -> Result<PathBuf> {

@@ -27,6 +27,7 @@ pub mod admin;
 pub mod bed;
 pub mod bench;
 pub mod blackhole;
+pub mod client_lines;
 pub mod clients;
 pub mod clusters;
 pub mod cutover;

@@ -1033,12 +1033,12 @@ fn records_on(
     bootstrap: &str,
     topic: &str,
     partitions: i32,
-) -> Result<Vec<cutover_integration_tests::go_clients::ClientRecord>> {
+) -> Result<Vec<cutover_integration_tests::client_lines::ClientRecord>> {
     let mut out = Vec::new();
     for p in 0..partitions {
         let (_, high) = watermarks(bootstrap, topic, p)?;
         for r in read_partition(bootstrap, topic, p, 0, high)? {
-            out.push(cutover_integration_tests::go_clients::ClientRecord {
+            out.push(cutover_integration_tests::client_lines::ClientRecord {
                 partition: p,
                 offset: r.offset,
                 value: String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
@@ -1134,8 +1134,8 @@ fn check_family(
     topic: &str,
     family: &str,
     n: usize,
-    mut acked: Vec<cutover_integration_tests::go_clients::ClientRecord>,
-    mut consumed: Vec<cutover_integration_tests::go_clients::ClientRecord>,
+    mut acked: Vec<cutover_integration_tests::client_lines::ClientRecord>,
+    mut consumed: Vec<cutover_integration_tests::client_lines::ClientRecord>,
 ) -> Result<()> {
     acked.sort();
     consumed.sort();

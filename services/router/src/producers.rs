@@ -62,6 +62,8 @@ pub enum ProducerError {
     Refused { side: &'static str, code: i16 },
     #[error("the producer mapping of id {0} kept changing under concurrent writers")]
     Contended(i64),
+    #[error("the block counter of client producer ids kept changing under concurrent routers")]
+    BlockContended,
 }
 
 impl ProducerError {
@@ -187,7 +189,7 @@ impl Producers {
                 return Ok((start, start + CLIENT_ID_BLOCK));
             }
         }
-        Err(ProducerError::Contended(-1))
+        Err(ProducerError::BlockContended)
     }
 
     fn remember(&self, id: i64, mapping: ProducerMapping) {
