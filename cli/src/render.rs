@@ -121,12 +121,73 @@ pub fn status_text(s: &pb::StatusResponse) -> String {
             }
         }
     }
+    out.push_str(&routers_text(&s.routers));
     out
+}
+
+fn holds_text(what: &str, holds: &[pb::RouterHold]) -> String {
+    holds
+        .iter()
+        .map(|h| {
+            format!(
+                " holds {what} of {} ({} waiting, {} in flight, {} ms left)",
+                h.key, h.waiting, h.in_flight, h.remaining_ms
+            )
+        })
+        .collect()
+}
+
+/// One line per router: where clients reach it and what it holds.
+fn routers_text(routers: &[pb::RouterStatus]) -> String {
+    if routers.is_empty() {
+        return "routers: none registered (clients that use routers cannot reach this link)\n"
+            .to_owned();
+    }
+    let mut out = String::from("routers:\n");
+    for r in routers {
+        out.push_str(&format!("  node {} at {}", r.node_id, r.address));
+        if r.error.is_empty() {
+            out.push_str(&format!(
+                "  groups={} members={}{}{}",
+                r.groups,
+                r.members,
+                holds_text("produce", &r.produce_holds),
+                holds_text("JoinGroups", &r.join_holds)
+            ));
+        } else {
+            out.push_str(&format!("  NOT ANSWERING: {}", r.error));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn holds_json(holds: &[pb::RouterHold]) -> Vec<Value> {
+    holds
+        .iter()
+        .map(|h| json!({"key": h.key, "waiting": h.waiting, "in_flight": h.in_flight, "remaining_ms": h.remaining_ms}))
+        .collect()
+}
+
+fn routers_json(routers: &[pb::RouterStatus]) -> Vec<Value> {
+    routers
+        .iter()
+        .map(|r| {
+            json!({
+                "node_id": r.node_id, "address": r.address, "grpc_address": r.grpc_address,
+                "started_at_ms": r.started_at_ms, "error": r.error,
+                "produce_holds": holds_json(&r.produce_holds),
+                "join_holds": holds_json(&r.join_holds),
+                "groups": r.groups, "members": r.members,
+            })
+        })
+        .collect()
 }
 
 pub fn status_json(s: &pb::StatusResponse) -> Value {
     json!({
         "at_ms": s.at_ms,
+        "routers": routers_json(&s.routers),
         "topics": s.topics.iter().map(|t| json!({
             "link": t.link, "topic": t.topic, "state": mirror_state(t.state), "reason": t.reason, "total_lag": t.total_lag,
             "partitions": t.partitions.iter().map(|p| json!({
@@ -196,11 +257,25 @@ pub fn summary_text(statuses: &[pb::StatusResponse]) -> String {
         out.push_str(&line);
         out.push('\n');
     }
+    for s in statuses {
+        let link = s.topics.first().map(|t| &t.link);
+        if let (Some(link), false) = (link, s.routers.is_empty()) {
+            out.push_str(&format!("{link} "));
+            out.push_str(&routers_text(&s.routers));
+        }
+    }
     out
 }
 
 pub fn summary_json(statuses: &[pb::StatusResponse]) -> Value {
     json!({
+        "routers": statuses.iter().flat_map(|s| {
+            let link = s.topics.first().map(|t| t.link.clone()).unwrap_or_default();
+            routers_json(&s.routers).into_iter().map(move |mut r| {
+                r["link"] = Value::from(link.clone());
+                r
+            })
+        }).collect::<Vec<_>>(),
         "topics": statuses.iter().flat_map(|s| &s.topics).map(|t| {
             let s = summarize(t);
             json!({
@@ -310,10 +385,54 @@ mod tests {
                 ..Default::default()
             }],
             at_ms: 0,
+            routers: Vec::new(),
         };
         let text = status_text(&s);
         assert!(text.contains("LOST offsets [5, 9)"), "{text}");
         assert!(text.contains("error: boom"), "{text}");
         assert!(!all_in_sync(&s));
+    }
+
+    #[test]
+    fn routers_show_their_holds_or_why_they_did_not_answer() {
+        let hold = |key: &str| pb::RouterHold {
+            key: key.into(),
+            waiting: 3,
+            in_flight: 0,
+            remaining_ms: 900,
+        };
+        let s = pb::StatusResponse {
+            routers: vec![
+                pb::RouterStatus {
+                    node_id: 1,
+                    address: "r1:9092".into(),
+                    produce_holds: vec![hold("orders")],
+                    join_holds: vec![hold("billing")],
+                    members: 4,
+                    groups: 1,
+                    ..Default::default()
+                },
+                pb::RouterStatus {
+                    node_id: 2,
+                    address: "r2:9092".into(),
+                    error: "cannot reach its gRPC API".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let text = status_text(&s);
+        assert!(
+            text.contains("node 1 at r1:9092  groups=1 members=4 holds produce of orders (3 waiting, 0 in flight, 900 ms left) holds JoinGroups of billing"),
+            "{text}"
+        );
+        assert!(
+            text.contains("node 2 at r2:9092  NOT ANSWERING: cannot reach its gRPC API"),
+            "{text}"
+        );
+        let j = status_json(&s);
+        assert_eq!(j["routers"][0]["produce_holds"][0]["key"], "orders");
+        assert_eq!(j["routers"][1]["error"], "cannot reach its gRPC API");
+        assert!(status_text(&pb::StatusResponse::default()).contains("routers: none registered"));
     }
 }

@@ -449,6 +449,8 @@ pub struct RouterProcess {
     /// `host:port` clients use as bootstrap.servers.
     pub kafka: String,
     pub http: String,
+    /// Its internal gRPC API.
+    pub grpc: String,
 }
 
 impl Cutover {
@@ -457,6 +459,7 @@ impl Cutover {
     pub fn start_router(&self, node_id: i32, link: &str) -> Result<RouterProcess> {
         let kafka = format!("127.0.0.1:{}", free_port()?);
         let http = format!("127.0.0.1:{}", free_port()?);
+        let grpc = format!("127.0.0.1:{}", free_port()?);
         let args: Vec<String> = [
             "--node-id",
             &node_id.to_string(),
@@ -468,6 +471,8 @@ impl Cutover {
             &kafka,
             "--http-addr",
             &http,
+            "--grpc-addr",
+            &grpc,
             "--lease-ttl-secs",
             "3",
         ]
@@ -488,6 +493,7 @@ impl Cutover {
             process,
             kafka,
             http,
+            grpc,
         })
     }
 }
@@ -549,13 +555,14 @@ pub fn etcd_snapshot(endpoint: &str) -> Result<(i64, Vec<(String, String)>)> {
 
 /// Sets the state of mirror topic `topic` of `link` in etcd itself, as a
 /// promotion will (a compare-and-swap on the document's revision, retried
-/// when something else wrote it in between).
+/// when something else wrote it in between); returns the etcd revision of
+/// the write.
 pub fn set_mirror_state(
     endpoint: &str,
     link: &str,
     topic: &str,
     state: cutover_model::MirrorState,
-) -> Result<()> {
+) -> Result<i64> {
     use etcd_client::{Compare, CompareOp, Txn, TxnOp};
     let key = format!("/cutover/v1/{}", cutover_model::keys::mirror(link, topic));
     let rt = tokio::runtime::Runtime::new()?;
@@ -576,8 +583,9 @@ pub fn set_mirror_state(
                     kv.mod_revision(),
                 )])
                 .and_then([TxnOp::put(key.as_str(), serde_json::to_vec(&doc)?, None)]);
-            if c.txn(txn).await?.succeeded() {
-                return Ok(());
+            let r = c.txn(txn).await?;
+            if r.succeeded() {
+                return Ok(r.header().map(|h| h.revision()).unwrap_or(0));
             }
         }
         bail!("mirror topic {key} kept changing")

@@ -38,6 +38,7 @@ pub mod kafka;
 pub mod oracle;
 pub mod process;
 pub mod records;
+pub mod router_api;
 pub mod writer;
 
 pub use admin::Admin;

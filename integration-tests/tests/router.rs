@@ -25,7 +25,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::TopicPartitionList;
 
-use cutover_integration_tests::java_clients;
+use cutover_integration_tests::{java_clients, router_api};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -1163,5 +1163,313 @@ fn check_family(
         records_on(bed.target_bootstrap(), topic, 3)? == acked,
         "the target does not hold {family}'s acknowledged records at their offsets"
     );
+    Ok(())
+}
+
+/// Sum over the routers of what their produce holds count now.
+fn held_produce(routers: &[&RouterProcess]) -> Result<u64> {
+    let mut n = 0;
+    for r in routers {
+        n += router_api::state(r)?
+            .produce_holds
+            .iter()
+            .map(|h| h.waiting)
+            .sum::<u64>();
+    }
+    Ok(n)
+}
+
+/// The barrier a topic promotion puts up, on real Kafka: an idempotent
+/// producer writes through both routers; each router holds the topic's
+/// writes and answers the hold once its in-flight ones are answered; the
+/// source log end then stays still while the producer's requests wait in
+/// the routers (and `cutover status` shows it); the mirror catches up, the
+/// primary flips in etcd, and the release (at that etcd revision) sends
+/// the held writes to the target. No write fails, none is duplicated, and
+/// every one sits at its acknowledged offset: before the hold on both
+/// clusters, after it on the target only.
+#[test]
+fn router_holds_produce_for_a_promotion_and_releases_it_to_the_new_primary() -> Result<()> {
+    const T: &str = "routed-hold";
+    let (bed, mut cutover, r1, r2) = setup("router_hold")?;
+    bed.kafka.create_topic(Side::Source, T, 2, &[])?;
+    mirror(&mut cutover, T)?;
+    let via = bootstrap(&[&r1, &r2]);
+    let spec = ProduceSpec {
+        mode: ProduceMode::Idempotent,
+        ..ProduceSpec::default()
+    };
+    let partitions: Vec<(String, i32)> = (0..2).map(|p| (T.to_owned(), p)).collect();
+    let load = LoadGenerator::start(&via, &partitions, 300, spec.clone())?;
+    load.wait_acked(200, WAIT)?;
+
+    for r in [&r1, &r2] {
+        let h = router_api::hold_produce(r, &[T], 30_000)?;
+        ensure!(
+            h.holds.len() == 1 && h.holds[0].in_flight == 0 && h.holds[0].remaining_ms > 0,
+            "router {}: the hold answered before its writes in flight were: {h:?}",
+            r.node_id
+        );
+    }
+    let ends: Vec<i64> = (0..2)
+        .map(|p| Ok(watermarks(bed.source_bootstrap(), T, p)?.1))
+        .collect::<Result<_>>()?;
+    wait_until(
+        "the producer's requests to wait in the routers",
+        WAIT,
+        || Ok(held_produce(&[&r1, &r2])? >= 1),
+    )?;
+    let acked_in_hold = load.acked();
+    let status = cutover.cli_json(&["status", "--link", "l1"])?;
+    let routers = status["routers"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no routers in status: {status}"))?;
+    ensure!(routers.len() == 2, "status lists {} routers", routers.len());
+    for r in routers {
+        ensure!(
+            r["error"] == "" && r["produce_holds"][0]["key"] == T,
+            "status does not show the router's hold: {r}"
+        );
+    }
+    let (code, text, err) = cutover.cli_raw(&["status", "--link", "l1"])?;
+    ensure!(code == 0, "status exited {code}: {err}");
+    ensure!(
+        text.contains(&format!("holds produce of {T}")),
+        "status text: {text}"
+    );
+    for p in 0..2 {
+        let end = watermarks(bed.source_bootstrap(), T, p)?.1;
+        ensure!(
+            end == ends[p as usize],
+            "{T}/{p}: the source log end moved from {} to {end} during the hold",
+            ends[p as usize]
+        );
+    }
+
+    cutover.wait_in_sync("l1", WAIT)?;
+    let revision = set_mirror_state(bed.etcd_endpoint(), "l1", T, MirrorState::Promoted)?;
+    for r in [&r1, &r2] {
+        let h = router_api::release_produce(r, &[T], revision)?;
+        ensure!(h.holds[0].remaining_ms == 0, "{h:?}");
+    }
+    load.wait_acked(acked_in_hold + 300, WAIT)
+        .context("the producer did not go on after the release")?;
+    let report = load.stop()?;
+    ensure!(report.total_failed() == 0, "writes failed: {report:?}");
+    for ((topic, p), l) in &report.partitions {
+        ensure!(
+            l.in_order && l.acked == l.sent && l.first_offset == Some(0),
+            "{topic}/{p}: {l:?}"
+        );
+        let source_end = watermarks(bed.source_bootstrap(), topic, *p)?.1;
+        ensure!(
+            source_end == ends[*p as usize],
+            "{topic}/{p}: released writes reached the source ({source_end}, not {})",
+            ends[*p as usize]
+        );
+        let (_, high) = watermarks(bed.target_bootstrap(), topic, *p)?;
+        ensure!(
+            high as u64 == l.acked,
+            "{topic}/{p}: {high} records on the target, {} acknowledged",
+            l.acked
+        );
+        let records = read_partition(bed.target_bootstrap(), topic, *p, 0, high)?;
+        for r in &records {
+            let want =
+                expected_record(topic, *p, l.first_seq + r.offset as u64, &spec).at(r.offset);
+            ensure!(
+                *r == want,
+                "{topic}/{p} offset {}: not the acknowledged record",
+                r.offset
+            );
+        }
+        ensure!(
+            high > ends[*p as usize],
+            "{topic}/{p}: nothing was written after the hold"
+        );
+    }
+    ensure!(
+        router_metric_total(&[&r1, &r2], "cutover_router_produce_rule_violations_total")? == 0.0
+    );
+    Ok(())
+}
+
+/// A hold nobody releases ends by itself (a promotion that died must not
+/// keep clients waiting); a release a router cannot honour yet (its etcd
+/// view is behind the revision named) keeps the hold and says why; bad
+/// hold requests are refused and change nothing.
+#[test]
+fn router_holds_end_by_themselves_and_bad_hold_requests_change_nothing() -> Result<()> {
+    use cutover_proto::router::v1 as pb;
+    const T: &str = "routed-hold-expiry";
+    let (bed, _cutover, r1, r2) = setup("router_hold_expiry")?;
+    bed.kafka.create_topic(Side::Source, T, 1, &[])?;
+    let bad = [
+        pb::HoldProduceRequest {
+            topics: vec![T.into()],
+            hold_ms: 0,
+            drain_timeout_ms: 0,
+        },
+        pb::HoldProduceRequest {
+            topics: vec![T.into()],
+            hold_ms: 60_000,
+            drain_timeout_ms: 0,
+        },
+        pb::HoldProduceRequest {
+            topics: vec![],
+            hold_ms: 1_000,
+            drain_timeout_ms: 0,
+        },
+        pb::HoldProduceRequest {
+            topics: vec![String::new()],
+            hold_ms: 1_000,
+            drain_timeout_ms: 0,
+        },
+    ];
+    for req in bad {
+        let r = router_api::try_hold_produce(&r1, req.clone())?;
+        ensure!(
+            matches!(&r, Err(s) if s.code() == tonic::Code::InvalidArgument),
+            "{req:?}: {r:?}"
+        );
+    }
+    ensure!(router_api::state(&r1)?.produce_holds.is_empty());
+
+    for r in [&r1, &r2] {
+        router_api::hold_produce(r, &[T], 3_000)?;
+    }
+    let behind = router_api::try_release_produce(
+        &r1,
+        pb::ReleaseProduceRequest {
+            topics: vec![T.into()],
+            after_revision: i64::MAX / 2,
+            wait_ms: 200,
+        },
+    )?;
+    ensure!(
+        matches!(&behind, Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("the hold stays")),
+        "{behind:?}"
+    );
+    ensure!(
+        router_api::state(&r1)?.produce_holds.len() == 1,
+        "the hold did not stay"
+    );
+
+    // A write during the hold waits, and goes on when the hold runs out.
+    let via = bootstrap(&[&r1, &r2]);
+    let writer = std::thread::spawn({
+        let via = via.clone();
+        move || produce(&via, T, 0, 5, &ProduceSpec::default())
+    });
+    wait_until("the write to wait in a router", WAIT, || {
+        Ok(held_produce(&[&r1, &r2])? >= 1)
+    })?;
+    let produced = writer
+        .join()
+        .map_err(|_| anyhow!("producer thread panicked"))??;
+    ensure!(produced.records.len() == 5);
+    ensure!(watermarks(bed.source_bootstrap(), T, 0)?.1 == 5);
+    for r in [&r1, &r2] {
+        ensure!(
+            router_api::state(r)?.produce_holds.is_empty(),
+            "router {} still holds after the time ran out",
+            r.node_id
+        );
+    }
+    Ok(())
+}
+
+/// A group promotion's tools on real Kafka: the routers report the members
+/// they forwarded (member id and client id, the same ids the source's
+/// coordinator lists); a JoinGroup hold keeps a new member out of the group
+/// until released, while the member already in it goes on; a member that
+/// leaves is no longer listed.
+#[test]
+fn router_holds_a_groups_joins_and_lists_the_members_it_forwarded() -> Result<()> {
+    const T: &str = "routed-join-hold";
+    const G: &str = "join-hold-group";
+    let (bed, _cutover, r1, r2) = setup("router_join_hold")?;
+    bed.kafka.create_topic(Side::Source, T, 2, &[])?;
+    let via = bootstrap(&[&r1, &r2]);
+    let members_via_routers = || -> Result<Vec<(String, String)>> {
+        let mut all = Vec::new();
+        for r in [&r1, &r2] {
+            all.extend(
+                router_api::group_members(r, G)?
+                    .into_iter()
+                    .map(|m| (m.member_id, m.client_id)),
+            );
+        }
+        all.sort();
+        Ok(all)
+    };
+    let source_members = || -> Result<Vec<(String, String)>> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bed.source_bootstrap())
+            .create()?;
+        let groups = c.fetch_group_list(Some(G), Duration::from_secs(10))?;
+        let mut m: Vec<(String, String)> = groups
+            .groups()
+            .iter()
+            .flat_map(|g| g.members())
+            .map(|m| (m.id().to_owned(), m.client_id().to_owned()))
+            .collect();
+        m.sort();
+        Ok(m)
+    };
+    let log = Arc::new(Mutex::new(GroupLog::default()));
+    let first = Member::start(&via, G, T, "member-one", log.clone())?;
+    wait_until("the routers to list the first member", WAIT, || {
+        Ok(members_via_routers()?.len() == 1 && source_members()?.len() == 1)
+    })?;
+    let (via_routers, on_source) = (members_via_routers()?, source_members()?);
+    ensure!(
+        via_routers == on_source,
+        "routers: {via_routers:?}, source: {on_source:?}"
+    );
+
+    for r in [&r1, &r2] {
+        router_api::hold_joins(r, G, 60_000)?;
+    }
+    let second = Member::start(&via, G, T, "member-two", log.clone())?;
+    wait_until("the second member's JoinGroup to be held", WAIT, || {
+        let mut waiting = 0;
+        for r in [&r1, &r2] {
+            waiting += router_api::state(r)?
+                .join_holds
+                .iter()
+                .map(|h| h.waiting)
+                .sum::<u64>();
+        }
+        Ok(waiting >= 1)
+    })?;
+    // Held: the source's group still has the first member only, and it
+    // still consumes.
+    ensure!(source_members()?.len() == 1, "{:?}", source_members()?);
+    let before = lock(&log).seen.len();
+    produce(&via, T, 0, 20, &ProduceSpec::default())?;
+    wait_until("the first member to go on consuming", WAIT, || {
+        Ok(lock(&log).seen.len() >= before + 20)
+    })?;
+
+    for r in [&r1, &r2] {
+        router_api::release_joins(r, G)?;
+    }
+    wait_until(
+        "both members in the group, as the routers list them",
+        WAIT,
+        || {
+            let via_routers = members_via_routers()?;
+            Ok(via_routers.len() == 2 && via_routers == source_members()?)
+        },
+    )?;
+    let clients: Vec<String> = members_via_routers()?.into_iter().map(|(_, c)| c).collect();
+    ensure!(clients == ["member-one", "member-two"], "{clients:?}");
+
+    second.stop()?;
+    wait_until("the member that left to be no longer listed", WAIT, || {
+        Ok(members_via_routers()?.len() == 1)
+    })?;
+    first.stop()?;
     Ok(())
 }

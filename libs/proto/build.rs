@@ -3,6 +3,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         root.join("cutover/v1/orchestrator.proto"),
         root.join("cutover/v1/fetcher.proto"),
+        root.join("cutover/v1/router.proto"),
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());

@@ -351,11 +351,25 @@ impl Inner {
 
     /// A new connection to `addr`, not shared through the slots (a
     /// [`crate::Lane`]'s own).
-    pub(crate) async fn open_connection(&self, addr: &str) -> Result<Arc<Connection>, KafkaError> {
+    /// A new connection whose requests carry `client_id` instead of the
+    /// configured one (a proxy forwarding a client's requests as that
+    /// client, so broker quotas, logs and group member ids name it).
+    pub(crate) async fn open_connection_as(
+        &self,
+        addr: &str,
+        client_id: Option<&str>,
+    ) -> Result<Arc<Connection>, KafkaError> {
         if self.is_closed() {
             return Err(KafkaError::Closed);
         }
-        Connection::open(addr, &self.config, &self.token, &self.tracker).await
+        match client_id {
+            None => Connection::open(addr, &self.config, &self.token, &self.tracker).await,
+            Some(id) => {
+                let mut config = self.config.clone();
+                config.client_id = id.to_owned();
+                Connection::open(addr, &config, &self.token, &self.tracker).await
+            }
+        }
     }
 
     /// Some connection: a live one if any, else the first known broker or

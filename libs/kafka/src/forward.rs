@@ -106,6 +106,7 @@ impl Cluster {
         Lane {
             cluster: self.clone(),
             conns: Mutex::new(HashMap::new()),
+            client_id: Mutex::new(None),
         }
     }
 }
@@ -122,9 +123,22 @@ impl Cluster {
 pub struct Lane {
     cluster: Cluster,
     conns: Mutex<HashMap<String, Arc<Connection>>>,
+    /// The client's own client id, carried by the lane's connections.
+    client_id: Mutex<Option<String>>,
 }
 
 impl Lane {
+    /// The client id the lane's requests carry from now on (connections
+    /// opened before keep theirs). A client sends its id in every request
+    /// header, the first one (ApiVersions) included, so the lane knows it
+    /// before it opens a connection.
+    pub fn set_client_id(&self, client_id: &str) {
+        let mut id = lock(&self.client_id);
+        if id.as_deref() != Some(client_id) {
+            *id = Some(client_id.to_owned());
+        }
+    }
+
     /// As [`Cluster::forward`], on this lane's connection to `to`.
     pub async fn forward<R: Encodable, T: Decodable>(
         &self,
@@ -186,7 +200,12 @@ impl Lane {
         }
         // Opened without holding the map: two requests may both open one;
         // the first stays, the other is dropped (and closes).
-        let fresh = self.cluster.inner.open_connection(&addr).await?;
+        let client_id = lock(&self.client_id).clone();
+        let fresh = self
+            .cluster
+            .inner
+            .open_connection_as(&addr, client_id.as_deref())
+            .await?;
         let mut conns = lock(&self.conns);
         if let Some(c) = live(&conns) {
             return Ok(c);

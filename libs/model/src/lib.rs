@@ -162,6 +162,12 @@ pub struct RouterMember {
     pub host: String,
     pub port: i32,
     pub started_at_ms: i64,
+    /// The link it fronts.
+    #[serde(default)]
+    pub link: String,
+    /// Address of its internal gRPC API (holds, group members, state).
+    #[serde(default)]
+    pub grpc_addr: String,
 }
 
 /// A producer id routers gave an idempotent client, and the producer it

@@ -10,3 +10,9 @@ pub mod fetcher {
         tonic::include_proto!("cutover.fetcher.v1");
     }
 }
+
+pub mod router {
+    pub mod v1 {
+        tonic::include_proto!("cutover.router.v1");
+    }
+}

@@ -104,6 +104,7 @@ impl Orchestrator {
         Ok(pb::StatusResponse {
             topics: out,
             at_ms: cutover_model::now_ms(),
+            routers: self.routers_of(link).await?,
         })
     }
 }

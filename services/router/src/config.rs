@@ -30,6 +30,13 @@ pub struct RouterConfig {
     /// Prefix of every etcd key Cutover writes.
     #[arg(long, env = "CUTOVER_ETCD_PREFIX", default_value = "/cutover/v1")]
     pub etcd_prefix: String,
+    /// Internal gRPC API (holds for promotions, group members, state).
+    #[arg(long, env = "CUTOVER_ROUTER_GRPC_ADDR", default_value = "0.0.0.0:9163")]
+    pub grpc_addr: String,
+    /// host:port the orchestrator reaches the gRPC API at (default: the
+    /// bound address; required when that is 0.0.0.0).
+    #[arg(long, env = "CUTOVER_ROUTER_ADVERTISED_GRPC")]
+    pub advertised_grpc_addr: Option<String>,
     /// HTTP endpoint for /metrics and /healthz.
     #[arg(long, env = "CUTOVER_HTTP_ADDR", default_value = "0.0.0.0:9162")]
     pub http_addr: String,

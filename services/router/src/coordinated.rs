@@ -17,12 +17,13 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use std::time::Duration;
 
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use cutover_kafka::codes;
 
 use crate::assign::CoordinatorKind;
 use crate::epochs;
+use crate::members_seen::Seen;
 use crate::topics::Side;
 
 /// A request routed to the coordinator of its key.
@@ -45,6 +46,25 @@ pub trait Coordinated: Encodable + Send + Sync {
     fn broker_wait(&self) -> Duration {
         Duration::ZERO
     }
+    /// What the answered request shows about the group's members.
+    fn seen(&self, _resp: &Self::Response) -> Seen {
+        Seen::Nothing
+    }
+}
+
+fn instance(id: &Option<StrBytes>) -> Option<String> {
+    id.as_ref().map(|s| s.to_string())
+}
+
+/// A member that a successful answer confirms.
+fn member_if(ok: bool, member_id: &StrBytes, instance_id: &Option<StrBytes>) -> Seen {
+    if !ok {
+        return Seen::Nothing;
+    }
+    Seen::Member {
+        member_id: member_id.to_string(),
+        group_instance_id: instance(instance_id),
+    }
 }
 
 /// How long a coordinator holds a follower's SyncGroup at most: until the
@@ -58,6 +78,17 @@ macro_rules! top_level {
         top_level!($req, $resp, $api, $kind, $key, |_r: &$req| Duration::ZERO);
     };
     ($req:ty, $resp:ty, $api:ident, $kind:ident, $key:ident, $wait:expr) => {
+        top_level!(
+            $req,
+            $resp,
+            $api,
+            $kind,
+            $key,
+            $wait,
+            |_r: &$req, _a: &$resp| Seen::Nothing
+        );
+    };
+    ($req:ty, $resp:ty, $api:ident, $kind:ident, $key:ident, $wait:expr, $seen:expr) => {
         impl Coordinated for $req {
             type Response = $resp;
             const API: ApiKey = ApiKey::$api;
@@ -74,6 +105,9 @@ macro_rules! top_level {
             }
             fn broker_wait(&self) -> Duration {
                 ($wait)(self)
+            }
+            fn seen(&self, resp: &$resp) -> Seen {
+                ($seen)(self, resp)
             }
         }
     };
@@ -94,7 +128,14 @@ top_level!(
             r.session_timeout_ms
         };
         Duration::from_millis(ms.max(0) as u64)
-    }
+    },
+    // The member id is the coordinator's answer (a first JoinGroup has
+    // none).
+    |r: &JoinGroupRequest, a: &JoinGroupResponse| member_if(
+        a.error_code == 0,
+        &a.member_id,
+        &r.group_instance_id
+    )
 );
 top_level!(
     SyncGroupRequest,
@@ -102,21 +143,42 @@ top_level!(
     SyncGroup,
     Group,
     group_id,
-    |_r: &SyncGroupRequest| SYNC_GROUP_WAIT
+    |_r: &SyncGroupRequest| SYNC_GROUP_WAIT,
+    |r: &SyncGroupRequest, a: &SyncGroupResponse| member_if(
+        a.error_code == 0,
+        &r.member_id,
+        &r.group_instance_id
+    )
 );
 top_level!(
     HeartbeatRequest,
     HeartbeatResponse,
     Heartbeat,
     Group,
-    group_id
+    group_id,
+    |_r: &HeartbeatRequest| Duration::ZERO,
+    // A rebalance under way still means a live member.
+    |r: &HeartbeatRequest, a: &HeartbeatResponse| member_if(
+        a.error_code == 0 || a.error_code == codes::REBALANCE_IN_PROGRESS,
+        &r.member_id,
+        &r.group_instance_id
+    )
 );
+// Gone however the coordinator answered: the member stops either way.
 top_level!(
     LeaveGroupRequest,
     LeaveGroupResponse,
     LeaveGroup,
     Group,
-    group_id
+    group_id,
+    |_r: &LeaveGroupRequest| Duration::ZERO,
+    |r: &LeaveGroupRequest, _a: &LeaveGroupResponse| {
+        let mut ids: Vec<String> = r.members.iter().map(|m| m.member_id.to_string()).collect();
+        if !r.member_id.is_empty() {
+            ids.push(r.member_id.to_string());
+        }
+        Seen::Left(ids)
+    }
 );
 top_level!(
     AddOffsetsToTxnRequest,

@@ -8,7 +8,9 @@
 //! [`server`] runs the listener and client connections; [`members`] is
 //! router membership in etcd; [`topics`] the topics' primaries, watched in
 //! etcd; [`epochs`] the leader epochs clients see; [`producers`] the
-//! producer ids it gives idempotent clients; [`metrics`] the
+//! producer ids it gives idempotent clients; [`holds`] the holds a
+//! promotion puts on Produce and JoinGroup, [`members_seen`] the group
+//! members forwarded, both served by [`grpc`]; [`metrics`] the
 //! Prometheus metrics; [`service`] wires it together.
 
 pub mod assign;
@@ -17,7 +19,10 @@ pub mod coordinated;
 pub mod epochs;
 pub mod error;
 pub mod frame;
+pub mod grpc;
+pub mod holds;
 pub mod members;
+pub mod members_seen;
 pub mod metrics;
 pub mod partitioned;
 pub mod producers;

@@ -29,9 +29,10 @@ use std::time::Duration;
 use cutover_coord::{Coord, CoordError};
 use cutover_kafka::{codes, Cluster, Destination, KafkaError};
 use cutover_model::{keys, ProducerMapping, UpstreamProducer};
+use cutover_retry::Policy;
 use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse};
 use thiserror::Error;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::metrics::Metrics;
 use crate::topics::Side;
@@ -41,6 +42,20 @@ use crate::topics::Side;
 pub const FIRST_CLIENT_ID: i64 = 1 << 48;
 /// Client producer ids a router takes from etcd at once.
 pub const CLIENT_ID_BLOCK: i64 = 1_000;
+/// How long a first write waits for a cluster to hand out a producer id.
+const ALLOCATE_WITHIN: Duration = Duration::from_secs(10);
+const ALLOCATE_RETRY: Policy = Policy::new(Duration::from_millis(50), Duration::from_millis(500));
+
+/// InitProducerId answers that mean "ask again shortly".
+fn is_not_ready(code: i16) -> bool {
+    matches!(
+        code,
+        codes::COORDINATOR_LOAD_IN_PROGRESS
+            | codes::COORDINATOR_NOT_AVAILABLE
+            | codes::NOT_COORDINATOR
+    )
+}
+
 /// Mappings a router keeps in memory (the rest are read from etcd again).
 const CACHE_LIMIT: usize = 100_000;
 
@@ -68,12 +83,16 @@ pub enum ProducerError {
 
 impl ProducerError {
     /// What a client's Produce gets for the partition: retriable unless the
-    /// id is not ours (then the client starts over with a new id).
+    /// id is not ours (then the client starts over with a new id). The
+    /// batch never went upstream, so the answer must say "not written":
+    /// NOT_ENOUGH_REPLICAS is retried by every client as not persisted,
+    /// whereas REQUEST_TIMED_OUT means "maybe written" (librdkafka then
+    /// reports the records' offsets as unknown).
     pub fn code(&self) -> i16 {
         match self {
             ProducerError::Unknown(_) => codes::UNKNOWN_PRODUCER_ID,
             ProducerError::EpochOutOfRange { .. } => codes::INVALID_PRODUCER_EPOCH,
-            _ => codes::REQUEST_TIMED_OUT,
+            _ => codes::NOT_ENOUGH_REPLICAS,
         }
     }
 }
@@ -267,7 +286,36 @@ impl Producers {
         Err(ProducerError::Contended(id))
     }
 
+    /// A producer id of `side`'s cluster, asked again while the cluster
+    /// says it is not ready yet (a fresh cluster's id manager answers
+    /// COORDINATOR_LOAD_IN_PROGRESS for a while), within the request
+    /// timeout: the client's Produce waits instead of failing.
     async fn allocate(
+        &self,
+        side: Side,
+        cluster: &Cluster,
+    ) -> Result<UpstreamProducer, ProducerError> {
+        let deadline = tokio::time::Instant::now() + self.timeout.min(ALLOCATE_WITHIN);
+        let mut backoff = ALLOCATE_RETRY.backoff();
+        loop {
+            match self.allocate_once(side, cluster).await {
+                Err(ProducerError::Refused { code, .. })
+                    if is_not_ready(code)
+                        && tokio::time::Instant::now() + ALLOCATE_RETRY.max < deadline =>
+                {
+                    debug!(
+                        side = side.name(),
+                        code = cutover_kafka::error_name(code),
+                        "InitProducerId not ready upstream; asking again"
+                    );
+                    backoff.wait().await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn allocate_once(
         &self,
         side: Side,
         cluster: &Cluster,

@@ -25,7 +25,9 @@ use crate::assign::{self, CoordinatorKind};
 use crate::coordinated::{is_coordinator_moved, Coordinated};
 use crate::epochs;
 use crate::frame::{self, encode_response, FrameError, Header, Request};
+use crate::holds::Holds;
 use crate::members::Routers;
+use crate::members_seen::{GroupMembers, Seen};
 use crate::metrics::Metrics;
 use crate::partitioned::Partitioned;
 use crate::producers::{self, Producers};
@@ -38,10 +40,29 @@ pub struct Watched {
     pub topics: Topics,
 }
 
-/// One client connection's own upstream connections, per cluster.
+/// The link's two clusters.
+pub struct Clusters {
+    pub source: Cluster,
+    pub target: Cluster,
+}
+
+/// What promotions ask a router to hold, and the group members it has
+/// forwarded (shared with its gRPC API).
+#[derive(Clone, Default)]
+pub struct Holding {
+    /// Produce, by topic.
+    pub produce: Holds,
+    /// JoinGroup, by group id.
+    pub joins: Holds,
+    pub members: GroupMembers,
+}
+
+/// One client connection's own upstream connections, per cluster, and
+/// where it comes from.
 pub struct Lanes {
     source: Lane,
     target: Lane,
+    client_host: String,
 }
 
 impl Lanes {
@@ -66,6 +87,7 @@ pub struct Router {
     pub(crate) timeout: Duration,
     pub(crate) metrics: Metrics,
     pub(crate) producers: Producers,
+    pub(crate) holding: Holding,
     /// The source's coordinator per key, as FindCoordinator last said.
     coordinators: Mutex<HashMap<(CoordinatorKind, String), i32>>,
 }
@@ -100,13 +122,14 @@ impl Router {
     pub fn new(
         node_id: i32,
         watched: Watched,
-        source: Cluster,
-        target: Cluster,
+        clusters: Clusters,
         timeout: Duration,
         metrics: Metrics,
         producers: Producers,
+        holding: Holding,
     ) -> Router {
         let Watched { routers, topics } = watched;
+        let Clusters { source, target } = clusters;
         Router {
             node_id,
             routers,
@@ -116,6 +139,7 @@ impl Router {
             timeout,
             metrics,
             producers,
+            holding,
             coordinators: Mutex::new(HashMap::new()),
         }
     }
@@ -130,6 +154,11 @@ impl Router {
         mut turn: Turn,
     ) -> Result<Option<Bytes>, FrameError> {
         let turn = &mut turn;
+        if let Some(id) = &header.client_id {
+            // Upstream, the client's requests carry its own id.
+            lanes.source.set_client_id(id.as_str());
+            lanes.target.set_client_id(id.as_str());
+        }
         let r = |body: &dyn Fn() -> Result<Bytes, FrameError>| body().map(Some);
         match req {
             Request::ApiVersions(_) => r(&|| encode_response(header, &self.api_versions())),
@@ -215,11 +244,12 @@ impl Router {
         self.routers.ids()
     }
 
-    /// Lanes for a new client connection.
-    pub fn lanes(&self) -> Lanes {
+    /// Lanes for a new client connection from `client_host`.
+    pub fn lanes(&self, client_host: String) -> Lanes {
         Lanes {
             source: self.source.lane(),
             target: self.target.lane(),
+            client_host,
         }
     }
 
@@ -525,6 +555,15 @@ impl Router {
         turn: &mut Turn,
     ) -> Option<ProduceResponse> {
         let unanswered = req.unanswered();
+        // In the connection's order first: a request held behind an
+        // earlier held one is not in flight yet, so a hold of its topics
+        // does not wait for it.
+        turn.wait().await;
+        let names: Vec<&str> = req.topic_data.iter().map(|t| t.name.as_str()).collect();
+        // Counted in flight until answered; the primary is read after a
+        // hold ends, so a promotion's held writes go to the new one.
+        let _in_flight = self.holding.produce.enter(&names).await;
+        drop(names);
         let mut failed: Vec<(TopicName, produce_response::PartitionProduceResponse)> = Vec::new();
         for t in &mut req.topic_data {
             let side = self.topics.primary(t.name.as_str());
@@ -715,6 +754,14 @@ impl Router {
         // Groups and transactions are the source's (a group's home moves
         // with group promotion, not built yet).
         req.to_upstream(Side::Source);
+        // A group promotion holds the group's JoinGroups; in the
+        // connection's order, as Produce.
+        let _joining = if R::API == ApiKey::JoinGroup {
+            turn.wait().await;
+            Some(self.holding.joins.enter(&[key.as_str()]).await)
+        } else {
+            None
+        };
         let mut resp = None;
         for _ in 0..2 {
             let result = match self.source_coordinator(kind, &key).await {
@@ -752,6 +799,18 @@ impl Router {
             }
         }
         let mut resp = resp.unwrap_or_else(|| req.failed(codes::COORDINATOR_NOT_AVAILABLE));
+        let seen = req.seen(&resp);
+        if seen != Seen::Nothing {
+            let client_id = header.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
+            let now = cutover_model::now_ms();
+            if !self
+                .holding
+                .members
+                .record(&key, seen, client_id, &lanes.client_host, now)
+            {
+                warn!(group = %key, client = %header.client(), "too many group members remembered; this one is not (a group promotion will not count it)");
+            }
+        }
         R::to_client(&mut resp, Side::Source);
         self.metrics.error(R::API, R::error(&resp));
         encode_response(header, &resp).map(Some)

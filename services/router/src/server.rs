@@ -48,7 +48,7 @@ pub async fn serve(
                     let _ = stream.set_nodelay(true);
                     let span = tracing::info_span!("client", %peer);
                     connections.spawn(
-                        serve_connection(stream, router.clone(), limits, stop.clone()).instrument(span),
+                        serve_connection(stream, peer.ip().to_string(), router.clone(), limits, stop.clone()).instrument(span),
                     );
                 }
                 Err(e) => {
@@ -79,6 +79,7 @@ type Answer = Pin<Box<dyn Future<Output = (usize, Result<Option<Bytes>, FrameErr
 /// One client connection until it closes, breaks a rule, or `stop` fires.
 pub async fn serve_connection<S>(
     stream: S,
+    client_host: String,
     router: Arc<Router>,
     limits: ConnectionLimits,
     stop: CancellationToken,
@@ -100,7 +101,7 @@ pub async fn serve_connection<S>(
     let mut buf = BytesMut::with_capacity(16 * 1024);
     // This client's own upstream connections (see `cutover_kafka::Lane`),
     // closed with it.
-    let lanes = Arc::new(router.lanes());
+    let lanes = Arc::new(router.lanes(client_host));
     let mut turns = crate::turn::Turns::default();
     let mut answers: FuturesOrdered<Answer> = FuturesOrdered::new();
     let mut held_bytes = 0usize;

@@ -7,17 +7,20 @@ use std::time::Duration;
 use cutover_coord::{Coord, CoordConfig};
 use cutover_kafka::{Cluster, ClusterConfig};
 use cutover_model::{keys, ClusterSpec, Link, RouterMember};
+use cutover_proto::router::v1::router_server::RouterServer;
 use cutover_retry::Policy;
-use cutover_telemetry::Health;
+use cutover_telemetry::{Health, TraceContextLayer};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::RouterConfig;
 use crate::error::RouterError;
+use crate::grpc::RouterApi;
 use crate::members;
+use crate::members_seen::{GroupMembers, FORGET_AFTER};
 use crate::metrics::Metrics;
 use crate::producers::Producers;
-use crate::router::{Router, Watched};
+use crate::router::{Clusters, Holding, Router, Watched};
 use crate::server::{self, ConnectionLimits};
 use crate::topics;
 
@@ -63,6 +66,18 @@ async fn connect(
         tokio::select! {
             _ = shutdown.cancelled() => return None,
             _ = backoff.wait() => {}
+        }
+    }
+}
+
+/// Forgets group members not seen for a long time, now and then, until
+/// `cancel` fires.
+async fn forget_silent_members(members: GroupMembers, cancel: CancellationToken) {
+    let mut every = tokio::time::interval(FORGET_AFTER / 10);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = every.tick() => members.forget_silent(cutover_model::now_ms()),
         }
     }
 }
@@ -117,22 +132,71 @@ pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), R
     )
     .await?;
 
+    let grpc_listener = tokio::net::TcpListener::bind(&cfg.grpc_addr)
+        .await
+        .map_err(|source| RouterError::Listen {
+            addr: cfg.grpc_addr.clone(),
+            source,
+        })?;
+    let grpc_local = grpc_listener
+        .local_addr()
+        .map_err(|source| RouterError::Listen {
+            addr: cfg.grpc_addr.clone(),
+            source,
+        })?;
+    let grpc_advertised = cfg
+        .advertised_grpc_addr
+        .clone()
+        .unwrap_or_else(|| grpc_local.to_string());
+    host_port(&grpc_advertised)?;
     let me = RouterMember {
         node_id: cfg.node_id,
         host,
         port,
         started_at_ms: cutover_model::now_ms(),
+        link: link.name.clone(),
+        grpc_addr: grpc_advertised,
     };
     let instance = uuid::Uuid::new_v4().simple().to_string();
     members::join(&coord, &session, &me, &instance).await?;
     let (routers, watch_task) = members::watch(&coord, internal.clone()).await?;
     let (topics, topics_task) =
         topics::watch(&coord, &link.name, metrics.clone(), internal.clone()).await?;
+    let holding = Holding::default();
+    let api = RouterApi {
+        node_id: cfg.node_id,
+        link: link.name.clone(),
+        kafka_address: advertised.clone(),
+        started_at_ms: me.started_at_ms,
+        produce: holding.produce.clone(),
+        joins: holding.joins.clone(),
+        members: holding.members.clone(),
+        topics: topics.clone(),
+    };
+    let grpc_cancel = internal.clone();
+    let grpc_task = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        let result = tonic::transport::Server::builder()
+            // Continue the caller's trace (a promotion) in this service.
+            .layer(TraceContextLayer::Server)
+            .add_service(RouterServer::new(api))
+            .serve_with_incoming_shutdown(incoming, grpc_cancel.cancelled())
+            .await;
+        if let Err(e) = result {
+            error!(error = %e, "gRPC server failed");
+        }
+    });
+    let forget_task = tokio::spawn(forget_silent_members(
+        holding.members.clone(),
+        internal.clone(),
+    ));
     let router = Arc::new(Router::new(
         cfg.node_id,
         Watched { routers, topics },
-        source.clone(),
-        target.clone(),
+        Clusters {
+            source: source.clone(),
+            target: target.clone(),
+        },
         cfg.kafka_timeout(),
         metrics.clone(),
         Producers::new(
@@ -141,6 +205,7 @@ pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), R
             cfg.kafka_timeout(),
             metrics,
         ),
+        holding,
     ));
     let limits = ConnectionLimits {
         max_request_bytes: cfg.max_request_bytes,
@@ -156,7 +221,7 @@ pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), R
         cfg.drain(),
     ));
     health.set_ready(true);
-    info!(node_id = cfg.node_id, kafka = %local, advertised = %advertised, http = %http_addr, link = %link.name, "router started");
+    info!(node_id = cfg.node_id, kafka = %local, advertised = %advertised, grpc = %grpc_local, http = %http_addr, link = %link.name, "router started");
 
     let lost = session.lost();
     let result = tokio::select! {
@@ -180,6 +245,8 @@ pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), R
     let _ = watch_task.await;
     let _ = topics_task.await;
     let _ = http_task.await;
+    let _ = grpc_task.await;
+    let _ = forget_task.await;
     source.close().await;
     target.close().await;
     if result.is_ok() {

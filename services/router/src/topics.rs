@@ -4,10 +4,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use cutover_coord::{Coord, WatchEvent};
 use cutover_model::{keys, MirrorState, MirrorTopic};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -41,9 +42,21 @@ pub fn primary_in(state: MirrorState) -> Side {
 
 /// The primaries of the link's mirror topics, as last seen in etcd. Cheap
 /// to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Topics {
     inner: Arc<RwLock<HashMap<String, Side>>>,
+    /// The etcd revision the view has reached: a release of held requests
+    /// waits for the revision at which a promotion changed the primary.
+    revision: Arc<watch::Sender<i64>>,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            inner: Arc::default(),
+            revision: Arc::new(watch::channel(0).0),
+        }
+    }
 }
 
 impl Topics {
@@ -59,6 +72,32 @@ impl Topics {
             .filter(|(_, s)| **s == Side::Target)
             .map(|(t, _)| t.clone())
             .collect()
+    }
+
+    /// The etcd revision the view has reached.
+    pub fn revision(&self) -> i64 {
+        *self.revision.borrow()
+    }
+
+    /// Waits until the view has reached etcd revision `revision`; `Err`
+    /// with the revision it has reached when `timeout` passes first.
+    pub async fn reached(&self, revision: i64, timeout: Duration) -> Result<(), i64> {
+        let mut rx = self.revision.subscribe();
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision)).await;
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(self.revision()),
+        }
+    }
+
+    fn advance(&self, revision: i64) {
+        self.revision.send_if_modified(|r| {
+            let newer = revision > *r;
+            if newer {
+                *r = revision;
+            }
+            newer
+        });
     }
 
     /// Fixed primaries (tests).
@@ -116,6 +155,7 @@ pub async fn watch(
     for (_, v) in snapshot.decode::<MirrorTopic>()? {
         topics.set(&v.value.topic, Some(primary_in(v.value.state)));
     }
+    topics.advance(snapshot.revision);
     topics.publish(&metrics);
     let task = tokio::spawn(follow(topics.clone(), prefix, rx, metrics, cancel));
     Ok((topics, task))
@@ -163,6 +203,11 @@ async fn follow(
                 .inc();
         }
         topics.publish(&metrics);
+        // After the change is applied: a release waiting for this
+        // revision then sees the new primary.
+        if let WatchEvent::Put { mod_revision, .. } = &event {
+            topics.advance(*mod_revision);
+        }
     }
 }
 
@@ -190,5 +235,23 @@ mod tests {
         assert_eq!(t.set("a", None), Some(Side::Target));
         assert_eq!(t.set("b", Some(Side::Source)), None);
         assert_eq!(t.primary("a"), Side::Source);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_waits_until_the_view_reached_the_revision_it_names() {
+        let t = Topics::default();
+        t.advance(5);
+        assert_eq!(t.reached(5, Duration::from_secs(1)).await, Ok(()));
+        assert_eq!(t.reached(9, Duration::from_secs(1)).await, Err(5));
+        let waiter = {
+            let t = t.clone();
+            tokio::spawn(async move { t.reached(9, Duration::from_secs(60)).await })
+        };
+        tokio::task::yield_now().await;
+        t.advance(7);
+        t.advance(3);
+        assert_eq!(t.revision(), 7, "the view never goes back");
+        t.advance(9);
+        assert_eq!(waiter.await.unwrap(), Ok(()));
     }
 }

@@ -1,0 +1,94 @@
+//! The routers in front of a link, for status: registered in etcd, each
+//! asked over its internal gRPC API what it holds. A router that does not
+//! answer is listed with the reason, never left out (a promotion cannot
+//! pass a router it cannot reach).
+
+use std::time::Duration;
+
+use cutover_model::{keys, RouterMember};
+use cutover_proto::router::v1 as rpb;
+use cutover_proto::router::v1::router_client::RouterClient;
+use cutover_proto::v1 as pb;
+use cutover_telemetry::TraceContextLayer;
+use futures::future::join_all;
+use tonic::transport::Channel;
+
+use crate::error::ApiResult;
+use crate::Orchestrator;
+
+/// How long status waits for one router's answer.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn holds(h: Vec<rpb::Hold>) -> Vec<pb::RouterHold> {
+    h.into_iter()
+        .map(|h| pb::RouterHold {
+            key: h.key,
+            waiting: h.waiting,
+            in_flight: h.in_flight,
+            remaining_ms: h.remaining_ms,
+        })
+        .collect()
+}
+
+/// The state `member` reports over gRPC.
+async fn ask(member: &RouterMember) -> Result<rpb::RouterState, String> {
+    if member.grpc_addr.is_empty() {
+        return Err("registered without a gRPC address (an older router?)".into());
+    }
+    let channel = Channel::from_shared(format!("http://{}", member.grpc_addr))
+        .map_err(|e| format!("bad gRPC address {:?}: {e}", member.grpc_addr))?
+        .connect_timeout(ASK_TIMEOUT)
+        .timeout(ASK_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach its gRPC API at {}: {e}", member.grpc_addr))?;
+    let mut client = RouterClient::new(
+        tower::ServiceBuilder::new()
+            .layer(TraceContextLayer::Client)
+            .service(channel),
+    );
+    client
+        .get_state(rpb::GetStateRequest {})
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| format!("its gRPC API answered {:?}: {}", s.code(), s.message()))
+}
+
+impl Orchestrator {
+    /// The live routers of `link`, by node id, with what each holds.
+    pub async fn routers_of(&self, link: &str) -> ApiResult<Vec<pb::RouterStatus>> {
+        let members: Vec<RouterMember> =
+            cutover_coord::list_members::<RouterMember>(&self.coord, keys::ROUTER_KIND)
+                .await?
+                .into_iter()
+                .map(|(_, m)| m)
+                .filter(|m| m.link == link)
+                .collect();
+        let answers = join_all(members.iter().map(ask)).await;
+        let mut out: Vec<pb::RouterStatus> = members
+            .into_iter()
+            .zip(answers)
+            .map(|(m, answer)| {
+                let mut s = pb::RouterStatus {
+                    node_id: m.node_id,
+                    address: format!("{}:{}", m.host, m.port),
+                    grpc_address: m.grpc_addr,
+                    started_at_ms: m.started_at_ms,
+                    ..Default::default()
+                };
+                match answer {
+                    Ok(state) => {
+                        s.produce_holds = holds(state.produce_holds);
+                        s.join_holds = holds(state.join_holds);
+                        s.groups = state.groups;
+                        s.members = state.members;
+                    }
+                    Err(e) => s.error = e,
+                }
+                s
+            })
+            .collect();
+        out.sort_by_key(|r| r.node_id);
+        Ok(out)
+    }
+}
