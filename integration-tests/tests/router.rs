@@ -1473,3 +1473,142 @@ fn router_holds_a_groups_joins_and_lists_the_members_it_forwarded() -> Result<()
     first.stop()?;
     Ok(())
 }
+
+/// Must-show 5, for a consumer on assign and stored offsets (no group
+/// membership; it commits its positions to a group itself, as stream
+/// processors that track their own positions do). Before the move one
+/// reads and commits part of a topic through the routers; the topic moves
+/// to the target; a new consumer assigned at the stored offset resumes
+/// exactly there (its committed leader epoch is the source's, so the
+/// routers validate it with the source) and reads on into what was written
+/// on the target after the move; its commit after the move reaches the
+/// source's coordinator (the group's home), and a third consumer resumes
+/// at that offset. No error, no reset (auto.offset.reset=error would
+/// report one), no skip, no duplicate.
+#[test]
+fn router_assigned_consumer_with_stored_offsets_resumes_across_the_move() -> Result<()> {
+    const T: &str = "routed-assigned";
+    const G: &str = "assigned-stored";
+    let (bed, mut cutover, r1, r2) = setup("router_assigned")?;
+    bed.kafka.create_topic(Side::Source, T, 1, &[])?;
+    let spec = ProduceSpec {
+        batch_records: 10,
+        ..ProduceSpec::default()
+    };
+    let first = produce(bed.source_bootstrap(), T, 0, 200, &spec)?;
+    mirror_and_sync(&mut cutover, T)?;
+    let via = bootstrap(&[&r1, &r2]);
+    let consumer = |name: &str| -> Result<BaseConsumer> {
+        Ok(ClientConfig::new()
+            .set("bootstrap.servers", &via)
+            .set("group.id", G)
+            .set("client.id", name)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "error")
+            .set("topic.metadata.refresh.interval.ms", "500")
+            .create()?)
+    };
+    let assigned = |c: &BaseConsumer, at: rdkafka::Offset| -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(T, 0, at)?;
+        c.assign(&tpl)?;
+        Ok(())
+    };
+    let poll_n = |c: &BaseConsumer, n: usize| -> Result<Vec<(i64, Option<Vec<u8>>)>> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while got.len() < n {
+            ensure!(
+                Instant::now() < deadline,
+                "got {} of {n} records",
+                got.len()
+            );
+            match c.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => got.push((m.offset(), m.payload().map(<[u8]>::to_vec))),
+                Some(Err(e)) => anyhow::bail!("an assigned consumer failed: {e}"),
+                None => {}
+            }
+        }
+        Ok(got)
+    };
+    let commit = |c: &BaseConsumer, offset: i64| -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(T, 0, rdkafka::Offset::Offset(offset))?;
+        c.commit(&tpl, CommitMode::Sync)?;
+        Ok(())
+    };
+    let committed_on_source = || -> Result<i64> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bed.source_bootstrap())
+            .set("group.id", G)
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(T, 0);
+        let got = c.committed_offsets(tpl, Duration::from_secs(10))?;
+        match got.find_partition(T, 0).map(|p| p.offset()) {
+            Some(rdkafka::Offset::Offset(o)) => Ok(o),
+            other => anyhow::bail!("no committed offset on the source: {other:?}"),
+        }
+    };
+    let as_read = |records: &[ProducedRecord]| -> Vec<(i64, Option<Vec<u8>>)> {
+        records
+            .iter()
+            .map(|r| (r.offset, r.content.value.clone()))
+            .collect()
+    };
+
+    let c1 = consumer("assigned-one")?;
+    assigned(&c1, rdkafka::Offset::Offset(0))?;
+    ensure!(poll_n(&c1, 100)? == as_read(&first.records[..100]));
+    commit(&c1, 100)?;
+    drop(c1);
+    ensure!(committed_on_source()? == 100);
+
+    promote(&bed, T, &[&r1, &r2])?;
+    let later = produce(
+        &via,
+        T,
+        0,
+        100,
+        &ProduceSpec {
+            first_seq: 10_000,
+            ..spec.clone()
+        },
+    )?;
+    ensure!(
+        later.first_offset() == Some(200),
+        "{:?}",
+        later.first_offset()
+    );
+    ensure!(watermarks(bed.source_bootstrap(), T, 0)?.1 == 200);
+
+    let c2 = consumer("assigned-two")?;
+    assigned(&c2, rdkafka::Offset::Stored)?;
+    let mut want = as_read(&first.records[100..]);
+    want.extend(as_read(&later.records));
+    let got = poll_n(&c2, want.len())?;
+    ensure!(
+        got == want,
+        "resumed at the stored offset across the move, got offsets {:?}..{:?}",
+        got.first().map(|r| r.0),
+        got.last().map(|r| r.0)
+    );
+    commit(&c2, 300)?;
+    drop(c2);
+    ensure!(committed_on_source()? == 300);
+
+    let c3 = consumer("assigned-three")?;
+    assigned(&c3, rdkafka::Offset::Stored)?;
+    let more = produce(
+        &via,
+        T,
+        0,
+        10,
+        &ProduceSpec {
+            first_seq: 20_000,
+            ..spec.clone()
+        },
+    )?;
+    ensure!(poll_n(&c3, 10)? == as_read(&more.records));
+    Ok(())
+}
