@@ -27,9 +27,14 @@ pub struct Bed {
 impl Bed {
     /// Clears the test's log dir, starts etcd and the clusters.
     pub fn start(test_name: &str) -> Result<Bed> {
+        Bed::start_with(test_name, 1, 3)
+    }
+
+    /// As [`Bed::start`], with the given broker counts.
+    pub fn start_with(test_name: &str, source_brokers: i32, target_brokers: i32) -> Result<Bed> {
         let log_dir = test_log_dir(test_name)?;
         let etcd = EtcdServer::start(Some(&log_dir)).context("starting etcd")?;
-        let clusters = Clusters::start()?;
+        let clusters = Clusters::start_with(source_brokers, target_brokers)?;
         Ok(Bed {
             clusters,
             etcd,

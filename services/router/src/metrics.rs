@@ -33,6 +33,9 @@ pub struct Metrics {
     pub produce_rule_violations: IntCounter,
     /// Client producer ids mapped to a new upstream producer, by cluster.
     pub producers_mapped: IntCounterVec,
+    /// Partitions of reads sent upstream again after their leader moved
+    /// (or could not be reached), by API: absorbed, not answered.
+    pub upstream_retries: IntCounterVec,
 }
 
 impl Metrics {
@@ -96,6 +99,14 @@ impl Metrics {
             ),
             &["cluster"],
         )?;
+        let upstream_retries = IntCounterVec::new(
+            Opts::new(
+                "upstream_retries_total",
+                "Partitions of reads sent upstream again after a leader move",
+            ),
+            &["api"],
+        )?;
+        registry.register(Box::new(upstream_retries.clone()))?;
         registry.register(Box::new(produce_rule_violations.clone()))?;
         registry.register(Box::new(producers_mapped.clone()))?;
         registry.register(Box::new(mirrored_topics.clone()))?;
@@ -122,6 +133,7 @@ impl Metrics {
             fillers_removed,
             produce_rule_violations,
             producers_mapped,
+            upstream_retries,
         })
     }
 

@@ -51,6 +51,12 @@ pub trait Partitioned: Encodable + Send + Sync + Sized {
     fn broker_wait(&self) -> Duration {
         Duration::ZERO
     }
+    /// Whether a part whose leader moved is sent again by the router (to
+    /// the new leader, within the request timeout) instead of answered
+    /// with the retriable error. Only reads: an idempotent producer's
+    /// pipelined batches must reach the new leader in their order, which
+    /// only the client's own retries keep.
+    const RETRIED: bool = false;
     /// The cluster a part goes to when its topic's primary is `primary`.
     fn side(_part: &Self::Part, primary: Side) -> Side {
         primary
@@ -157,6 +163,7 @@ impl Partitioned for ProduceRequest {
 }
 
 impl Partitioned for FetchRequest {
+    const RETRIED: bool = true;
     type Part = fetch_request::FetchPartition;
     type Answer = PartitionData;
     type Response = FetchResponse;
@@ -260,6 +267,7 @@ impl Partitioned for FetchRequest {
 }
 
 impl Partitioned for ListOffsetsRequest {
+    const RETRIED: bool = true;
     type Part = list_offsets_request::ListOffsetsPartition;
     type Answer = ListOffsetsPartitionResponse;
     type Response = ListOffsetsResponse;
@@ -338,6 +346,7 @@ impl Partitioned for ListOffsetsRequest {
 }
 
 impl Partitioned for OffsetForLeaderEpochRequest {
+    const RETRIED: bool = true;
     type Part = offset_for_leader_epoch_request::OffsetForLeaderPartition;
     type Answer = EpochEndOffset;
     type Response = OffsetForLeaderEpochResponse;

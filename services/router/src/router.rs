@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cutover_kafka::{codes, Cluster, Destination, KafkaError, Lane};
+use cutover_retry::Policy;
 use futures::future::join_all;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -104,6 +105,27 @@ fn partition_code(e: &KafkaError) -> i16 {
         KafkaError::Timeout { .. } => codes::REQUEST_TIMED_OUT,
         _ => codes::NOT_LEADER_OR_FOLLOWER,
     }
+}
+
+/// How long a read whose upstream leader moved is sent again before the
+/// client gets the retriable error (and refreshes its own metadata).
+const RETRY_WITHIN: Duration = Duration::from_secs(5);
+const RETRY: Policy = Policy::new(Duration::from_millis(50), Duration::from_millis(500));
+
+/// Partition answers that mean "this broker no longer leads it": sent again
+/// to the new leader. Epoch errors are the client's to resolve (its view
+/// of the leader epoch), so they go back to it.
+fn moved_away(code: i16) -> bool {
+    matches!(
+        code,
+        codes::NOT_LEADER_OR_FOLLOWER | codes::LEADER_NOT_AVAILABLE
+    )
+}
+
+/// Failures to reach a leader that are worth trying again at once (a
+/// timeout has used the client's patience already).
+fn retry_after(e: &KafkaError) -> bool {
+    !matches!(e, KafkaError::Timeout { .. }) && e.is_retriable()
 }
 
 /// Partition errors after which the source's leaders must be looked up again.
@@ -420,7 +442,10 @@ impl Router {
     /// leader on the cluster that answers them (the topic's primary, see
     /// `Partitioned::side`), one request per cluster and leader, all at
     /// once; the answers come back in the request's order, as a client may
-    /// see them. `None` for a request the client expects no answer to.
+    /// see them. Parts of reads whose upstream leader moved are sent again
+    /// to the new one (`Partitioned::RETRIED`) until `RETRY_WITHIN` runs
+    /// out; then the client gets the retriable error. `None` for a request
+    /// the client expects no answer to.
     async fn partitioned<R: Partitioned>(
         &self,
         header: &Header,
@@ -432,35 +457,97 @@ impl Router {
         let parts = req.parts();
         let mut order: Vec<(TopicName, i32)> = Vec::with_capacity(parts.len());
         let mut answers: HashMap<(TopicName, i32), R::Answer> = HashMap::new();
-        // Parts by the cluster and leader they go to.
-        let mut groups: BTreeMap<Upstream, Vec<(TopicName, R::Part)>> = BTreeMap::new();
+        // Parts to send, already as their cluster takes them.
+        let mut todo: Vec<(Side, TopicName, R::Part)> = Vec::with_capacity(parts.len());
         for (topic, part) in parts {
             let partition = R::partition(part);
             order.push((topic.clone(), partition));
+            if !self.leads(&ids, topic, partition) {
+                debug!(topic = %topic.as_str(), partition, "not led by this router");
+                answers.insert(
+                    (topic.clone(), partition),
+                    R::failed(partition, codes::NOT_LEADER_OR_FOLLOWER),
+                );
+                continue;
+            }
             let side = R::side(part, self.topics.primary(topic.as_str()));
-            let leader = if self.leads(&ids, topic, partition) {
-                self.cluster(side).leader_of(topic, partition).await
-            } else {
-                Err(KafkaError::NoLeader {
-                    topic: topic.to_string(),
-                    partition,
-                })
-            };
-            match leader {
+            let mut part = part.clone();
+            R::to_upstream(&mut part, side);
+            todo.push((side, topic.clone(), part));
+        }
+        let unanswered = req.unanswered();
+        let retry_until = tokio::time::Instant::now() + self.timeout.min(RETRY_WITHIN);
+        let mut backoff = RETRY.backoff();
+        let mut turn = Some(turn);
+        while !todo.is_empty() {
+            let again = self
+                .partitioned_round(header, &req, lanes, turn.take(), todo, &mut answers)
+                .await;
+            if again.is_empty() || tokio::time::Instant::now() + RETRY.max >= retry_until {
+                break;
+            }
+            self.metrics
+                .upstream_retries
+                .with_label_values(&[crate::metrics::api_name(R::API)])
+                .inc_by(again.len() as u64);
+            backoff.wait().await;
+            todo = again;
+        }
+        if unanswered {
+            return None;
+        }
+        let ordered = order
+            .into_iter()
+            .map(|key| {
+                let answer = answers
+                    .remove(&key)
+                    .unwrap_or_else(|| R::failed(key.1, codes::NOT_LEADER_OR_FOLLOWER));
+                self.metrics.error(R::API, R::answer_error(&answer));
+                (key.0, answer)
+            })
+            .collect();
+        Some(R::assemble(ordered))
+    }
+
+    /// One round of `partitioned`: looks the parts' leaders up, sends one
+    /// request per cluster and leader (the first round in the connection's
+    /// order: `turn`), and records the answers. Returns the parts worth
+    /// sending again (their leader moved or could not be reached), whose
+    /// answers so far are the retriable error.
+    async fn partitioned_round<R: Partitioned>(
+        &self,
+        header: &Header,
+        req: &R,
+        lanes: &Lanes,
+        mut turn: Option<&mut Turn>,
+        todo: Vec<(Side, TopicName, R::Part)>,
+        answers: &mut HashMap<(TopicName, i32), R::Answer>,
+    ) -> Vec<(Side, TopicName, R::Part)> {
+        let mut again: Vec<(Side, TopicName, R::Part)> = Vec::new();
+        // What each sent part was, to send it again.
+        let mut sent_parts: HashMap<(TopicName, i32), R::Part> = HashMap::new();
+        let mut groups: BTreeMap<Upstream, Vec<(TopicName, R::Part)>> = BTreeMap::new();
+        for (side, topic, part) in todo {
+            let partition = R::partition(&part);
+            match self.cluster(side).leader_of(&topic, partition).await {
                 Ok(leader) => {
-                    let mut part = part.clone();
-                    R::to_upstream(&mut part, side);
+                    if R::RETRIED {
+                        sent_parts.insert((topic.clone(), partition), part.clone());
+                    }
                     groups
                         .entry((side, leader))
                         .or_default()
-                        .push((topic.clone(), part))
+                        .push((topic, part));
                 }
                 Err(e) => {
-                    debug!(topic = %topic.as_str(), partition, error = %e, "not forwarded");
+                    debug!(topic = %topic.as_str(), partition, error = %e, "no leader upstream");
                     answers.insert(
                         (topic.clone(), partition),
                         R::failed(partition, partition_code(&e)),
                     );
+                    if R::RETRIED && retry_after(&e) {
+                        again.push((side, topic, part));
+                    }
                 }
             }
         }
@@ -468,7 +555,9 @@ impl Router {
         let timeout = self.timeout + req.broker_wait();
         // Sent in the connection's order, one after the other (queued, not
         // answered); the answers are awaited together.
-        turn.wait().await;
+        if let Some(turn) = turn.as_mut() {
+            turn.wait().await;
+        }
         let mut sent = Vec::with_capacity(groups.len());
         for ((side, leader), parts) in groups {
             let keys: Vec<(TopicName, i32)> = parts
@@ -487,7 +576,9 @@ impl Router {
             };
             sent.push((side, keys, queued));
         }
-        turn.done();
+        if let Some(turn) = turn {
+            turn.done();
+        }
         let sends = sent.into_iter().map(|(side, keys, queued)| async move {
             let r = match queued {
                 Ok(Some(pending)) => pending.decode::<R::Response>(timeout).await.map(Some),
@@ -498,49 +589,48 @@ impl Router {
         });
         for (side, keys, result) in join_all(sends).await {
             let cluster = self.cluster(side);
-            let code = match result.map(|r| r.map(R::answers)) {
+            let (code, retry) = match result.map(|r| r.map(R::answers)) {
                 Ok(None) => continue,
                 Ok(Some(Ok(got))) => {
                     for (topic, mut a) in got {
-                        if leader_moved(R::answer_error(&a)) {
+                        let code = R::answer_error(&a);
+                        if leader_moved(code) {
                             cluster.mark_topic_stale(&topic);
+                        }
+                        let partition = R::answer_partition(&a);
+                        if R::RETRIED && moved_away(code) {
+                            if let Some(part) = sent_parts.remove(&(topic.clone(), partition)) {
+                                again.push((side, topic.clone(), part));
+                            }
                         }
                         let fillers = R::to_client(&mut a, side);
                         if fillers > 0 {
                             self.metrics.fillers_removed.inc_by(fillers as u64);
                         }
-                        answers.insert((topic, R::answer_partition(&a)), a);
+                        answers.insert((topic, partition), a);
                     }
                     continue;
                 }
                 Ok(Some(Err(code))) => {
                     warn!(api = ?R::API, code, side = side.name(), client = %header.client(), "the cluster failed the request as a whole");
-                    codes::NOT_LEADER_OR_FOLLOWER
+                    (codes::NOT_LEADER_OR_FOLLOWER, false)
                 }
                 Err(e) => {
                     warn!(api = ?R::API, error = %e, side = side.name(), client = %header.client(), "request upstream failed");
-                    partition_code(&e)
+                    (partition_code(&e), retry_after(&e))
                 }
             };
             for (topic, partition) in keys {
                 cluster.mark_topic_stale(&topic);
+                if R::RETRIED && retry {
+                    if let Some(part) = sent_parts.remove(&(topic.clone(), partition)) {
+                        again.push((side, topic.clone(), part));
+                    }
+                }
                 answers.insert((topic, partition), R::failed(partition, code));
             }
         }
-        if unanswered {
-            return None;
-        }
-        let ordered = order
-            .into_iter()
-            .map(|key| {
-                let answer = answers
-                    .remove(&key)
-                    .unwrap_or_else(|| R::failed(key.1, codes::NOT_LEADER_OR_FOLLOWER));
-                self.metrics.error(R::API, R::answer_error(&answer));
-                (key.0, answer)
-            })
-            .collect();
-        Some(R::assemble(ordered))
+        again
     }
 
     /// Produce: batches of client producer ids (`producers`) get the
