@@ -490,6 +490,37 @@ pub async fn watermarks_async(
         .context("watermarks task")?
 }
 
+/// The next `n` records `consumer` delivers, as (offset, value); fails on
+/// a consumer error (a reset or a fetch failure the client reports) or
+/// when `wait` passes first.
+pub fn poll_values(
+    consumer: &BaseConsumer,
+    n: usize,
+    wait: Duration,
+) -> Result<Vec<(i64, Option<Vec<u8>>)>> {
+    let mut got = Vec::with_capacity(n);
+    let deadline = Instant::now() + wait;
+    while got.len() < n {
+        if Instant::now() >= deadline {
+            bail!("got {} of {n} records within {wait:?}", got.len());
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => got.push((m.offset(), m.payload().map(<[u8]>::to_vec))),
+            Some(Err(e)) => return Err(e).context("consuming"),
+            None => {}
+        }
+    }
+    Ok(got)
+}
+
+/// (offset, value) of produced records, as [`poll_values`] gives them.
+pub fn produced_values(records: &[crate::records::ProducedRecord]) -> Vec<(i64, Option<Vec<u8>>)> {
+    records
+        .iter()
+        .map(|r| (r.offset, r.content.value.clone()))
+        .collect()
+}
+
 /// Broker id leading `topic`/`partition`, from a Metadata request.
 pub fn partition_leader(bootstrap: &str, topic: &str, partition: i32) -> Result<i32> {
     let consumer: BaseConsumer = reader_config(bootstrap)

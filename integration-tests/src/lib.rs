@@ -45,9 +45,9 @@ pub use admin::Admin;
 pub use bed::{Bed, RealBed, RealClusters, TestBed};
 pub use blackhole::Blackhole;
 pub use clients::{
-    partition_leader, produce, produce_async, read_partition, read_partition_async,
-    read_partition_isolated, read_partition_with_timeout, watermarks, watermarks_async, Isolation,
-    LoadGenerator, LoadReport, PartitionLoad, MAX_LOAD_RATE,
+    partition_leader, poll_values, produce, produce_async, produced_values, read_partition,
+    read_partition_async, read_partition_isolated, read_partition_with_timeout, watermarks,
+    watermarks_async, Isolation, LoadGenerator, LoadReport, PartitionLoad, MAX_LOAD_RATE,
 };
 pub use clusters::{trim_spec, Clusters, Mock, Side};
 pub use kafka::{KafkaCluster, KafkaDist, KafkaOptions};

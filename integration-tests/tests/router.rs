@@ -1514,23 +1514,6 @@ fn router_assigned_consumer_with_stored_offsets_resumes_across_the_move() -> Res
         c.assign(&tpl)?;
         Ok(())
     };
-    let poll_n = |c: &BaseConsumer, n: usize| -> Result<Vec<(i64, Option<Vec<u8>>)>> {
-        let mut got = Vec::new();
-        let deadline = Instant::now() + WAIT;
-        while got.len() < n {
-            ensure!(
-                Instant::now() < deadline,
-                "got {} of {n} records",
-                got.len()
-            );
-            match c.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => got.push((m.offset(), m.payload().map(<[u8]>::to_vec))),
-                Some(Err(e)) => anyhow::bail!("an assigned consumer failed: {e}"),
-                None => {}
-            }
-        }
-        Ok(got)
-    };
     let commit = |c: &BaseConsumer, offset: i64| -> Result<()> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(T, 0, rdkafka::Offset::Offset(offset))?;
@@ -1550,16 +1533,9 @@ fn router_assigned_consumer_with_stored_offsets_resumes_across_the_move() -> Res
             other => anyhow::bail!("no committed offset on the source: {other:?}"),
         }
     };
-    let as_read = |records: &[ProducedRecord]| -> Vec<(i64, Option<Vec<u8>>)> {
-        records
-            .iter()
-            .map(|r| (r.offset, r.content.value.clone()))
-            .collect()
-    };
-
     let c1 = consumer("assigned-one")?;
     assigned(&c1, rdkafka::Offset::Offset(0))?;
-    ensure!(poll_n(&c1, 100)? == as_read(&first.records[..100]));
+    ensure!(poll_values(&c1, 100, WAIT)? == produced_values(&first.records[..100]));
     commit(&c1, 100)?;
     drop(c1);
     ensure!(committed_on_source()? == 100);
@@ -1584,9 +1560,9 @@ fn router_assigned_consumer_with_stored_offsets_resumes_across_the_move() -> Res
 
     let c2 = consumer("assigned-two")?;
     assigned(&c2, rdkafka::Offset::Stored)?;
-    let mut want = as_read(&first.records[100..]);
-    want.extend(as_read(&later.records));
-    let got = poll_n(&c2, want.len())?;
+    let mut want = produced_values(&first.records[100..]);
+    want.extend(produced_values(&later.records));
+    let got = poll_values(&c2, want.len(), WAIT)?;
     ensure!(
         got == want,
         "resumed at the stored offset across the move, got offsets {:?}..{:?}",
@@ -1609,6 +1585,6 @@ fn router_assigned_consumer_with_stored_offsets_resumes_across_the_move() -> Res
             ..spec.clone()
         },
     )?;
-    ensure!(poll_n(&c3, 10)? == as_read(&more.records));
+    ensure!(poll_values(&c3, 10, WAIT)? == produced_values(&more.records));
     Ok(())
 }

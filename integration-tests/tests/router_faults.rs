@@ -3,14 +3,13 @@
 //! reads through the router. Everything that depends on what a real broker
 //! does is in `router.rs`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
 use cutover_integration_tests::cutover::{metric_samples, Cutover, RouterProcess};
 use cutover_integration_tests::*;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::TopicPartitionList;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -60,30 +59,7 @@ fn router_sends_reads_to_the_new_leader_when_a_source_leader_moves() -> Result<(
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(T, 0, rdkafka::Offset::Offset(0))?;
     consumer.assign(&tpl)?;
-    let poll_n = |n: usize| -> Result<Vec<(i64, Option<Vec<u8>>)>> {
-        let mut got = Vec::new();
-        let deadline = Instant::now() + WAIT;
-        while got.len() < n {
-            ensure!(
-                Instant::now() < deadline,
-                "got {} of {n} records",
-                got.len()
-            );
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => got.push((m.offset(), m.payload().map(<[u8]>::to_vec))),
-                Some(Err(e)) => return Err(e).context("consuming through the router"),
-                None => {}
-            }
-        }
-        Ok(got)
-    };
-    let as_read = |p: &Produced| -> Vec<(i64, Option<Vec<u8>>)> {
-        p.records
-            .iter()
-            .map(|r| (r.offset, r.content.value.clone()))
-            .collect()
-    };
-    ensure!(poll_n(100)? == as_read(&first));
+    ensure!(poll_values(&consumer, 100, WAIT)? == produced_values(&first.records));
 
     let moved_to = bed.clusters.move_leader(Side::Source, T, 0)?;
     let second = produce(
@@ -98,7 +74,7 @@ fn router_sends_reads_to_the_new_leader_when_a_source_leader_moves() -> Result<(
     )?;
     ensure!(second.first_offset() == Some(100));
     ensure!(
-        poll_n(100)? == as_read(&second),
+        poll_values(&consumer, 100, WAIT)? == produced_values(&second.records),
         "after the move to broker {moved_to}"
     );
     let (low, high) = consumer

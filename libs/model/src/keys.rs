@@ -25,6 +25,11 @@ pub fn producer(link: &str, client_producer_id: i64) -> String {
     format!("producers/{link}/ids/{client_producer_id}")
 }
 
+/// Every producer-id mapping of `link`.
+pub fn producers_of(link: &str) -> String {
+    format!("producers/{link}/ids/")
+}
+
 /// The next block of client producer ids the routers of `link` may take.
 pub fn producer_id_block(link: &str) -> String {
     format!("producers/{link}/next-block")

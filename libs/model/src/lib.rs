@@ -183,6 +183,17 @@ pub struct ProducerMapping {
     #[serde(default)]
     pub target: Option<UpstreamProducer>,
     pub created_at_ms: i64,
+    /// When a router last noted the producer writing (at most hourly);
+    /// 0 until then. A mapping unused for the expiry is removed.
+    #[serde(default)]
+    pub used_at_ms: i64,
+}
+
+impl ProducerMapping {
+    /// When the producer was last known to be alive.
+    pub fn last_alive_ms(&self) -> i64 {
+        self.created_at_ms.max(self.used_at_ms)
+    }
 }
 
 /// A producer id and epoch one cluster allocated (InitProducerId).

@@ -56,6 +56,15 @@ pub struct RouterConfig {
     /// being read: bounds memory per connection.
     #[arg(long, env = "CUTOVER_ROUTER_MAX_INFLIGHT_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_inflight_bytes: usize,
+    /// Producer-id mappings unused this long are removed from etcd (a
+    /// producer that comes back later starts over with a new id). Kafka
+    /// forgets a transactional id after 7 days.
+    #[arg(
+        long,
+        env = "CUTOVER_ROUTER_PRODUCER_EXPIRY_HOURS",
+        default_value_t = 168
+    )]
+    pub producer_expiry_hours: u64,
     /// Timeout of requests to the clusters (a Fetch adds its max wait).
     #[arg(long, env = "CUTOVER_KAFKA_TIMEOUT_MS", default_value_t = 30_000)]
     pub kafka_timeout_ms: u64,
@@ -77,6 +86,10 @@ impl RouterConfig {
 
     pub fn kafka_timeout(&self) -> Duration {
         Duration::from_millis(self.kafka_timeout_ms.max(1))
+    }
+
+    pub fn producer_expiry(&self) -> Duration {
+        Duration::from_secs(self.producer_expiry_hours.max(1) * 3600)
     }
 
     pub fn drain(&self) -> Duration {

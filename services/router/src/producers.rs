@@ -19,6 +19,14 @@
 //! upstream producer's plus the client's, which the broker takes as the
 //! same bump.
 //!
+//! Expiry: a mapping is noted as used at most once an hour (by the router
+//! that writes with it, in the background), and every router now and then
+//! removes the mappings of its link unused for the expiry (7 days by
+//! default, Kafka's `transactional.id.expiration.ms`; brokers forget an
+//! idle producer after a day). A producer that comes back after that gets
+//! UNKNOWN_PRODUCER_ID and starts over with a new id, as with a broker
+//! that forgot it.
+//!
 //! Transactional producers keep the source coordinator's ids for now
 //! (ARCHITECTURE.md, Router: not built yet).
 
@@ -26,13 +34,15 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cutover_coord::{Coord, CoordError};
+use cutover_coord::{Coord, CoordError, Precondition, WriteOp};
 use cutover_kafka::{codes, Cluster, Destination, KafkaError};
 use cutover_model::{keys, ProducerMapping, UpstreamProducer};
 use cutover_retry::Policy;
 use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse};
 use thiserror::Error;
-use tracing::{debug, info};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
 use crate::topics::Side;
@@ -42,6 +52,12 @@ use crate::topics::Side;
 pub const FIRST_CLIENT_ID: i64 = 1 << 48;
 /// Client producer ids a router takes from etcd at once.
 pub const CLIENT_ID_BLOCK: i64 = 1_000;
+/// A mapping in use is noted as used at most this often.
+pub const TOUCH_EVERY: Duration = Duration::from_secs(3600);
+/// Uses waiting to be noted in etcd at most; more are dropped (noted on a
+/// later write of the same producer).
+const TOUCH_QUEUE: usize = 1024;
+
 /// How long a first write waits for a cluster to hand out a producer id.
 const ALLOCATE_WITHIN: Duration = Duration::from_secs(10);
 const ALLOCATE_RETRY: Policy = Policy::new(Duration::from_millis(50), Duration::from_millis(500));
@@ -132,6 +148,9 @@ pub struct Producers {
     /// Ids of the block this router took: next, end (exclusive).
     block: Mutex<(i64, i64)>,
     cache: Mutex<HashMap<i64, ProducerMapping>>,
+    /// Ids whose use is to be noted in etcd (see `run_upkeep`).
+    touches: mpsc::Sender<i64>,
+    touched: Mutex<Option<mpsc::Receiver<i64>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -140,6 +159,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Producers {
     pub fn new(coord: Coord, link: String, timeout: Duration, metrics: Metrics) -> Producers {
+        let (touches, touched) = mpsc::channel(TOUCH_QUEUE);
         Producers {
             coord,
             link,
@@ -147,7 +167,112 @@ impl Producers {
             metrics,
             block: Mutex::new((0, 0)),
             cache: Mutex::new(HashMap::new()),
+            touches,
+            touched: Mutex::new(Some(touched)),
         }
+    }
+
+    /// Notes uses in etcd and removes the link's mappings unused for
+    /// `expiry`, every `sweep_every` (with jitter), until `cancel` fires.
+    /// Runs once per `Producers`.
+    pub async fn run_upkeep(
+        &self,
+        expiry: Duration,
+        sweep_every: Duration,
+        cancel: CancellationToken,
+    ) {
+        let Some(mut touched) = lock(&self.touched).take() else {
+            return;
+        };
+        let jittered = || Policy::new(sweep_every * 2, sweep_every * 2).delay(0);
+        let mut next_sweep = tokio::time::Instant::now() + jittered();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                Some(id) = touched.recv() => {
+                    if let Err(e) = self.touch(id, cutover_model::now_ms()).await {
+                        debug!(producer_id = id, error = %e, "could not note a producer's use; noted on a later write");
+                    }
+                }
+                _ = tokio::time::sleep_until(next_sweep) => {
+                    match self.sweep(cutover_model::now_ms(), expiry).await {
+                        Ok(0) => {}
+                        Ok(n) => info!(link = %self.link, removed = n, "removed producer mappings unused for the expiry"),
+                        Err(e) => warn!(link = %self.link, error = %e, "could not sweep producer mappings; trying again later"),
+                    }
+                    next_sweep = tokio::time::Instant::now() + jittered();
+                }
+            }
+        }
+    }
+
+    /// Records in etcd that `id` was used at `now_ms`. `false` when the
+    /// mapping is gone (expired meanwhile) or kept changing.
+    pub async fn touch(&self, id: i64, now_ms: i64) -> Result<bool, ProducerError> {
+        let key = keys::producer(&self.link, id);
+        for _ in 0..4 {
+            let Some(current) = self.coord.get::<ProducerMapping>(&key).await? else {
+                lock(&self.cache).remove(&id);
+                return Ok(false);
+            };
+            let mut mapping = current.value;
+            mapping.used_at_ms = mapping.used_at_ms.max(now_ms);
+            if self
+                .coord
+                .update(&key, &mapping, current.mod_revision)
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Removes the link's mappings not alive since `now_ms - expiry`
+    /// (each only if unchanged since read: a use noted meanwhile keeps
+    /// it). Returns how many were removed.
+    pub async fn sweep(&self, now_ms: i64, expiry: Duration) -> Result<usize, ProducerError> {
+        let cutoff = now_ms.saturating_sub(i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX));
+        let prefix = keys::producers_of(&self.link);
+        let mut removed = 0;
+        for (rel, v) in self.coord.list::<ProducerMapping>(&prefix).await? {
+            if v.value.last_alive_ms() >= cutoff {
+                continue;
+            }
+            let gone = self
+                .coord
+                .txn(
+                    &[Precondition::ModRevision(rel.clone(), v.mod_revision)],
+                    &[WriteOp::Delete(rel.clone())],
+                )
+                .await?;
+            if gone {
+                removed += 1;
+                if let Some(id) = rel.rsplit('/').next().and_then(|s| s.parse::<i64>().ok()) {
+                    lock(&self.cache).remove(&id);
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Queues a note of `id`'s use when the last one is older than
+    /// [`TOUCH_EVERY`] (a full queue drops it: a later write queues it
+    /// again).
+    fn maybe_touch(&self, id: i64) {
+        let now = cutover_model::now_ms();
+        let every = TOUCH_EVERY.as_millis() as i64;
+        {
+            let mut cache = lock(&self.cache);
+            let Some(m) = cache.get_mut(&id) else {
+                return;
+            };
+            if now - m.last_alive_ms() < every {
+                return;
+            }
+            m.used_at_ms = now;
+        }
+        let _ = self.touches.try_send(id);
     }
 
     /// A new client producer id, recorded in etcd (no upstream producer
@@ -239,6 +364,7 @@ impl Producers {
         cluster: &Cluster,
     ) -> Result<UpstreamProducer, ProducerError> {
         if let Some(u) = self.cached(id, side) {
+            self.maybe_touch(id);
             return Ok(u);
         }
         // Two first writes of one producer may both allocate upstream; the

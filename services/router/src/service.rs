@@ -24,7 +24,22 @@ use crate::router::{Clusters, Holding, Router, Watched};
 use crate::server::{self, ConnectionLimits};
 use crate::topics;
 
+/// How often (with jitter, up to twice that) a router sweeps expired
+/// producer mappings.
+const PRODUCER_SWEEP_EVERY: Duration = Duration::from_secs(600);
+
 const CONNECT: Policy = Policy::new(Duration::from_millis(500), Duration::from_secs(10));
+
+/// A listener on `addr` and the address it got.
+async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), RouterError> {
+    let failed = |source| RouterError::Listen {
+        addr: addr.to_owned(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(failed)?;
+    let local = listener.local_addr().map_err(failed)?;
+    Ok((listener, local))
+}
 
 /// Splits `host:port` (`[v6]:port` too).
 fn host_port(addr: &str) -> Result<(String, i32), RouterError> {
@@ -86,18 +101,7 @@ async fn forget_silent_members(members: GroupMembers, cancel: CancellationToken)
 /// [`RouterError::LeaseLost`]: its node id may be taken over, so it must
 /// not go on answering as that node.
 pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), RouterError> {
-    let listener = tokio::net::TcpListener::bind(&cfg.listen)
-        .await
-        .map_err(|source| RouterError::Listen {
-            addr: cfg.listen.clone(),
-            source,
-        })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| RouterError::Listen {
-            addr: cfg.listen.clone(),
-            source,
-        })?;
+    let (listener, local) = bind(&cfg.listen).await?;
     let advertised = cfg.advertised.clone().unwrap_or_else(|| local.to_string());
     let (host, port) = host_port(&advertised)?;
 
@@ -132,18 +136,7 @@ pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), R
     )
     .await?;
 
-    let grpc_listener = tokio::net::TcpListener::bind(&cfg.grpc_addr)
-        .await
-        .map_err(|source| RouterError::Listen {
-            addr: cfg.grpc_addr.clone(),
-            source,
-        })?;
-    let grpc_local = grpc_listener
-        .local_addr()
-        .map_err(|source| RouterError::Listen {
-            addr: cfg.grpc_addr.clone(),
-            source,
-        })?;
+    let (grpc_listener, grpc_local) = bind(&cfg.grpc_addr).await?;
     let grpc_advertised = cfg
         .advertised_grpc_addr
         .clone()
@@ -207,6 +200,17 @@ pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), R
         ),
         holding,
     ));
+    let upkeep_task = tokio::spawn({
+        let router = router.clone();
+        let expiry = cfg.producer_expiry();
+        let cancel = internal.clone();
+        async move {
+            router
+                .producers
+                .run_upkeep(expiry, PRODUCER_SWEEP_EVERY, cancel)
+                .await
+        }
+    });
     let limits = ConnectionLimits {
         max_request_bytes: cfg.max_request_bytes,
         max_inflight: cfg.max_inflight.max(1),
@@ -247,6 +251,7 @@ pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), R
     let _ = http_task.await;
     let _ = grpc_task.await;
     let _ = forget_task.await;
+    let _ = upkeep_task.await;
     source.close().await;
     target.close().await;
     if result.is_ok() {
