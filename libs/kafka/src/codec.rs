@@ -64,30 +64,39 @@ pub(crate) fn encode_request<R: Encodable>(
     Ok(buf.freeze())
 }
 
+/// Why a frame's length prefix ends a connection: the stream cannot be
+/// resynchronised after it. Shared by every reader of Kafka frames (this
+/// client's, of broker answers; the router's, of client requests), each
+/// adding what the limit is called on its side.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameLengthError {
+    #[error("negative frame length {0}")]
+    Negative(i32),
+    #[error("frame of {len} bytes is larger than the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("frame of {len} bytes is too short for a correlation id")]
+    TooShort { len: usize },
+}
+
 /// Takes one complete frame (without its length prefix) off the front of
 /// `buf`, or returns `Ok(None)` if more bytes are needed. When a frame is
 /// only partly there, reserves room for the rest so it arrives with one
-/// allocation.
-///
-/// A negative length, a frame longer than `max_frame` or too short to hold
-/// a correlation id is a protocol error: the stream cannot be resynchronised
-/// and the connection must be dropped.
-pub fn split_frame(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Bytes>, KafkaError> {
+/// allocation, so memory stays at one frame of at most `max_frame` bytes.
+pub fn take_frame(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Bytes>, FrameLengthError> {
     let Some(prefix) = buf.get(..LENGTH_PREFIX) else {
+        buf.reserve(LENGTH_PREFIX);
         return Ok(None);
     };
     let len = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
-    let len = usize::try_from(len)
-        .map_err(|_| KafkaError::Protocol(format!("negative frame length {len}")))?;
+    let len = usize::try_from(len).map_err(|_| FrameLengthError::Negative(len))?;
     if len > max_frame {
-        return Err(KafkaError::Protocol(format!(
-            "frame of {len} bytes exceeds the limit of {max_frame} bytes (is the peer a Kafka broker?)"
-        )));
+        return Err(FrameLengthError::TooLarge {
+            len,
+            max: max_frame,
+        });
     }
     if len < 4 {
-        return Err(KafkaError::Protocol(format!(
-            "frame of {len} bytes is too short for a correlation id"
-        )));
+        return Err(FrameLengthError::TooShort { len });
     }
     let total = LENGTH_PREFIX + len;
     if buf.len() < total {
@@ -96,6 +105,17 @@ pub fn split_frame(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Bytes>
     }
     buf.advance(LENGTH_PREFIX);
     Ok(Some(buf.split_to(len).freeze()))
+}
+
+/// [`take_frame`] for answers from a broker: a bad length is a protocol
+/// error (the peer may not be a Kafka broker at all).
+pub fn split_frame(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Bytes>, KafkaError> {
+    take_frame(buf, max_frame).map_err(|e| match e {
+        FrameLengthError::TooLarge { .. } => {
+            KafkaError::Protocol(format!("{e} (is the peer a Kafka broker?)"))
+        }
+        e => KafkaError::Protocol(e.to_string()),
+    })
 }
 
 /// The correlation id at the start of a response frame.
@@ -228,6 +248,19 @@ mod tests {
             split_frame(&mut short, 100),
             Err(KafkaError::Protocol(_))
         ));
+        for (bytes, want) in [
+            (
+                &[0xff, 0xff, 0xff, 0xfe][..],
+                FrameLengthError::Negative(-2),
+            ),
+            (
+                &[0, 0, 1, 0][..],
+                FrameLengthError::TooLarge { len: 256, max: 100 },
+            ),
+            (&[0, 0, 0, 3][..], FrameLengthError::TooShort { len: 3 }),
+        ] {
+            assert_eq!(take_frame(&mut BytesMut::from(bytes), 100), Err(want));
+        }
     }
 
     #[test]

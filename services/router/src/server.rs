@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use cutover_kafka::codec::{take_frame, FrameLengthError};
 use futures::stream::{FuturesOrdered, StreamExt};
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -199,10 +200,8 @@ pub async fn serve_connection<S>(
 /// Errors that end a connection while reading.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("frame of {len} bytes is larger than the limit of {max} bytes (--max-request-bytes)")]
-    TooLarge { len: usize, max: usize },
-    #[error("negative frame length {0}")]
-    Negative(i32),
+    #[error("{0} (--max-request-bytes)")]
+    Length(#[from] FrameLengthError),
     #[error("the client closed the connection in the middle of a request")]
     Truncated,
     #[error(transparent)]
@@ -213,8 +212,9 @@ impl ReadError {
     /// The `reason` label of a connection closed for it.
     pub fn reason(&self) -> &'static str {
         match self {
-            ReadError::TooLarge { .. } => "too_large",
-            ReadError::Negative(_) => "negative",
+            ReadError::Length(FrameLengthError::TooLarge { .. }) => "too_large",
+            ReadError::Length(FrameLengthError::Negative(_)) => "negative",
+            ReadError::Length(FrameLengthError::TooShort { .. }) => "malformed",
             ReadError::Truncated => "truncated",
             ReadError::Io(_) => "io",
         }
@@ -229,20 +229,8 @@ async fn read_frame<R: AsyncRead + Unpin>(
     max: usize,
 ) -> Result<Option<Bytes>, ReadError> {
     loop {
-        if buf.len() >= 4 {
-            let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-            let len = usize::try_from(len).map_err(|_| ReadError::Negative(len))?;
-            if len > max {
-                return Err(ReadError::TooLarge { len, max });
-            }
-            if buf.len() >= 4 + len {
-                let mut frame = buf.split_to(4 + len);
-                let _ = frame.split_to(4);
-                return Ok(Some(frame.freeze()));
-            }
-            buf.reserve(4 + len - buf.len());
-        } else {
-            buf.reserve(4);
+        if let Some(frame) = take_frame(buf, max)? {
+            return Ok(Some(frame));
         }
         if rd.read_buf(buf).await? == 0 {
             return if buf.is_empty() {
