@@ -1503,6 +1503,9 @@ fn router_assigned_consumer_with_stored_offsets_resumes_across_the_move() -> Res
             .set("bootstrap.servers", &via)
             .set("group.id", G)
             .set("client.id", name)
+            // Small fetches, so a consumer reads in several and the
+            // routers' read-ahead is used.
+            .set("max.partition.fetch.bytes", "4096")
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "error")
             .set("topic.metadata.refresh.interval.ms", "500")
@@ -1586,5 +1589,16 @@ fn router_assigned_consumer_with_stored_offsets_resumes_across_the_move() -> Res
         },
     )?;
     ensure!(poll_values(&c3, 10, WAIT)? == produced_values(&more.records));
+    // Some of those fetches were answered from the routers' read-ahead
+    // (the next Fetch sent upstream before the client asked): the records
+    // above are exactly the acknowledged ones all the same.
+    ensure!(
+        router_metric(
+            &[&r1, &r2],
+            "cutover_router_fetch_readahead_total",
+            ("outcome", "used")
+        )? >= 1.0,
+        "no fetch was answered from the read-ahead"
+    );
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! throughput at least 0.9x direct, at most 5 ms of router CPU per MB.
 //! Results on stdout and in `target/bench/router.json`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -255,7 +256,23 @@ fn main() -> Result<()> {
         (fr_mb / fr_secs) / (fd_mb / fd_secs),
         fetch_cpu.as_secs_f64() * 1e3 / fr_mb
     );
+    // How the router's read-ahead of fetches went (used: the client's next
+    // Fetch was answered from it).
+    let metrics = cutover_integration_tests::http_get(
+        &format!("http://{}/metrics", router.http),
+        std::time::Duration::from_secs(5),
+    )?
+    .body;
+    let readahead: BTreeMap<String, f64> = cutover_integration_tests::cutover::metric_samples(
+        &metrics,
+        "cutover_router_fetch_readahead_total",
+    )
+    .into_iter()
+    .filter_map(|(l, v)| Some((l.get("outcome")?.clone(), v)))
+    .collect();
+    println!("fetch read-ahead by outcome: {readahead:?}");
     let out = json!({
+        "fetch_readahead": readahead,
         "probes": args.probes,
         "produce_latency_us": {
             "direct": {"p50": d50, "p99": d99},

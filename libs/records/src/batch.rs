@@ -533,6 +533,34 @@ fn read_nullable(data: &Bytes, base: usize, c: &mut Cursor<'_>) -> Option<Option
     Some(Some(data.slice(base + r.start..base + r.end)))
 }
 
+/// Where a consumer goes on after reading `records` (a fetch response's,
+/// possibly cut at a byte limit): the offset after the last complete
+/// batch, and that batch's partition leader epoch. `None` without a
+/// complete batch. Reads only the batches' offsets and lengths.
+pub fn next_fetch_position(records: &[u8]) -> Option<(i64, i32)> {
+    let mut pos = 0;
+    let mut last = None;
+    while let Some(rest) = records.get(pos..).filter(|r| r.len() >= HEADER_LEN) {
+        let batch_length = i32::from_be_bytes(be(rest, BATCH_LENGTH_POS));
+        if batch_length < MIN_BATCH_LENGTH {
+            break;
+        }
+        let size = (batch_length as usize).saturating_add(LOG_OVERHEAD);
+        if rest.len() < size {
+            break;
+        }
+        let base = i64::from_be_bytes(be(rest, BASE_OFFSET_POS));
+        let delta = i32::from_be_bytes(be(rest, LAST_OFFSET_DELTA_POS));
+        let epoch = i32::from_be_bytes(be(rest, LEADER_EPOCH_POS));
+        last = Some((
+            base.saturating_add(i64::from(delta)).saturating_add(1),
+            epoch,
+        ));
+        pos += size;
+    }
+    last
+}
+
 /// Iterates the complete batches of a fetch response's records. A partial
 /// batch at the end (fetch responses are cut at a byte limit) ends the
 /// iteration; a malformed batch yields one error and then ends it.
@@ -1019,6 +1047,34 @@ mod tests {
         let raw = RawBatch::parse(b.freeze()).unwrap();
         let records = raw.records().unwrap();
         (raw.header, records)
+    }
+
+    #[test]
+    fn next_fetch_position_is_after_the_last_complete_batch() {
+        let batch = |base: i64, epoch: i32, n: usize| {
+            let records: Vec<RecordToWrite> = (0..n)
+                .map(|i| rec(1_700_000_000_000 + i as i64, None, Some("v")))
+                .collect();
+            encode_batch(
+                &records,
+                &EncodeOptions {
+                    base_offset: base,
+                    partition_leader_epoch: epoch,
+                    ..EncodeOptions::default()
+                },
+            )
+            .unwrap()
+        };
+        let mut all = BytesMut::new();
+        all.extend_from_slice(&batch(100, 3, 5));
+        all.extend_from_slice(&batch(105, 4, 2));
+        assert_eq!(next_fetch_position(&all), Some((107, 4)));
+        // A batch cut at the byte limit does not count.
+        let third = batch(107, 4, 3);
+        all.extend_from_slice(&third[..third.len() - 1]);
+        assert_eq!(next_fetch_position(&all), Some((107, 4)));
+        assert_eq!(next_fetch_position(&third[..20]), None);
+        assert_eq!(next_fetch_position(&[]), None);
     }
 
     #[test]

@@ -19,8 +19,8 @@ pub mod transform;
 mod varint;
 
 pub use batch::{
-    batches, control_record, encode_batch, encode_sparse_batch, with_producer, BatchHeader,
-    BatchIter, Codec, ControlKind, EncodeOptions, RawBatch, Record, RecordToWrite,
+    batches, control_record, encode_batch, encode_sparse_batch, next_fetch_position, with_producer,
+    BatchHeader, BatchIter, Codec, ControlKind, EncodeOptions, RawBatch, Record, RecordToWrite,
 };
 pub use client_view::{client_view, ClientView};
 pub use compression::MAX_DECOMPRESSED_BYTES;

@@ -26,6 +26,7 @@ pub mod members_seen;
 pub mod metrics;
 pub mod partitioned;
 pub mod producers;
+pub mod readahead;
 pub mod router;
 pub mod server;
 pub mod service;

@@ -36,6 +36,9 @@ pub struct Metrics {
     /// Partitions of reads sent upstream again after their leader moved
     /// (or could not be reached), by API: absorbed, not answered.
     pub upstream_retries: IntCounterVec,
+    /// Fetches read ahead, by what became of them (used, unmatched,
+    /// empty, failed).
+    pub readahead: IntCounterVec,
 }
 
 impl Metrics {
@@ -107,6 +110,14 @@ impl Metrics {
             &["api"],
         )?;
         registry.register(Box::new(upstream_retries.clone()))?;
+        let readahead = IntCounterVec::new(
+            Opts::new(
+                "fetch_readahead_total",
+                "Fetches read ahead of a client, by outcome",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(readahead.clone()))?;
         registry.register(Box::new(produce_rule_violations.clone()))?;
         registry.register(Box::new(producers_mapped.clone()))?;
         registry.register(Box::new(mirrored_topics.clone()))?;
@@ -134,6 +145,7 @@ impl Metrics {
             produce_rule_violations,
             producers_mapped,
             upstream_retries,
+            readahead,
         })
     }
 

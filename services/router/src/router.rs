@@ -32,6 +32,7 @@ use crate::members_seen::{GroupMembers, Seen};
 use crate::metrics::Metrics;
 use crate::partitioned::Partitioned;
 use crate::producers::{self, Producers};
+use crate::readahead::{self, FetchKey, ReadAhead};
 use crate::topics::{Side, Topics};
 use crate::turn::Turn;
 
@@ -64,6 +65,8 @@ pub struct Lanes {
     source: Lane,
     target: Lane,
     client_host: String,
+    /// The Fetch sent ahead of this client (`readahead`).
+    readahead: readahead::Slot,
 }
 
 impl Lanes {
@@ -194,9 +197,7 @@ impl Router {
             Request::Produce(req) => {
                 self.respond(header, self.produce(header, req, lanes, turn).await)
             }
-            Request::Fetch(req) => {
-                self.respond(header, self.partitioned(header, req, lanes, turn).await)
-            }
+            Request::Fetch(req) => self.respond(header, self.fetch(header, req, lanes, turn).await),
             Request::ListOffsets(req) => {
                 self.respond(header, self.partitioned(header, req, lanes, turn).await)
             }
@@ -272,6 +273,7 @@ impl Router {
             source: self.source.lane(),
             target: self.target.lane(),
             client_host,
+            readahead: readahead::Slot::default(),
         }
     }
 
@@ -631,6 +633,142 @@ impl Router {
             }
         }
         again
+    }
+
+    /// Fetch: from the read-ahead when it asked exactly this, else
+    /// upstream; then the next one is read ahead (`readahead`).
+    async fn fetch(
+        &self,
+        header: &Header,
+        req: FetchRequest,
+        lanes: &Lanes,
+        turn: &mut Turn,
+    ) -> Option<FetchResponse> {
+        let resp = match self.readahead_answer(header, &req, lanes, turn).await {
+            Some(resp) => resp,
+            None => self.partitioned(header, req.clone(), lanes, turn).await?,
+        };
+        self.read_ahead(header, &req, &resp, lanes).await;
+        Some(resp)
+    }
+
+    /// The read-ahead's answer, as the client may see it, when it was for
+    /// exactly `req` and brought records; `None` otherwise (dropped).
+    async fn readahead_answer(
+        &self,
+        header: &Header,
+        req: &FetchRequest,
+        lanes: &Lanes,
+        turn: &mut Turn,
+    ) -> Option<FetchResponse> {
+        let ahead = lanes.readahead.take()?;
+        let outcome = |o: &str| {
+            self.metrics.readahead.with_label_values(&[o]).inc();
+        };
+        if ahead.key != FetchKey::of(header.version, req) {
+            debug!(ahead = ?ahead.key, asked = ?FetchKey::of(header.version, req), "read-ahead not asked for");
+            outcome("unmatched");
+            return None;
+        }
+        // Upstream it went before anything this request could send.
+        turn.wait().await;
+        let mut ahead = ahead;
+        let side = ahead.side;
+        let got = match tokio::time::timeout(self.timeout, ahead.answer_ref()).await {
+            Ok(Ok(Ok(resp))) => resp,
+            _ => {
+                outcome("failed");
+                return None;
+            }
+        };
+        let Ok(answers) = FetchRequest::answers(got) else {
+            outcome("failed");
+            return None;
+        };
+        let mut by_key: HashMap<(TopicName, i32), _> = HashMap::new();
+        let mut records = false;
+        for (topic, a) in answers {
+            if a.error_code != 0 {
+                outcome("failed");
+                return None;
+            }
+            records |= a.records.as_ref().is_some_and(|r| !r.is_empty());
+            by_key.insert((topic, a.partition_index), a);
+        }
+        if !records {
+            // Nothing new yet: the client's own Fetch waits for data.
+            outcome("empty");
+            return None;
+        }
+        let mut ordered = Vec::with_capacity(by_key.len());
+        for (topic, p) in req.parts() {
+            let mut a = by_key.remove(&(topic.clone(), p.partition))?;
+            let fillers = FetchRequest::to_client(&mut a, side);
+            if fillers > 0 {
+                self.metrics.fillers_removed.inc_by(fillers as u64);
+            }
+            ordered.push((topic.clone(), a));
+        }
+        outcome("used");
+        Some(FetchRequest::assemble(ordered))
+    }
+
+    /// Sends upstream, without waiting, the Fetch the client will most
+    /// likely send next, when all of it goes to one leader.
+    async fn read_ahead(
+        &self,
+        header: &Header,
+        req: &FetchRequest,
+        resp: &FetchResponse,
+        lanes: &Lanes,
+    ) {
+        let Some(next) = readahead::next_request(req, resp) else {
+            return;
+        };
+        let mut upstream: Option<(Side, i32)> = None;
+        let mut parts = Vec::new();
+        for (topic, part) in next.parts() {
+            let side = FetchRequest::side(part, self.topics.primary(topic.as_str()));
+            let Ok(leader) = self.cluster(side).leader_of(topic, part.partition).await else {
+                return;
+            };
+            if upstream.is_some_and(|u| u != (side, leader)) {
+                return;
+            }
+            upstream = Some((side, leader));
+            let mut part = part.clone();
+            FetchRequest::to_upstream(&mut part, side);
+            parts.push((topic.clone(), part));
+        }
+        let Some((side, leader)) = upstream else {
+            return;
+        };
+        let mut sub = next.with_parts(parts);
+        // Answered at once: a read-ahead must not hold the connection.
+        sub.max_wait_ms = 0;
+        let Ok(pending) = lanes
+            .of(side)
+            .send(
+                Destination::Node(leader),
+                ApiKey::Fetch,
+                header.version,
+                &sub,
+            )
+            .await
+        else {
+            return;
+        };
+        let (tx, answer) = tokio::sync::oneshot::channel();
+        let timeout = self.timeout;
+        let task = tokio::spawn(async move {
+            let _ = tx.send(pending.decode::<FetchResponse>(timeout).await);
+        });
+        lanes.readahead.put(ReadAhead {
+            key: FetchKey::of(header.version, &next),
+            side,
+            answer,
+            task,
+        });
     }
 
     /// Produce: batches of client producer ids (`producers`) get the
