@@ -9,7 +9,7 @@ use pb::router_server::Router as RouterService;
 use tonic::{Request, Response, Status};
 
 use crate::holds::{HoldView, Holds};
-use crate::members_seen::GroupMembers;
+use crate::router::Holding;
 use crate::topics::Topics;
 
 /// Longest produce hold: under the clients' default request timeout
@@ -25,9 +25,8 @@ pub struct RouterApi {
     pub link: String,
     pub kafka_address: String,
     pub started_at_ms: i64,
-    pub produce: Holds,
-    pub joins: Holds,
-    pub members: GroupMembers,
+    /// Shared with the router's request handling.
+    pub holding: Holding,
     pub topics: Topics,
 }
 
@@ -82,18 +81,18 @@ impl RouterService for RouterApi {
             ms => Duration::from_millis(u64::from(ms)).min(hold),
         };
         let topics = names(r.topics, "topic")?;
-        self.produce.hold(&topics, hold);
+        self.holding.produce.hold(&topics, hold);
         tracing::info!(topics = ?topics, hold_ms = hold.as_millis() as u64, "produce held");
-        if let Err(e) = self.produce.drained(&topics, drain).await {
+        if let Err(e) = self.holding.produce.drained(&topics, drain).await {
             // Nothing half done: the caller sees the hold did not take.
-            self.produce.release(&topics);
+            self.holding.produce.release(&topics);
             tracing::warn!(error = %e, "produce hold lifted: in-flight writes did not finish");
             return Err(Status::deadline_exceeded(format!(
                 "router {}: {e}; the hold is lifted, retry the promotion once the cluster answers",
                 self.node_id
             )));
         }
-        Ok(holds_of(&self.produce, &topics))
+        Ok(holds_of(&self.holding.produce, &topics))
     }
 
     async fn release_produce(
@@ -113,9 +112,9 @@ impl RouterService for RouterApi {
                 self.node_id, r.after_revision
             )));
         }
-        self.produce.release(&topics);
+        self.holding.produce.release(&topics);
         tracing::info!(topics = ?topics, revision = r.after_revision, "produce released");
-        Ok(holds_of(&self.produce, &topics))
+        Ok(holds_of(&self.holding.produce, &topics))
     }
 
     async fn hold_joins(
@@ -125,9 +124,9 @@ impl RouterService for RouterApi {
         let r = req.into_inner();
         let hold = hold_ms(r.hold_ms, MAX_JOIN_HOLD, "hold_ms")?;
         let groups = names(vec![r.group], "group")?;
-        self.joins.hold(&groups, hold);
+        self.holding.joins.hold(&groups, hold);
         tracing::info!(group = %groups[0], hold_ms = hold.as_millis() as u64, "JoinGroups held");
-        Ok(holds_of(&self.joins, &groups))
+        Ok(holds_of(&self.holding.joins, &groups))
     }
 
     async fn release_joins(
@@ -135,9 +134,9 @@ impl RouterService for RouterApi {
         req: Request<pb::ReleaseJoinsRequest>,
     ) -> Result<Response<pb::HoldResponse>, Status> {
         let groups = names(vec![req.into_inner().group], "group")?;
-        self.joins.release(&groups);
+        self.holding.joins.release(&groups);
         tracing::info!(group = %groups[0], "JoinGroups released");
-        Ok(holds_of(&self.joins, &groups))
+        Ok(holds_of(&self.holding.joins, &groups))
     }
 
     async fn list_group_members(
@@ -147,6 +146,7 @@ impl RouterService for RouterApi {
         let r = req.into_inner();
         let group = (!r.group.is_empty()).then_some(r.group.as_str());
         let groups = self
+            .holding
             .members
             .list(group)
             .into_iter()
@@ -171,14 +171,14 @@ impl RouterService for RouterApi {
         &self,
         _: Request<pb::GetStateRequest>,
     ) -> Result<Response<pb::RouterState>, Status> {
-        let (groups, members) = self.members.counts();
+        let (groups, members) = self.holding.members.counts();
         Ok(Response::new(pb::RouterState {
             node_id: self.node_id,
             link: self.link.clone(),
             kafka_address: self.kafka_address.clone(),
             started_at_ms: self.started_at_ms,
-            produce_holds: to_pb(self.produce.view(None)),
-            join_holds: to_pb(self.joins.view(None)),
+            produce_holds: to_pb(self.holding.produce.view(None)),
+            join_holds: to_pb(self.holding.joins.view(None)),
             groups: groups as u64,
             members: members as u64,
             topics_revision: self.topics.revision(),

@@ -472,9 +472,7 @@ impl Router {
                 );
                 continue;
             }
-            let side = R::side(part, self.topics.primary(topic.as_str()));
-            let mut part = part.clone();
-            R::to_upstream(&mut part, side);
+            let (side, part) = self.upstream_part::<R>(topic, part);
             todo.push((side, topic.clone(), part));
         }
         let unanswered = req.unanswered();
@@ -509,6 +507,24 @@ impl Router {
             })
             .collect();
         Some(R::assemble(ordered))
+    }
+
+    /// Which cluster `part` of `topic` goes to, and the part as that
+    /// cluster takes it (the client's epochs replaced).
+    fn upstream_part<R: Partitioned>(&self, topic: &TopicName, part: &R::Part) -> (Side, R::Part) {
+        let side = R::side(part, self.topics.primary(topic.as_str()));
+        let mut part = part.clone();
+        R::to_upstream(&mut part, side);
+        (side, part)
+    }
+
+    /// An answer from `side` as the client may see it, with the filler
+    /// batches removed counted.
+    fn for_client<R: Partitioned>(&self, answer: &mut R::Answer, side: Side) {
+        let fillers = R::to_client(answer, side);
+        if fillers > 0 {
+            self.metrics.fillers_removed.inc_by(fillers as u64);
+        }
     }
 
     /// One round of `partitioned`: looks the parts' leaders up, sends one
@@ -605,10 +621,7 @@ impl Router {
                                 again.push((side, topic.clone(), part));
                             }
                         }
-                        let fillers = R::to_client(&mut a, side);
-                        if fillers > 0 {
-                            self.metrics.fillers_removed.inc_by(fillers as u64);
-                        }
+                        self.for_client::<R>(&mut a, side);
                         answers.insert((topic, partition), a);
                     }
                     continue;
@@ -703,10 +716,7 @@ impl Router {
         let mut ordered = Vec::with_capacity(by_key.len());
         for (topic, p) in req.parts() {
             let mut a = by_key.remove(&(topic.clone(), p.partition))?;
-            let fillers = FetchRequest::to_client(&mut a, side);
-            if fillers > 0 {
-                self.metrics.fillers_removed.inc_by(fillers as u64);
-            }
+            self.for_client::<FetchRequest>(&mut a, side);
             ordered.push((topic.clone(), a));
         }
         outcome("used");
@@ -728,7 +738,7 @@ impl Router {
         let mut upstream: Option<(Side, i32)> = None;
         let mut parts = Vec::new();
         for (topic, part) in next.parts() {
-            let side = FetchRequest::side(part, self.topics.primary(topic.as_str()));
+            let (side, part) = self.upstream_part::<FetchRequest>(topic, part);
             let Ok(leader) = self.cluster(side).leader_of(topic, part.partition).await else {
                 return;
             };
@@ -736,8 +746,6 @@ impl Router {
                 return;
             }
             upstream = Some((side, leader));
-            let mut part = part.clone();
-            FetchRequest::to_upstream(&mut part, side);
             parts.push((topic.clone(), part));
         }
         let Some((side, leader)) = upstream else {

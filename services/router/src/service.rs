@@ -161,9 +161,7 @@ pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), R
         link: link.name.clone(),
         kafka_address: advertised.clone(),
         started_at_ms: me.started_at_ms,
-        produce: holding.produce.clone(),
-        joins: holding.joins.clone(),
-        members: holding.members.clone(),
+        holding: holding.clone(),
         topics: topics.clone(),
     };
     let grpc_cancel = internal.clone();
