@@ -34,8 +34,11 @@ struct Args {
     /// Single-record produce round trips measured each way.
     #[arg(long, default_value_t = 2_000)]
     probes: usize,
-    /// MB written (and then read) each way for throughput.
-    #[arg(long, default_value_t = 256)]
+    /// Rounds of the throughput load (each way once per round).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// MB written (and then read) each way in each round.
+    #[arg(long, default_value_t = 128)]
     mb: usize,
     #[arg(long, default_value_t = 1024)]
     record_bytes: usize,
@@ -172,6 +175,23 @@ fn bulk_fetch(bootstrap: &str, topic: &str, ends: &[i64]) -> Result<(f64, u64)> 
     Ok((t.elapsed().as_secs_f64(), bytes))
 }
 
+/// Throughput of one round, MB/s: `[direct, through the router]`.
+struct Round {
+    produce: [f64; 2],
+    fetch: [f64; 2],
+}
+
+/// The median (the mean of the middle two for an even count).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 fn log_ends(bootstrap: &str, topic: &str) -> Result<Vec<i64>> {
     (0..PARTITIONS)
         .map(|p| Ok(cutover_integration_tests::watermarks(bootstrap, topic, p)?.1))
@@ -188,8 +208,18 @@ fn main() -> Result<()> {
         o.quick_jit = false;
     }
     let bed = RealBed::start_own_with("bench-router", source, target)?;
-    for t in ["lat", "bulk-direct", "bulk-router"] {
-        bed.kafka.create_topic(Side::Source, t, PARTITIONS, &[])?;
+    ensure!(args.rounds > 0, "--rounds must be at least 1");
+    bed.kafka
+        .create_topic(Side::Source, "lat", PARTITIONS, &[])?;
+    for round in 0..args.rounds {
+        for way in ["direct", "router"] {
+            bed.kafka.create_topic(
+                Side::Source,
+                &format!("bulk-{round}-{way}"),
+                PARTITIONS,
+                &[],
+            )?;
+        }
     }
     let cutover = Cutover::start(&bed)?;
     cutover.create_link(&bed, "l1", &[])?;
@@ -226,35 +256,79 @@ fn main() -> Result<()> {
     );
     drop((direct, routed));
 
-    // Throughput and router CPU.
-    let direct_secs = bulk_produce(&direct_addr, "bulk-direct", args.mb, args.record_bytes)?;
-    let cpu0 = process_cpu(router_pid)?;
-    let routed_secs = bulk_produce(&router.kafka, "bulk-router", args.mb, args.record_bytes)?;
-    let produce_cpu = process_cpu(router_pid)?.saturating_sub(cpu0);
+    // Throughput and router CPU: rounds of the same load each way, the
+    // order swapped every round, so drift of a shared machine (the
+    // brokers' page cache, JIT, other work) falls on both ways alike; each
+    // round's ratio compares two loads seconds apart, and the report takes
+    // the median round.
     let mb = args.mb as f64;
+    let mut rounds = Vec::new();
+    let (mut produce_cpu, mut fetch_cpu) = (Duration::ZERO, Duration::ZERO);
+    let (mut produce_mb, mut fetch_mb) = (0.0, 0.0);
+    for round in 0..args.rounds {
+        let ways: [(&str, bool); 2] = if round % 2 == 0 {
+            [(direct_addr.as_str(), false), (router.kafka.as_str(), true)]
+        } else {
+            [(router.kafka.as_str(), true), (direct_addr.as_str(), false)]
+        };
+        let topic =
+            |routed: bool| format!("bulk-{round}-{}", if routed { "router" } else { "direct" });
+        let mut produce = [0.0f64; 2];
+        for (bootstrap, routed) in ways {
+            let cpu = process_cpu(router_pid)?;
+            let secs = bulk_produce(bootstrap, &topic(routed), args.mb, args.record_bytes)?;
+            produce[usize::from(routed)] = mb / secs;
+            if routed {
+                produce_cpu += process_cpu(router_pid)?.saturating_sub(cpu);
+                produce_mb += mb;
+            }
+        }
+        let mut fetch = [0.0f64; 2];
+        for (bootstrap, routed) in ways {
+            let ends = log_ends(&direct_addr, &topic(routed))?;
+            let cpu = process_cpu(router_pid)?;
+            let (secs, bytes) = bulk_fetch(bootstrap, &topic(routed), &ends)?;
+            let read_mb = bytes as f64 / 1048576.0;
+            fetch[usize::from(routed)] = read_mb / secs;
+            if routed {
+                fetch_cpu += process_cpu(router_pid)?.saturating_sub(cpu);
+                fetch_mb += read_mb;
+            }
+        }
+        println!(
+            "round {}: produce direct {:.1} MB/s, router {:.1} MB/s ({:.2}x); fetch direct {:.1} MB/s, router {:.1} MB/s ({:.2}x)",
+            round + 1,
+            produce[0],
+            produce[1],
+            produce[1] / produce[0],
+            fetch[0],
+            fetch[1],
+            fetch[1] / fetch[0]
+        );
+        rounds.push(Round { produce, fetch });
+    }
+    let produce_ratio = median(rounds.iter().map(|r| r.produce[1] / r.produce[0]));
+    let fetch_ratio = median(rounds.iter().map(|r| r.fetch[1] / r.fetch[0]));
+    let produce_cpu_ms = produce_cpu.as_secs_f64() * 1e3 / produce_mb;
+    let fetch_cpu_ms = fetch_cpu.as_secs_f64() * 1e3 / fetch_mb;
     println!(
-        "produce {} MB: direct {:.1} MB/s, through the router {:.1} MB/s ({:.2}x, goal ≥ 0.9); \
-         router CPU {:.2} ms per MB (goal ≤ 5)",
+        "produce, median of {} rounds of {} MB: direct {:.1} MB/s, through the router {:.1} MB/s, \
+         ratio {:.2}x (goal ≥ 0.9); router CPU {:.2} ms per MB (goal ≤ 5)",
+        args.rounds,
         args.mb,
-        mb / direct_secs,
-        mb / routed_secs,
-        direct_secs / routed_secs,
-        produce_cpu.as_secs_f64() * 1e3 / mb
+        median(rounds.iter().map(|r| r.produce[0])),
+        median(rounds.iter().map(|r| r.produce[1])),
+        produce_ratio,
+        produce_cpu_ms
     );
-    let ends_direct = log_ends(&direct_addr, "bulk-direct")?;
-    let ends_router = log_ends(&direct_addr, "bulk-router")?;
-    let (fd_secs, fd_bytes) = bulk_fetch(&direct_addr, "bulk-direct", &ends_direct)?;
-    let cpu1 = process_cpu(router_pid)?;
-    let (fr_secs, fr_bytes) = bulk_fetch(&router.kafka, "bulk-router", &ends_router)?;
-    let fetch_cpu = process_cpu(router_pid)?.saturating_sub(cpu1);
-    let (fd_mb, fr_mb) = (fd_bytes as f64 / 1048576.0, fr_bytes as f64 / 1048576.0);
     println!(
-        "fetch {fr_mb:.0} MB: direct {:.1} MB/s, through the router {:.1} MB/s ({:.2}x, goal ≥ 0.9); \
-         router CPU {:.2} ms per MB (goal ≤ 5)",
-        fd_mb / fd_secs,
-        fr_mb / fr_secs,
-        (fr_mb / fr_secs) / (fd_mb / fd_secs),
-        fetch_cpu.as_secs_f64() * 1e3 / fr_mb
+        "fetch, median of {} rounds: direct {:.1} MB/s, through the router {:.1} MB/s, \
+         ratio {:.2}x (goal ≥ 0.9); router CPU {:.2} ms per MB (goal ≤ 5)",
+        args.rounds,
+        median(rounds.iter().map(|r| r.fetch[0])),
+        median(rounds.iter().map(|r| r.fetch[1])),
+        fetch_ratio,
+        fetch_cpu_ms
     );
     // How the router's read-ahead of fetches went (used: the client's next
     // Fetch was answered from it).
@@ -279,18 +353,19 @@ fn main() -> Result<()> {
             "router": {"p50": r50, "p99": r99},
             "added": {"p50": r50 - d50, "p99": r99 - d99},
         },
+        "rounds": rounds.iter().map(|r| json!({
+            "produce_mb_s": {"direct": r.produce[0], "router": r.produce[1]},
+            "fetch_mb_s": {"direct": r.fetch[0], "router": r.fetch[1]},
+        })).collect::<Vec<_>>(),
         "produce": {
-            "mb": args.mb,
+            "mb_per_round": args.mb,
             "record_bytes": args.record_bytes,
-            "direct_mb_s": mb / direct_secs,
-            "router_mb_s": mb / routed_secs,
-            "router_cpu_ms_per_mb": produce_cpu.as_secs_f64() * 1e3 / mb,
+            "median_ratio": produce_ratio,
+            "router_cpu_ms_per_mb": produce_cpu_ms,
         },
         "fetch": {
-            "mb": fr_mb,
-            "direct_mb_s": fd_mb / fd_secs,
-            "router_mb_s": fr_mb / fr_secs,
-            "router_cpu_ms_per_mb": fetch_cpu.as_secs_f64() * 1e3 / fr_mb,
+            "median_ratio": fetch_ratio,
+            "router_cpu_ms_per_mb": fetch_cpu_ms,
         },
         "total_secs": started.elapsed().as_secs_f64(),
     });
