@@ -16,6 +16,7 @@
 pub mod assign;
 pub mod config;
 pub mod coordinated;
+pub mod encoded;
 pub mod epochs;
 pub mod error;
 pub mod frame;

@@ -24,6 +24,7 @@ use tracing::{debug, warn};
 
 use crate::assign::{self, CoordinatorKind};
 use crate::coordinated::{is_coordinator_moved, Coordinated};
+use crate::encoded::{encode_fetch_response, Encoded};
 use crate::epochs;
 use crate::frame::{self, encode_response, FrameError, Header, Request};
 use crate::holds::Holds;
@@ -177,7 +178,7 @@ impl Router {
         req: Request,
         lanes: &Lanes,
         mut turn: Turn,
-    ) -> Result<Option<Bytes>, FrameError> {
+    ) -> Result<Option<Encoded>, FrameError> {
         let turn = &mut turn;
         if let Some(id) = &header.client_id {
             // Upstream, the client's requests carry its own id.
@@ -185,7 +186,7 @@ impl Router {
             lanes.target.set_client_id(id.as_str());
         }
         let r = |body: &dyn Fn() -> Result<Bytes, FrameError>| body().map(Some);
-        match req {
+        let answer = match req {
             Request::ApiVersions(_) => r(&|| encode_response(header, &self.api_versions())),
             Request::Metadata(req) => {
                 let resp = self.metadata(header, req).await;
@@ -197,7 +198,14 @@ impl Router {
             Request::Produce(req) => {
                 self.respond(header, self.produce(header, req, lanes, turn).await)
             }
-            Request::Fetch(req) => self.respond(header, self.fetch(header, req, lanes, turn).await),
+            Request::Fetch(req) => {
+                // Its records are written from the buffers they came in.
+                return self
+                    .fetch(header, req, lanes, turn)
+                    .await
+                    .map(|resp| encode_fetch_response(header, resp))
+                    .transpose();
+            }
             Request::ListOffsets(req) => {
                 self.respond(header, self.partitioned(header, req, lanes, turn).await)
             }
@@ -223,7 +231,8 @@ impl Router {
             Request::AddOffsetsToTxn(req) => self.coordinated(header, req, lanes, turn).await,
             Request::EndTxn(req) => self.coordinated(header, req, lanes, turn).await,
             Request::TxnOffsetCommit(req) => self.coordinated(header, req, lanes, turn).await,
-        }
+        };
+        answer.map(|frame| frame.map(Encoded::from))
     }
 
     fn respond<T: kafka_protocol::protocol::Encodable>(

@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::encoded::Encoded;
 use crate::frame::{self, FrameError};
 use crate::router::Router;
 
@@ -75,7 +76,7 @@ pub async fn serve(
     }
 }
 
-type Answer = Pin<Box<dyn Future<Output = (usize, Result<Option<Bytes>, FrameError>)> + Send>>;
+type Answer = Pin<Box<dyn Future<Output = (usize, Result<Option<Encoded>, FrameError>)> + Send>>;
 
 /// One client connection until it closes, breaks a rule, or `stop` fires.
 pub async fn serve_connection<S>(
@@ -119,9 +120,11 @@ pub async fn serve_connection<S>(
                 held_bytes -= size;
                 match answer {
                     Ok(Some(frame)) => {
-                        if let Err(e) = wr.write_all(&frame).await {
-                            debug!(error = %e, "client went away");
-                            return;
+                        for piece in frame.pieces() {
+                            if let Err(e) = wr.write_all(piece).await {
+                                debug!(error = %e, "client went away");
+                                return;
+                            }
                         }
                     }
                     Ok(None) => {}
@@ -172,7 +175,7 @@ pub async fn serve_connection<S>(
                             let mut resp: ApiVersionsResponse = router.api_versions();
                             resp.error_code = cutover_kafka::codes::UNSUPPORTED_VERSION;
                             let frame = frame::encode_response_at(ApiKey::ApiVersions, 0, correlation_id, &resp);
-                            answers.push_back(Box::pin(async move { (0, frame.map(Some)) }));
+                            answers.push_back(Box::pin(async move { (0, frame.map(|f| Some(f.into()))) }));
                         }
                         Err(e) => {
                             // Answer what came before it, then close.
