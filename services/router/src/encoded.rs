@@ -33,6 +33,11 @@ impl Encoded {
         &self.pieces
     }
 
+    /// Partitions whose records are pieces of their own.
+    pub fn spliced(&self) -> usize {
+        self.pieces.len() / 2
+    }
+
     /// Bytes on the wire.
     pub fn len(&self) -> usize {
         self.pieces.iter().map(Bytes::len).sum()
@@ -262,6 +267,7 @@ mod tests {
             // orders/0, orders/3, logs/0, logs/1 and logs/2 are spliced:
             // a head and the records each, and the tail.
             assert_eq!(encoded.pieces().len(), 5 * 2 + 1, "v{version}");
+            assert_eq!(encoded.spliced(), 5, "v{version}");
         }
     }
 
@@ -290,6 +296,7 @@ mod tests {
         let whole = encode_response(&header(11), &resp).expect("whole");
         let encoded = encode_fetch_response(&header(11), resp).expect("pieces");
         assert_eq!(encoded.pieces().len(), 1);
+        assert_eq!(encoded.spliced(), 0);
         assert_eq!(encoded.to_bytes(), whole);
     }
 

@@ -39,6 +39,9 @@ pub struct Metrics {
     /// Fetches read ahead, by what became of them (used, unmatched,
     /// empty, failed).
     pub readahead: IntCounterVec,
+    /// Partitions of Fetch answers whose records were written from the
+    /// upstream buffer (`encoded.rs`).
+    pub fetch_spliced: IntCounter,
 }
 
 impl Metrics {
@@ -118,6 +121,11 @@ impl Metrics {
             &["outcome"],
         )?;
         registry.register(Box::new(readahead.clone()))?;
+        let fetch_spliced = IntCounter::new(
+            "fetch_spliced_partitions_total",
+            "Partitions of Fetch answers whose records were written from the buffer they came in",
+        )?;
+        registry.register(Box::new(fetch_spliced.clone()))?;
         registry.register(Box::new(produce_rule_violations.clone()))?;
         registry.register(Box::new(producers_mapped.clone()))?;
         registry.register(Box::new(mirrored_topics.clone()))?;
@@ -146,6 +154,7 @@ impl Metrics {
             producers_mapped,
             upstream_retries,
             readahead,
+            fetch_spliced,
         })
     }
 

@@ -200,11 +200,12 @@ impl Router {
             }
             Request::Fetch(req) => {
                 // Its records are written from the buffers they came in.
-                return self
-                    .fetch(header, req, lanes, turn)
-                    .await
-                    .map(|resp| encode_fetch_response(header, resp))
-                    .transpose();
+                let Some(resp) = self.fetch(header, req, lanes, turn).await else {
+                    return Ok(None);
+                };
+                let encoded = encode_fetch_response(header, resp)?;
+                self.metrics.fetch_spliced.inc_by(encoded.spliced() as u64);
+                return Ok(Some(encoded));
             }
             Request::ListOffsets(req) => {
                 self.respond(header, self.partitioned(header, req, lanes, turn).await)
