@@ -1608,60 +1608,31 @@ fn router_assigned_consumer_with_stored_offsets_resumes_across_the_move() -> Res
 /// every record, byte for byte, at its offset.
 #[test]
 fn router_large_fetch_answers_reach_the_client_byte_for_byte() -> Result<()> {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     const T: &str = "large-answers";
     const N: usize = 300;
     let (bed, _cutover, r1, r2) = setup("router_large_answers")?;
     bed.kafka.create_topic(Side::Source, T, 2, &[])?;
-    // Distinct 4 KiB values, so a misplaced or shifted byte shows.
-    let value = |i: usize| -> Vec<u8> {
-        (0..4096usize)
-            .map(|j| (i.wrapping_mul(131) ^ j.wrapping_mul(7)) as u8)
-            .collect()
-    };
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bed.source_bootstrap())
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "20")
-        .create()?;
-    for i in 0..N {
-        let v = value(i);
-        producer
-            .send(
-                BaseRecord::<[u8], [u8]>::to(T)
-                    .partition((i % 2) as i32)
-                    .payload(&v),
-            )
-            .map_err(|(e, _)| e)?;
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(30))?;
-    for p in 0..2 {
-        let (_, high) = watermarks(bed.source_bootstrap(), T, p)?;
-        ensure!(high == (N / 2) as i64, "partition {p} ends at {high}");
-    }
     let before = router_metric_total(&[&r1, &r2], "cutover_router_fetch_spliced_partitions_total")?;
-
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap(&[&r1, &r2]))
-        .set("group.id", "large-answers")
-        .set("enable.auto.commit", "false")
-        .create()?;
     for p in 0..2 {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(T, p, rdkafka::Offset::Beginning)?;
-        consumer.assign(&tpl)?;
-        let got = poll_values(&consumer, N / 2, WAIT)?;
-        let want: Vec<(i64, Option<Vec<u8>>)> = (0..N / 2)
-            .map(|k| (k as i64, Some(value(k * 2 + p as usize))))
-            .collect();
+        // Distinct 4 KiB values, written directly to the source.
+        let spec = ProduceSpec {
+            mode: ProduceMode::Idempotent,
+            first_seq: p as u64 * 1_000,
+            value_size: Some(4096),
+            batch_records: 20,
+            ..ProduceSpec::default()
+        };
+        let produced = produce(bed.source_bootstrap(), T, p, N / 2, &spec)?;
+        let expected: Vec<ConsumedRecord> =
+            produced.records.iter().map(|r| r.to_consumed()).collect();
+        let (_, high) = watermarks(bed.source_bootstrap(), T, p)?;
+        let got = read_partition(&bootstrap(&[&r1, &r2]), T, p, 0, high)?;
         ensure!(
-            got == want,
-            "partition {p}: {} records through the router differ from the {} written \
-             (first difference at {:?})",
+            got == expected,
+            "partition {p}: {} records through the router, {} written: {:?}",
             got.len(),
-            want.len(),
-            got.iter().zip(&want).position(|(a, b)| a != b)
+            expected.len(),
+            first_difference(&expected, &got)
         );
     }
     let spliced =

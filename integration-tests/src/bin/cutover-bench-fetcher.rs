@@ -570,13 +570,7 @@ struct Summary {
 
 impl Summary {
     fn median(&self, f: impl Fn(&Row) -> f64) -> f64 {
-        let mut v: Vec<f64> = self.rows.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        match v.len() {
-            0 => f64::NAN,
-            n if n % 2 == 1 => v[n / 2],
-            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-        }
+        cutover_integration_tests::bench::median(self.rows.iter().map(f))
     }
 
     fn ratio(&self) -> f64 {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
 use clap::Parser;
-use cutover_integration_tests::bench::{process_cpu, write_report};
+use cutover_integration_tests::bench::{median, process_cpu, write_report};
 use cutover_integration_tests::cutover::Cutover;
 use cutover_integration_tests::{KafkaOptions, RealBed, Side, TestBed};
 use rdkafka::config::ClientConfig;
@@ -179,17 +179,6 @@ fn bulk_fetch(bootstrap: &str, topic: &str, ends: &[i64]) -> Result<(f64, u64)> 
 struct Round {
     produce: [f64; 2],
     fetch: [f64; 2],
-}
-
-/// The median (the mean of the middle two for an even count).
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 fn log_ends(bootstrap: &str, topic: &str) -> Result<Vec<i64>> {

@@ -14,6 +14,7 @@
 use std::sync::OnceLock;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::{ApiKey, FetchResponse};
 
 use crate::frame::{encode_response, FrameError, Header};
@@ -47,7 +48,8 @@ impl Encoded {
         self.len() == 0
     }
 
-    /// The frame as one buffer (tests, and readers of small answers).
+    /// The frame as one buffer.
+    #[cfg(test)]
     pub fn to_bytes(&self) -> Bytes {
         match self.pieces.as_slice() {
             [one] => one.clone(),
@@ -107,17 +109,19 @@ fn length_of(len: usize, flexible: bool) -> Result<BytesMut, usize> {
     Ok(out)
 }
 
+fn partitions(resp: &mut FetchResponse) -> impl Iterator<Item = &mut PartitionData> {
+    resp.responses
+        .iter_mut()
+        .flat_map(|t| t.partitions.iter_mut())
+}
+
 /// Encodes a Fetch answer, its larger records as pieces of their own.
 pub fn encode_fetch_response(
     header: &Header,
     mut resp: FetchResponse,
 ) -> Result<Encoded, FrameError> {
     let mut spliced: Vec<Bytes> = Vec::new();
-    for p in resp
-        .responses
-        .iter_mut()
-        .flat_map(|t| t.partitions.iter_mut())
-    {
+    for p in partitions(&mut resp) {
         if p.records
             .as_ref()
             .is_some_and(|r| r.len() >= SPLICE_MIN_BYTES)
@@ -141,11 +145,7 @@ pub fn encode_fetch_response(
             // is still right.
             tracing::warn!("placeholders not found in an encoded Fetch answer; encoding it whole");
             let mut records = spliced.into_iter();
-            for p in resp
-                .responses
-                .iter_mut()
-                .flat_map(|t| t.partitions.iter_mut())
-            {
+            for p in partitions(&mut resp) {
                 if p.records
                     .as_ref()
                     .is_some_and(|r| r.len() == PLACEHOLDER_LEN && r.starts_with(marker()))
@@ -196,9 +196,7 @@ fn splice(small: &Bytes, records: &[Bytes], flexible: bool) -> Option<Vec<Bytes>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::fetch_response::{
-        AbortedTransaction, FetchableTopicResponse, PartitionData,
-    };
+    use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse};
     use kafka_protocol::messages::{ProducerId, TopicName};
     use kafka_protocol::protocol::StrBytes;
 
