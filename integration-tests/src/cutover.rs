@@ -457,6 +457,16 @@ impl Cutover {
     /// Starts a router with `node_id` in front of `link`'s clusters and
     /// waits until it is ready (registered and listening).
     pub fn start_router(&self, node_id: i32, link: &str) -> Result<RouterProcess> {
+        self.start_router_with(node_id, link, &[])
+    }
+
+    /// `start_router` with more flags for the router.
+    pub fn start_router_with(
+        &self,
+        node_id: i32,
+        link: &str,
+        extra: &[&str],
+    ) -> Result<RouterProcess> {
         let kafka = format!("127.0.0.1:{}", free_port()?);
         let http = format!("127.0.0.1:{}", free_port()?);
         let grpc = format!("127.0.0.1:{}", free_port()?);
@@ -477,6 +487,7 @@ impl Cutover {
             "3",
         ]
         .iter()
+        .chain(extra)
         .map(|s| s.to_string())
         .collect();
         let name = format!("router-{node_id}");

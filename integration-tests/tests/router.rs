@@ -1607,19 +1607,32 @@ fn router_assigned_consumer_with_stored_offsets_resumes_across_the_move() -> Res
 /// buffers they came in (`encoded.rs`): a consumer through the router gets
 /// every record, byte for byte, at its offset.
 #[test]
-fn router_large_fetch_answers_reach_the_client_byte_for_byte() -> Result<()> {
+fn router_large_fetch_answers_reach_the_client_byte_for_byte_within_the_fetch_cap() -> Result<()> {
     const T: &str = "large-answers";
     const N: usize = 300;
-    let (bed, _cutover, r1, r2) = setup("router_large_answers")?;
+    const BATCH: usize = 10;
+    // Below one batch (10 records of 4 KiB): each upstream answer holds
+    // one batch per partition, the first, which Kafka returns whole.
+    const CAP: &str = "32768";
+    let bed = RealBed::start("router_large_answers")?;
+    let cutover = Cutover::start(&bed)?;
+    cutover.create_link(&bed, "l1", &[])?;
+    let r1 = cutover.start_router_with(1, "l1", &["--max-fetch-bytes", CAP])?;
+    let r2 = cutover.start_router_with(2, "l1", &["--max-fetch-bytes", CAP])?;
     bed.kafka.create_topic(Side::Source, T, 2, &[])?;
     let before = router_metric_total(&[&r1, &r2], "cutover_router_fetch_spliced_partitions_total")?;
+    let fetches_before = router_metric(
+        &[&r1, &r2],
+        "cutover_router_requests_total",
+        ("api", "Fetch"),
+    )?;
     for p in 0..2 {
         // Distinct 4 KiB values, written directly to the source.
         let spec = ProduceSpec {
             mode: ProduceMode::Idempotent,
             first_seq: p as u64 * 1_000,
             value_size: Some(4096),
-            batch_records: 20,
+            batch_records: BATCH,
             ..ProduceSpec::default()
         };
         let produced = produce(bed.source_bootstrap(), T, p, N / 2, &spec)?;
@@ -1640,6 +1653,52 @@ fn router_large_fetch_answers_reach_the_client_byte_for_byte() -> Result<()> {
     ensure!(
         spliced > 0.0,
         "no Fetch answer was written in pieces: the test did not reach the path it checks"
+    );
+    // The other way: 4 KiB records written through the routers arrive at
+    // the source as written, their batches sent upstream from the buffer
+    // they came in.
+    const W: &str = "large-writes";
+    bed.kafka.create_topic(Side::Source, W, 1, &[])?;
+    let produce_before = router_metric_total(
+        &[&r1, &r2],
+        "cutover_router_produce_spliced_partitions_total",
+    )?;
+    let spec = ProduceSpec {
+        mode: ProduceMode::Idempotent,
+        value_size: Some(4096),
+        batch_records: BATCH,
+        ..ProduceSpec::default()
+    };
+    let produced = produce(&bootstrap(&[&r1, &r2]), W, 0, N / 2, &spec)?;
+    let expected: Vec<ConsumedRecord> = produced.records.iter().map(|r| r.to_consumed()).collect();
+    let (_, high) = watermarks(bed.source_bootstrap(), W, 0)?;
+    let got = read_partition(bed.source_bootstrap(), W, 0, 0, high)?;
+    ensure!(
+        got == expected,
+        "{} records at the source, {} written through the router: {:?}",
+        got.len(),
+        expected.len(),
+        first_difference(&expected, &got)
+    );
+    let produce_spliced = router_metric_total(
+        &[&r1, &r2],
+        "cutover_router_produce_spliced_partitions_total",
+    )? - produce_before;
+    ensure!(
+        produce_spliced > 0.0,
+        "no Produce request went upstream in pieces: the test did not reach the path it checks"
+    );
+    // The client asks for up to 1 MiB a partition; without the cap one or
+    // two Fetches would bring a partition's 600 KiB.
+    let fetches = router_metric(
+        &[&r1, &r2],
+        "cutover_router_requests_total",
+        ("api", "Fetch"),
+    )? - fetches_before;
+    let batches = 2 * (N / 2).div_ceil(BATCH);
+    ensure!(
+        fetches >= batches as f64,
+        "{fetches} Fetch requests brought {batches} batches larger than the cap: the cap was not applied"
     );
     Ok(())
 }

@@ -10,7 +10,7 @@
 //! Results on stdout and in `target/bench/router.json`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
@@ -35,11 +35,19 @@ struct Args {
     #[arg(long, default_value_t = 2_000)]
     probes: usize,
     /// Rounds of the throughput load (each way once per round).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 7)]
     rounds: usize,
+    /// Rounds run first and not counted: the brokers' JIT compiles the
+    /// bulk path during them (a first round's direct produce measured
+    /// slower than every later one).
+    #[arg(long, default_value_t = 1)]
+    warmup_rounds: usize,
     /// MB written (and then read) each way in each round.
     #[arg(long, default_value_t = 128)]
     mb: usize,
+    /// Produce goes in chunks of this many MB, direct and routed in turn.
+    #[arg(long, default_value_t = 32)]
+    chunk_mb: usize,
     #[arg(long, default_value_t = 1024)]
     record_bytes: usize,
     #[arg(long)]
@@ -115,9 +123,9 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
 }
 
 /// Writes `mb` MB of `record_bytes` records round-robin over the topic's
-/// partitions as fast as the producer goes; returns the seconds taken.
-fn bulk_produce(bootstrap: &str, topic: &str, mb: usize, record_bytes: usize) -> Result<f64> {
-    let p = producer(bootstrap, "5")?;
+/// partitions as fast as the producer goes, waiting for every
+/// acknowledgement; returns the seconds taken.
+fn bulk_produce(p: &BaseProducer, topic: &str, mb: usize, record_bytes: usize) -> Result<f64> {
     let value = vec![b'x'; record_bytes];
     let n = mb * 1024 * 1024 / record_bytes;
     let t = Instant::now();
@@ -141,6 +149,31 @@ fn bulk_produce(bootstrap: &str, topic: &str, mb: usize, record_bytes: usize) ->
     p.flush(Duration::from_secs(120))
         .context("flushing the bulk load")?;
     Ok(t.elapsed().as_secs_f64())
+}
+
+/// One round's produce load both ways, in chunks of `chunk_mb` taken in
+/// turn (the way going first alternating from chunk to chunk), so that a
+/// shared machine's drift falls on both ways within a fraction of a
+/// second. Each chunk waits for its acknowledgements, which costs the
+/// router its added latency once per chunk. Returns the MB/s of each way
+/// (`[direct, router]`).
+fn produce_in_turns(
+    ways: [(&str, String); 2],
+    mb: usize,
+    chunk_mb: usize,
+    record_bytes: usize,
+) -> Result<[f64; 2]> {
+    let producers = [producer(ways[0].0, "5")?, producer(ways[1].0, "5")?];
+    let chunks = mb / chunk_mb;
+    let mut secs = [0.0f64; 2];
+    for c in 0..chunks {
+        let order = if c % 2 == 0 { [0, 1] } else { [1, 0] };
+        for w in order {
+            secs[w] += bulk_produce(&producers[w], &ways[w].1, chunk_mb, record_bytes)?;
+        }
+    }
+    let written = (chunks * chunk_mb) as f64;
+    Ok([written / secs[0], written / secs[1]])
 }
 
 /// Reads the topic from the start up to `ends` (per partition); returns
@@ -196,11 +229,34 @@ fn main() -> Result<()> {
         o.heap_mb = 1024;
         o.quick_jit = false;
     }
+    // The source's log on tmpfs when there is one: the disk's writeback
+    // of earlier rounds otherwise lands on whichever way runs at that
+    // moment (direct produce measured 144 to 374 MB/s in one run), and it
+    // is neither way's cost.
+    let shm = Path::new("/dev/shm");
+    let tmpfs_log = shm.is_dir().then(|| shm.join("cutover-bench-router"));
+    if let Some(dir) = &tmpfs_log {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("clearing {}", dir.display()))
+            }
+            _ => {}
+        }
+        source
+            .overrides
+            .insert("log.dirs".into(), dir.display().to_string());
+    }
     let bed = RealBed::start_own_with("bench-router", source, target)?;
     ensure!(args.rounds > 0, "--rounds must be at least 1");
+    ensure!(
+        args.chunk_mb > 0 && args.mb % args.chunk_mb == 0,
+        "--mb ({}) must be a multiple of --chunk-mb ({})",
+        args.mb,
+        args.chunk_mb
+    );
     bed.kafka
         .create_topic(Side::Source, "lat", PARTITIONS, &[])?;
-    for round in 0..args.rounds {
+    for round in 0..args.warmup_rounds + args.rounds {
         for way in ["direct", "router"] {
             bed.kafka.create_topic(
                 Side::Source,
@@ -254,7 +310,8 @@ fn main() -> Result<()> {
     let mut rounds = Vec::new();
     let (mut produce_cpu, mut fetch_cpu) = (Duration::ZERO, Duration::ZERO);
     let (mut produce_mb, mut fetch_mb) = (0.0, 0.0);
-    for round in 0..args.rounds {
+    for round in 0..args.warmup_rounds + args.rounds {
+        let counted = round >= args.warmup_rounds;
         let ways: [(&str, bool); 2] = if round % 2 == 0 {
             [(direct_addr.as_str(), false), (router.kafka.as_str(), true)]
         } else {
@@ -262,15 +319,19 @@ fn main() -> Result<()> {
         };
         let topic =
             |routed: bool| format!("bulk-{round}-{}", if routed { "router" } else { "direct" });
-        let mut produce = [0.0f64; 2];
-        for (bootstrap, routed) in ways {
-            let cpu = process_cpu(router_pid)?;
-            let secs = bulk_produce(bootstrap, &topic(routed), args.mb, args.record_bytes)?;
-            produce[usize::from(routed)] = mb / secs;
-            if routed {
-                produce_cpu += process_cpu(router_pid)?.saturating_sub(cpu);
-                produce_mb += mb;
-            }
+        let cpu = process_cpu(router_pid)?;
+        let produce = produce_in_turns(
+            [
+                (direct_addr.as_str(), topic(false)),
+                (router.kafka.as_str(), topic(true)),
+            ],
+            args.mb,
+            args.chunk_mb,
+            args.record_bytes,
+        )?;
+        if counted {
+            produce_cpu += process_cpu(router_pid)?.saturating_sub(cpu);
+            produce_mb += mb;
         }
         let mut fetch = [0.0f64; 2];
         for (bootstrap, routed) in ways {
@@ -279,14 +340,18 @@ fn main() -> Result<()> {
             let (secs, bytes) = bulk_fetch(bootstrap, &topic(routed), &ends)?;
             let read_mb = bytes as f64 / 1048576.0;
             fetch[usize::from(routed)] = read_mb / secs;
-            if routed {
+            if routed && counted {
                 fetch_cpu += process_cpu(router_pid)?.saturating_sub(cpu);
                 fetch_mb += read_mb;
             }
         }
+        let name = if counted {
+            format!("round {}", round + 1 - args.warmup_rounds)
+        } else {
+            format!("warm-up {}", round + 1)
+        };
         println!(
-            "round {}: produce direct {:.1} MB/s, router {:.1} MB/s ({:.2}x); fetch direct {:.1} MB/s, router {:.1} MB/s ({:.2}x)",
-            round + 1,
+            "{name}: produce direct {:.1} MB/s, router {:.1} MB/s ({:.2}x); fetch direct {:.1} MB/s, router {:.1} MB/s ({:.2}x)",
             produce[0],
             produce[1],
             produce[1] / produce[0],
@@ -294,7 +359,9 @@ fn main() -> Result<()> {
             fetch[1],
             fetch[1] / fetch[0]
         );
-        rounds.push(Round { produce, fetch });
+        if counted {
+            rounds.push(Round { produce, fetch });
+        }
     }
     let produce_ratio = median(rounds.iter().map(|r| r.produce[1] / r.produce[0]));
     let fetch_ratio = median(rounds.iter().map(|r| r.fetch[1] / r.fetch[0]));
@@ -336,7 +403,9 @@ fn main() -> Result<()> {
     println!("fetch read-ahead by outcome: {readahead:?}");
     let out = json!({
         "fetch_readahead": readahead,
+        "source_log_on_tmpfs": tmpfs_log.is_some(),
         "probes": args.probes,
+        "warmup_rounds": args.warmup_rounds,
         "produce_latency_us": {
             "direct": {"p50": d50, "p99": d99},
             "router": {"p50": r50, "p99": r99},
@@ -348,6 +417,7 @@ fn main() -> Result<()> {
         })).collect::<Vec<_>>(),
         "produce": {
             "mb_per_round": args.mb,
+            "chunk_mb": args.chunk_mb,
             "record_bytes": args.record_bytes,
             "median_ratio": produce_ratio,
             "router_cpu_ms_per_mb": produce_cpu_ms,
@@ -359,5 +429,12 @@ fn main() -> Result<()> {
         "total_secs": started.elapsed().as_secs_f64(),
     });
     write_report(args.json.as_deref(), "router.json", &out, started)?;
+    // The log is memory: stop the brokers, then free it.
+    drop(router);
+    drop(cutover);
+    drop(bed);
+    if let Some(dir) = &tmpfs_log {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
     Ok(())
 }

@@ -28,6 +28,7 @@ use tracing::{debug, info_span, warn, Instrument};
 use crate::codec::{self, decode_frame, encode_request, split_frame};
 use crate::config::ClusterConfig;
 use crate::error::{codes, KafkaError};
+use crate::pieces::{self, Encoded};
 
 type Reply = Result<Bytes, KafkaError>;
 
@@ -74,7 +75,7 @@ struct Pending {
 
 struct Outgoing {
     correlation_id: i32,
-    frame: Bytes,
+    frame: Encoded,
     tx: oneshot::Sender<Reply>,
     /// False for a request the broker does not answer (Produce with
     /// acks=0): `tx` then gets an empty frame once it is written.
@@ -362,18 +363,30 @@ impl Connection {
         version: i16,
         body: &R,
     ) -> Result<oneshot::Receiver<Reply>, KafkaError> {
-        self.enqueue_with(api, version, body, true).await
+        self.enqueue_with(api, version, body, Vec::new(), true)
+            .await
     }
 
+    /// `records` are what `pieces::swap_out` took out of `body`: they are
+    /// written from their own buffers, not copied into the encoding.
     async fn enqueue_with<R: Encodable>(
         &self,
         api: ApiKey,
         version: i16,
         body: &R,
+        records: Vec<Bytes>,
         reply: bool,
     ) -> Result<oneshot::Receiver<Reply>, KafkaError> {
         let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode_request(api, version, correlation_id, &self.client_id, body)?;
+        let small = encode_request(api, version, correlation_id, &self.client_id, body)?;
+        let flexible = api.request_header_version(version) >= 2;
+        let frame = pieces::splice(&small, &records, flexible).ok_or_else(|| {
+            KafkaError::Protocol(format!(
+                "{api:?} v{version} request to broker {}: the records to write from their own \
+                 buffers have no placeholder in the encoding",
+                self.addr()
+            ))
+        })?;
         let (tx, rx) = oneshot::channel();
         let msg = Outgoing {
             correlation_id,
@@ -399,7 +412,19 @@ impl Connection {
         version: i16,
         body: &R,
     ) -> Result<PendingReply, KafkaError> {
-        let rx = self.enqueue_rx(api, version, body).await?;
+        self.enqueue_spliced(api, version, body, Vec::new()).await
+    }
+
+    /// [`Connection::enqueue`] with `records` taken out of `body` by
+    /// `pieces::swap_out`, written from their own buffers.
+    pub(crate) async fn enqueue_spliced<R: Encodable>(
+        self: &Arc<Self>,
+        api: ApiKey,
+        version: i16,
+        body: &R,
+        records: Vec<Bytes>,
+    ) -> Result<PendingReply, KafkaError> {
+        let rx = self.enqueue_with(api, version, body, records, true).await?;
         Ok(PendingReply {
             rx,
             conn: self.clone(),
@@ -415,9 +440,12 @@ impl Connection {
         api: ApiKey,
         version: i16,
         body: &R,
+        records: Vec<Bytes>,
         timeout: Duration,
     ) -> Result<(), KafkaError> {
-        let rx = self.enqueue_with(api, version, body, false).await?;
+        let rx = self
+            .enqueue_with(api, version, body, records, false)
+            .await?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => reply.map(|_| ()),
             Ok(Err(_)) => Err(self.shared.closed_error()),
@@ -492,7 +520,7 @@ async fn writer(
         }
         let written = tokio::select! {
             _ = token.cancelled() => break,
-            r = wr.write_all(&msg.frame) => r,
+            r = write_pieces(&mut wr, &msg.frame) => r,
         };
         if let Err(e) = written {
             let err = KafkaError::Io {
@@ -516,6 +544,13 @@ async fn writer(
         let _ = msg.tx.send(Err(shared.closed_error()));
     }
     let _ = wr.shutdown().await;
+}
+
+async fn write_pieces(wr: &mut OwnedWriteHalf, frame: &Encoded) -> io::Result<()> {
+    for piece in frame.pieces() {
+        wr.write_all(piece).await?;
+    }
+    Ok(())
 }
 
 async fn reader(mut rd: OwnedReadHalf, shared: Arc<Shared>, max_frame: usize) {

@@ -614,7 +614,11 @@ impl Inner {
         req.acks = -1;
         req.timeout_ms = millis(timeout);
         req.topic_data = vec![td];
-        let pending = route.conn.enqueue(ApiKey::Produce, version, &req).await?;
+        let records = crate::pieces::swap_out(crate::pieces::produce_records(&mut req));
+        let pending = route
+            .conn
+            .enqueue_spliced(ApiKey::Produce, version, &req, records)
+            .await?;
         Ok((pending, version, route.topic_id))
     }
 

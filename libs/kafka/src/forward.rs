@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -76,7 +77,8 @@ impl Cluster {
         timeout: Duration,
     ) -> Result<(), KafkaError> {
         let conn = self.forward_connection(to).await?;
-        conn.send_unanswered(api, version, body, timeout).await
+        conn.send_unanswered(api, version, body, Vec::new(), timeout)
+            .await
     }
 
     async fn forward_connection(&self, to: Destination) -> Result<Arc<Connection>, KafkaError> {
@@ -166,21 +168,39 @@ impl Lane {
         version: i16,
         body: &R,
     ) -> Result<Pending, KafkaError> {
-        let conn = self.connection(to).await?;
-        conn.enqueue(api, version, body).await.map(Pending)
+        self.send_spliced(to, api, version, body, Vec::new()).await
     }
 
-    /// As [`Cluster::forward_unanswered`], on this lane's connection.
+    /// As [`Lane::send`], `records` (taken out of `body` by
+    /// [`crate::pieces::swap_out`]) written from their own buffers.
+    pub async fn send_spliced<R: Encodable>(
+        &self,
+        to: Destination,
+        api: ApiKey,
+        version: i16,
+        body: &R,
+        records: Vec<Bytes>,
+    ) -> Result<Pending, KafkaError> {
+        let conn = self.connection(to).await?;
+        conn.enqueue_spliced(api, version, body, records)
+            .await
+            .map(Pending)
+    }
+
+    /// As [`Cluster::forward_unanswered`], on this lane's connection, with
+    /// `records` as in [`Lane::send_spliced`].
     pub async fn forward_unanswered<R: Encodable>(
         &self,
         to: Destination,
         api: ApiKey,
         version: i16,
         body: &R,
+        records: Vec<Bytes>,
         timeout: Duration,
     ) -> Result<(), KafkaError> {
         let conn = self.connection(to).await?;
-        conn.send_unanswered(api, version, body, timeout).await
+        conn.send_unanswered(api, version, body, records, timeout)
+            .await
     }
 
     /// The cluster this lane leads to.

@@ -8,7 +8,8 @@
 //! wrong (leader moved, epoch changed, connection lost).
 //!
 //! Record batches are never decoded here: Fetch hands back the records blob
-//! as received and Produce sends the caller's batch as is.
+//! as received and Produce sends the caller's batch as is, from the
+//! caller's own buffer when it is large ([`pieces`]).
 //!
 //! # Retries
 //!
@@ -47,6 +48,7 @@ mod conn;
 mod data;
 mod error;
 mod forward;
+pub mod pieces;
 mod session;
 mod types;
 

@@ -56,6 +56,15 @@ pub struct RouterConfig {
     /// being read: bounds memory per connection.
     #[arg(long, env = "CUTOVER_ROUTER_MAX_INFLIGHT_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_inflight_bytes: usize,
+    /// Largest Fetch answer the router asks a cluster for, in all and per
+    /// partition (a client's larger `fetch.max.bytes` and
+    /// `max.partition.fetch.bytes` are lowered to it; a batch larger than
+    /// it still comes whole, as Kafka always returns the first batch). It
+    /// bounds what one connection holds, the answer being written and the
+    /// one read ahead, and keeps the router's store-and-forward of each
+    /// answer short.
+    #[arg(long, env = "CUTOVER_ROUTER_MAX_FETCH_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(i32).range(1024..))]
+    pub max_fetch_bytes: i32,
     /// Producer-id mappings unused this long are removed from etcd (a
     /// producer that comes back later starts over with a new id). Kafka
     /// forgets a transactional id after 7 days.

@@ -42,6 +42,8 @@ pub struct Metrics {
     /// Partitions of Fetch answers whose records were written from the
     /// upstream buffer (`encoded.rs`).
     pub fetch_spliced: IntCounter,
+    /// Records of Produce partitions sent upstream from the client's buffer.
+    pub produce_spliced: IntCounter,
 }
 
 impl Metrics {
@@ -126,6 +128,11 @@ impl Metrics {
             "Partitions of Fetch answers whose records were written from the buffer they came in",
         )?;
         registry.register(Box::new(fetch_spliced.clone()))?;
+        let produce_spliced = IntCounter::new(
+            "produce_spliced_partitions_total",
+            "Partitions of Produce requests whose records went upstream from the buffer they came in",
+        )?;
+        registry.register(Box::new(produce_spliced.clone()))?;
         registry.register(Box::new(produce_rule_violations.clone()))?;
         registry.register(Box::new(producers_mapped.clone()))?;
         registry.register(Box::new(mirrored_topics.clone()))?;
@@ -155,6 +162,7 @@ impl Metrics {
             upstream_retries,
             readahead,
             fetch_spliced,
+            produce_spliced,
         })
     }
 

@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use cutover_kafka::pieces;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -46,6 +48,12 @@ pub trait Partitioned: Encodable + Send + Sync + Sized {
     /// Produce with acks=0: the broker (and so the router) answers nothing.
     fn unanswered(&self) -> bool {
         false
+    }
+    /// Takes out of the request the records written from their own
+    /// buffers rather than copied into its encoding
+    /// (`cutover_kafka::pieces`); only Produce carries any.
+    fn take_large_records(&mut self) -> Vec<Bytes> {
+        Vec::new()
     }
     /// How long the broker may hold the request beyond the usual timeout.
     fn broker_wait(&self) -> Duration {
@@ -94,6 +102,9 @@ impl Partitioned for ProduceRequest {
             .iter()
             .flat_map(|t| t.partition_data.iter().map(move |p| (&t.name, p)))
             .collect()
+    }
+    fn take_large_records(&mut self) -> Vec<Bytes> {
+        pieces::swap_out(pieces::produce_records(self))
     }
     fn partition(part: &Self::Part) -> i32 {
         part.index

@@ -108,6 +108,14 @@ pub fn next_request(req: &FetchRequest, resp: &FetchResponse) -> Option<FetchReq
     (advanced && size <= MAX_READAHEAD_BYTES).then_some(next)
 }
 
+/// Lowers what `req` may bring to `max` bytes, in all and per partition.
+pub fn cap(req: &mut FetchRequest, max: i32) {
+    req.max_bytes = req.max_bytes.min(max);
+    for p in req.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+        p.partition_max_bytes = p.partition_max_bytes.min(max);
+    }
+}
+
 /// A Fetch sent upstream ahead of the client.
 pub struct ReadAhead {
     /// The client request it answers.
@@ -246,5 +254,21 @@ mod tests {
         assert!(next_request(&req, &response(vec![(0, 0, None)])).is_none());
         assert!(next_request(&req, &response(vec![(0, 6, Some(records(10, 1, 0)))])).is_none());
         assert!(next_request(&req, &response(vec![])).is_none());
+    }
+
+    #[test]
+    fn the_cap_lowers_larger_asks_and_keeps_smaller_ones() {
+        let mut r = request(&[(0, 5), (1, 9)]);
+        r.topics[0].partitions[1].partition_max_bytes = 1000;
+        cap(&mut r, 4096);
+        assert_eq!(r.max_bytes, 4096);
+        let per: Vec<i32> = r.topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.partition_max_bytes)
+            .collect();
+        assert_eq!(per, vec![4096, 1000]);
+        // Only sizes change: what is asked for stays.
+        assert_eq!(r.topics[0].partitions[1].fetch_offset, 9);
     }
 }

@@ -82,6 +82,12 @@ impl Lanes {
 /// A cluster and one of its brokers.
 type Upstream = (Side, i32);
 
+/// How long upstream requests may take and how much a Fetch may bring.
+pub struct Limits {
+    pub timeout: Duration,
+    pub max_fetch_bytes: i32,
+}
+
 /// The router's request handling; shared by every client connection.
 pub struct Router {
     pub(crate) node_id: i32,
@@ -90,6 +96,8 @@ pub struct Router {
     pub(crate) source: Cluster,
     pub(crate) target: Cluster,
     pub(crate) timeout: Duration,
+    /// Cap of every Fetch sent upstream (`RouterConfig::max_fetch_bytes`).
+    max_fetch_bytes: i32,
     pub(crate) metrics: Metrics,
     pub(crate) producers: Producers,
     pub(crate) holding: Holding,
@@ -149,13 +157,17 @@ impl Router {
         node_id: i32,
         watched: Watched,
         clusters: Clusters,
-        timeout: Duration,
+        limits: Limits,
         metrics: Metrics,
         producers: Producers,
         holding: Holding,
     ) -> Router {
         let Watched { routers, topics } = watched;
         let Clusters { source, target } = clusters;
+        let Limits {
+            timeout,
+            max_fetch_bytes,
+        } = limits;
         Router {
             node_id,
             routers,
@@ -163,6 +175,7 @@ impl Router {
             source,
             target,
             timeout,
+            max_fetch_bytes,
             metrics,
             producers,
             holding,
@@ -592,15 +605,21 @@ impl Router {
                 .iter()
                 .map(|(t, p)| (t.clone(), R::partition(p)))
                 .collect();
-            let sub = req.with_parts(parts);
+            let mut sub = req.with_parts(parts);
+            let records = sub.take_large_records();
+            if !records.is_empty() {
+                self.metrics.produce_spliced.inc_by(records.len() as u64);
+            }
             let lane = lanes.of(side);
             let to = Destination::Node(leader);
             let queued = if unanswered {
-                lane.forward_unanswered(to, R::API, header.version, &sub, timeout)
+                lane.forward_unanswered(to, R::API, header.version, &sub, records, timeout)
                     .await
                     .map(|()| None)
             } else {
-                lane.send(to, R::API, header.version, &sub).await.map(Some)
+                lane.send_spliced(to, R::API, header.version, &sub, records)
+                    .await
+                    .map(Some)
             };
             sent.push((side, keys, queued));
         }
@@ -669,7 +688,11 @@ impl Router {
     ) -> Option<FetchResponse> {
         let resp = match self.readahead_answer(header, &req, lanes, turn).await {
             Some(resp) => resp,
-            None => self.partitioned(header, req.clone(), lanes, turn).await?,
+            None => {
+                let mut up = req.clone();
+                readahead::cap(&mut up, self.max_fetch_bytes);
+                self.partitioned(header, up, lanes, turn).await?
+            }
         };
         self.read_ahead(header, &req, &resp, lanes).await;
         Some(resp)
@@ -762,6 +785,7 @@ impl Router {
             return;
         };
         let mut sub = next.with_parts(parts);
+        readahead::cap(&mut sub, self.max_fetch_bytes);
         // Answered at once: a read-ahead must not hold the connection.
         sub.max_wait_ms = 0;
         let Ok(pending) = lanes

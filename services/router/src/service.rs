@@ -20,7 +20,7 @@ use crate::members;
 use crate::members_seen::{GroupMembers, FORGET_AFTER};
 use crate::metrics::Metrics;
 use crate::producers::Producers;
-use crate::router::{Clusters, Holding, Router, Watched};
+use crate::router::{Clusters, Holding, Limits, Router, Watched};
 use crate::server::{self, ConnectionLimits};
 use crate::topics;
 
@@ -188,7 +188,10 @@ pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), R
             source: source.clone(),
             target: target.clone(),
         },
-        cfg.kafka_timeout(),
+        Limits {
+            timeout: cfg.kafka_timeout(),
+            max_fetch_bytes: cfg.max_fetch_bytes,
+        },
         metrics.clone(),
         Producers::new(
             coord.clone(),
