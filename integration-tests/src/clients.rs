@@ -448,7 +448,8 @@ pub async fn read_partition_async(
         .context("read task")?
 }
 
-fn consumed<M: Message>(msg: &M) -> ConsumedRecord {
+/// A consumed message as the tests compare records.
+pub fn consumed<M: Message>(msg: &M) -> ConsumedRecord {
     let headers = msg
         .headers()
         .map(|hs| {

@@ -565,14 +565,24 @@ pub fn etcd_snapshot(endpoint: &str) -> Result<(i64, Vec<(String, String)>)> {
 }
 
 /// Sets the state of mirror topic `topic` of `link` in etcd itself, as a
-/// promotion will (a compare-and-swap on the document's revision, retried
-/// when something else wrote it in between); returns the etcd revision of
-/// the write.
+/// promotion will; returns the etcd revision of the write.
 pub fn set_mirror_state(
     endpoint: &str,
     link: &str,
     topic: &str,
     state: cutover_model::MirrorState,
+) -> Result<i64> {
+    update_mirror(endpoint, link, topic, |doc| doc.state = state)
+}
+
+/// Changes mirror topic `topic` of `link` in etcd itself with `change` (a
+/// compare-and-swap on the document's revision, retried when something
+/// else wrote it in between); returns the etcd revision of the write.
+pub fn update_mirror(
+    endpoint: &str,
+    link: &str,
+    topic: &str,
+    change: impl Fn(&mut cutover_model::MirrorTopic),
 ) -> Result<i64> {
     use etcd_client::{Compare, CompareOp, Txn, TxnOp};
     let key = format!("/cutover/v1/{}", cutover_model::keys::mirror(link, topic));
@@ -586,7 +596,7 @@ pub fn set_mirror_state(
                 .first()
                 .ok_or_else(|| anyhow::anyhow!("no mirror topic at {key}"))?;
             let mut doc: cutover_model::MirrorTopic = serde_json::from_slice(kv.value())?;
-            doc.state = state;
+            change(&mut doc);
             let txn = Txn::new()
                 .when([Compare::mod_revision(
                     key.as_str(),

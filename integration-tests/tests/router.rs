@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context as _, Result};
 use bytes::{BufMut, BytesMut};
-use cutover_integration_tests::cutover::{set_mirror_state, wait_until, Cutover, RouterProcess};
+use cutover_integration_tests::cutover::{
+    set_mirror_state, update_mirror, wait_until, Cutover, RouterProcess,
+};
 use cutover_integration_tests::*;
 use cutover_kafka::kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
@@ -1699,6 +1701,157 @@ fn router_large_fetch_answers_reach_the_client_byte_for_byte_within_the_fetch_ca
     ensure!(
         fetches >= batches as f64,
         "{fetches} Fetch requests brought {batches} batches larger than the cap: the cap was not applied"
+    );
+    Ok(())
+}
+
+/// The leader epochs each router shows for `topic`, per partition.
+fn shown_epochs(router: &RouterProcess, topic: &str) -> Result<Vec<i32>> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let cluster = cutover_kafka::Cluster::connect(cutover_kafka::ClusterConfig::new([router
+            .kafka
+            .as_str()]))
+        .await?;
+        let md = cluster.metadata(Some(&[topic.to_owned()])).await?;
+        let t = md
+            .topics
+            .iter()
+            .find(|t| t.name == topic)
+            .ok_or_else(|| anyhow!("router {} does not list {topic}", router.node_id))?;
+        let mut epochs: Vec<(i32, i32)> = t
+            .partitions
+            .iter()
+            .map(|p| (p.partition, p.leader_epoch))
+            .collect();
+        epochs.sort();
+        cluster.close().await;
+        Ok(epochs.into_iter().map(|(_, e)| e).collect())
+    })
+}
+
+/// Leader epochs across promotion, rollback and promotion again: the topic's
+/// primary switches three times (as the orchestrator will record them, in
+/// the mirror topic's `switches`), and after each switch every router
+/// shows every partition's epoch above what it showed before, the new
+/// primary's generation in its top bits. A consumer through the routers
+/// reads across all three switches with offset reset disabled; writes go
+/// to the source after the rollback (and the mirror copies them on) and to
+/// the target after the second promotion, and the consumer gets each
+/// record once, in order, with no error.
+#[test]
+fn router_leader_epochs_go_up_at_every_switch_of_the_primary_either_way() -> Result<()> {
+    const T: &str = "routed-switches";
+    const N: usize = 100;
+    let (bed, mut cutover, r1, r2) = setup("router_switches")?;
+    bed.kafka.create_topic(Side::Source, T, 1, &[])?;
+    let via = bootstrap(&[&r1, &r2]);
+    let plain = |first_seq: u64| ProduceSpec {
+        mode: ProduceMode::Plain,
+        first_seq,
+        ..ProduceSpec::default()
+    };
+    let mut written: Vec<ConsumedRecord> = produce(bed.source_bootstrap(), T, 0, N, &plain(0))?
+        .records
+        .iter()
+        .map(|r| r.to_consumed())
+        .collect();
+    mirror(&mut cutover, T)?;
+    cutover.wait_in_sync("l1", WAIT)?;
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &via)
+        .set("group.id", "router-switches")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "error")
+        .set("topic.metadata.refresh.interval.ms", "500")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(T, 0, rdkafka::Offset::Offset(0))?;
+    consumer.assign(&tpl)?;
+    let mut got: Vec<ConsumedRecord> = Vec::new();
+    let poll_until = |n: usize, got: &mut Vec<ConsumedRecord>| -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        while got.len() < n {
+            ensure!(
+                Instant::now() < deadline,
+                "the consumer across the switches got {} of {n} records",
+                got.len()
+            );
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => got.push(cutover_integration_tests::clients::consumed(&m)),
+                Some(Err(e)) => anyhow::bail!("the consumer across the switches failed: {e}"),
+                None => {}
+            }
+        }
+        Ok(())
+    };
+    poll_until(written.len(), &mut got)?;
+
+    let mut before: Vec<Vec<i32>> = vec![shown_epochs(&r1, T)?, shown_epochs(&r2, T)?];
+    for (i, e) in before.iter().enumerate() {
+        ensure!(
+            e.iter().all(|e| (0..1 << 24).contains(e)),
+            "router {}: epochs before any promotion are not the source's own: {e:?}",
+            i + 1
+        );
+    }
+    for switches in 1..=3u32 {
+        let state = if switches % 2 == 1 {
+            MirrorState::Promoted
+        } else {
+            MirrorState::Mirroring
+        };
+        update_mirror(bed.etcd_endpoint(), "l1", T, |m| {
+            m.state = state;
+            m.switches = switches;
+        })?;
+        let generation = switches as i32;
+        wait_until(
+            &format!("the routers to show generation {generation}"),
+            WAIT,
+            || {
+                Ok([&r1, &r2].iter().all(|r| {
+                    shown_epochs(r, T).is_ok_and(|e| e.iter().all(|e| e >> 24 == generation))
+                }))
+            },
+        )?;
+        for (i, r) in [&r1, &r2].iter().enumerate() {
+            let now = shown_epochs(r, T)?;
+            ensure!(
+                now.iter().zip(&before[i]).all(|(n, b)| n > b),
+                "router {} after switch {switches}: epochs {now:?} not all above {:?}",
+                r.node_id,
+                before[i]
+            );
+            before[i] = now;
+        }
+        // Writes through the routers go to the new primary, after every
+        // offset so far. None while the first promotion stands: the source
+        // would lack them at the rollback (the reverse mirror that copies
+        // them back is a later step).
+        if switches == 1 {
+            continue;
+        }
+        let more = produce(&via, T, 0, N, &plain(switches as u64 * 1_000))?;
+        ensure!(
+            more.first_offset() == Some(written.len() as i64),
+            "after switch {switches} written from {:?}, the log had {}",
+            more.first_offset(),
+            written.len()
+        );
+        written.extend(more.records.iter().map(|r| r.to_consumed()));
+        poll_until(written.len(), &mut got)?;
+        if state == MirrorState::Mirroring {
+            // The source is the primary again: the mirror copies on, and
+            // the next promotion comes once it caught up.
+            cutover.wait_in_sync("l1", WAIT)?;
+        }
+    }
+    ensure!(
+        got == written,
+        "the consumer across the switches: {:?}",
+        first_difference(&written, &got)
     );
     Ok(())
 }

@@ -114,6 +114,75 @@ fn round_trip(p: &Prober, topic: &str, value: &[u8]) -> Result<Duration> {
     }
 }
 
+/// What this machine charges any TCP proxy, apart from what the router
+/// does: 100-byte round trips to an echo server, directly and through a
+/// relay that only copies bytes (tokio, two worker threads, like the
+/// router), interleaved. Returns the round trips each way, sorted.
+fn relay_floor(probes: usize) -> Result<(Vec<Duration>, Vec<Duration>)> {
+    use std::io::{Read, Write};
+    let echo = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let echo_addr = echo.local_addr()?;
+    // Two connections come: the direct one and the relay's.
+    let acceptor = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let Ok((mut s, _)) = echo.accept() else {
+                return;
+            };
+            let _ = s.set_nodelay(true);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 100];
+                while s.read_exact(&mut buf).is_ok() && s.write_all(&buf).is_ok() {}
+            });
+        }
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let relay = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let relay_addr = relay.local_addr()?;
+    rt.spawn(async move {
+        if let Ok((mut client, _)) = relay.accept().await {
+            if let Ok(mut upstream) = tokio::net::TcpStream::connect(echo_addr).await {
+                let _ = client.set_nodelay(true);
+                let _ = upstream.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            }
+        }
+    });
+    let connect = |addr| -> Result<std::net::TcpStream> {
+        let s = std::net::TcpStream::connect(addr)?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        Ok(s)
+    };
+    let mut direct = connect(echo_addr)?;
+    let mut relayed = connect(relay_addr)?;
+    let ping = [7u8; 100];
+    let mut pong = [0u8; 100];
+    let mut once = |s: &mut std::net::TcpStream| -> Result<Duration> {
+        let t = Instant::now();
+        s.write_all(&ping)?;
+        s.read_exact(&mut pong)?;
+        ensure!(pong == ping, "the echo answered other bytes");
+        Ok(t.elapsed())
+    };
+    let (mut d, mut r) = (Vec::new(), Vec::new());
+    for i in 0..probes + 200 {
+        let (a, b) = (once(&mut direct)?, once(&mut relayed)?);
+        if i >= 200 {
+            d.push(a);
+            r.push(b);
+        }
+    }
+    drop((direct, relayed));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let _ = acceptor.join();
+    d.sort();
+    r.sort();
+    Ok((d, r))
+}
+
 fn percentile(sorted: &[Duration], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -272,6 +341,22 @@ fn main() -> Result<()> {
     let router_pid = u32::try_from(router.process.pid())?;
     let direct_addr = bed.source_bootstrap().to_owned();
 
+    // What the machine alone charges a proxy: two more loopback crossings
+    // and thread wake-ups per round trip, with no Kafka work.
+    let (fd, fr) = relay_floor(args.probes)?;
+    let (f_d50, f_d99, f_r50, f_r99) = (
+        percentile(&fd, 0.5),
+        percentile(&fd, 0.99),
+        percentile(&fr, 0.5),
+        percentile(&fr, 0.99),
+    );
+    println!(
+        "machine floor, 100-byte TCP round trip: direct p50 {f_d50:.0} µs p99 {f_d99:.0} µs; \
+         through a byte relay p50 {f_r50:.0} µs p99 {f_r99:.0} µs; a relay adds p50 {:.0} µs, p99 {:.0} µs",
+        f_r50 - f_d50,
+        f_r99 - f_d99
+    );
+
     // Latency: one record at a time, alternating, after a warm-up.
     let direct = prober(&direct_addr)?;
     let routed = prober(&router.kafka)?;
@@ -406,6 +491,11 @@ fn main() -> Result<()> {
         "source_log_on_tmpfs": tmpfs_log.is_some(),
         "probes": args.probes,
         "warmup_rounds": args.warmup_rounds,
+        "relay_floor_us": {
+            "direct": {"p50": f_d50, "p99": f_d99},
+            "relayed": {"p50": f_r50, "p99": f_r99},
+            "added": {"p50": f_r50 - f_d50, "p99": f_r99 - f_d99},
+        },
         "produce_latency_us": {
             "direct": {"p50": d50, "p99": d99},
             "router": {"p50": r50, "p99": r99},

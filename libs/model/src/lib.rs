@@ -71,7 +71,23 @@ pub struct MirrorTopic {
     /// Target topic settings the fetcher needs to build acceptable batches.
     #[serde(default)]
     pub target: TargetTopicSettings,
+    /// How many times the topic's primary has moved between the clusters
+    /// (promotions and rollbacks that completed). Routers show leader
+    /// epochs with it, so that they never go down across a switch either
+    /// way; at most [`MAX_PRIMARY_SWITCHES`]. Left out of the document
+    /// while 0, so binaries from before it read a never-promoted topic.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub switches: u32,
 }
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Switches of a topic's primary that leader epochs shown through routers
+/// can tell apart (7 bits above Kafka's epoch, one value kept spare). A
+/// promotion or rollback beyond it is refused: detach and mirror afresh.
+pub const MAX_PRIMARY_SWITCHES: u32 = 126;
 
 /// What the fetcher must respect so the target broker stores batches as sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,4 +234,36 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(switches: u32) -> MirrorTopic {
+        MirrorTopic {
+            link: "l".into(),
+            topic: "t".into(),
+            partitions: 3,
+            state: MirrorState::Mirroring,
+            reason: String::new(),
+            created_at_ms: 1,
+            target: TargetTopicSettings::default(),
+            switches,
+        }
+    }
+
+    #[test]
+    fn switches_are_written_only_once_the_primary_moved() {
+        let never = serde_json::to_value(topic(0)).expect("json");
+        assert!(never.get("switches").is_none(), "{never}");
+        let back: MirrorTopic = serde_json::from_value(never).expect("read");
+        assert_eq!(back.switches, 0);
+        let moved = serde_json::to_value(topic(3)).expect("json");
+        assert_eq!(moved["switches"], 3);
+        assert_eq!(
+            serde_json::from_value::<MirrorTopic>(moved).expect("read"),
+            topic(3)
+        );
+    }
 }

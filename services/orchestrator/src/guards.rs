@@ -125,6 +125,7 @@ mod tests {
             reason: String::new(),
             created_at_ms: 1,
             target: TargetTopicSettings::default(),
+            switches: 0,
         }
     }
 

@@ -320,6 +320,7 @@ impl Orchestrator {
                 reason: String::new(),
                 created_at_ms: cutover_model::now_ms(),
                 target: plan.settings,
+                switches: 0,
             },
             create: plan.create,
         })

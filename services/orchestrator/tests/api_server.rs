@@ -173,6 +173,7 @@ async fn link_with_mirror(orch: &Orchestrator, source: &str) {
         reason: String::new(),
         created_at_ms: 1,
         target: TargetTopicSettings::default(),
+        switches: 0,
     };
     assert!(orch
         .coord

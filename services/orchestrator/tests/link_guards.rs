@@ -78,6 +78,7 @@ fn mirror(topic: &str) -> MirrorTopic {
         reason: String::new(),
         created_at_ms: 1,
         target: TargetTopicSettings::default(),
+        switches: 0,
     }
 }
 

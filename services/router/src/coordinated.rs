@@ -24,7 +24,7 @@ use cutover_kafka::codes;
 use crate::assign::CoordinatorKind;
 use crate::epochs;
 use crate::members_seen::Seen;
-use crate::topics::Side;
+use crate::topics::{Side, Topics};
 
 /// A request routed to the coordinator of its key.
 pub trait Coordinated: Encodable + Send + Sync {
@@ -39,8 +39,9 @@ pub trait Coordinated: Encodable + Send + Sync {
     /// The request as sent to `side`'s coordinator: the client's leader
     /// epochs (committed offsets carry one) replaced by that cluster's.
     fn to_upstream(&mut self, _side: Side) {}
-    /// The response from `side`'s coordinator as a client may see it.
-    fn to_client(_resp: &mut Self::Response, _side: Side) {}
+    /// The response from `side`'s coordinator as a client may see it
+    /// (committed epochs shown as `topics` says for each topic).
+    fn to_client(_resp: &mut Self::Response, _side: Side, _topics: &Topics) {}
     /// How long the coordinator may hold the request beyond the usual
     /// timeout.
     fn broker_wait(&self) -> Duration {
@@ -283,17 +284,18 @@ impl Coordinated for OffsetFetchRequest {
             .collect();
         r
     }
-    fn to_client(resp: &mut OffsetFetchResponse, side: Side) {
-        for p in resp.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
-            p.committed_leader_epoch = epochs::shown(side, p.committed_leader_epoch);
+    fn to_client(resp: &mut OffsetFetchResponse, side: Side, topics: &Topics) {
+        for t in &mut resp.topics {
+            let view = topics.view(t.name.as_str(), side);
+            for p in &mut t.partitions {
+                p.committed_leader_epoch = epochs::shown(view, p.committed_leader_epoch);
+            }
         }
-        for p in resp
-            .groups
-            .iter_mut()
-            .flat_map(|g| g.topics.iter_mut())
-            .flat_map(|t| t.partitions.iter_mut())
-        {
-            p.committed_leader_epoch = epochs::shown(side, p.committed_leader_epoch);
+        for t in resp.groups.iter_mut().flat_map(|g| g.topics.iter_mut()) {
+            let view = topics.view(t.name.as_str(), side);
+            for p in &mut t.partitions {
+                p.committed_leader_epoch = epochs::shown(view, p.committed_leader_epoch);
+            }
         }
     }
 }

@@ -19,7 +19,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
-use crate::epochs;
+use crate::epochs::{self, View};
 use crate::topics::Side;
 
 /// A request made of per-partition parts, each answered on its own.
@@ -72,9 +72,9 @@ pub trait Partitioned: Encodable + Send + Sync + Sized {
     /// The part as sent to `side`: the client's leader epochs replaced by
     /// that cluster's (`epochs`).
     fn to_upstream(_part: &mut Self::Part, _side: Side) {}
-    /// The answer from `side` as a client may see it: leader epochs shown,
-    /// fillers removed. Returns the filler batches removed.
-    fn to_client(_answer: &mut Self::Answer, _side: Side) -> usize {
+    /// The answer as a client may see it: leader epochs shown as `view`
+    /// says, fillers removed. Returns the filler batches removed.
+    fn to_client(_answer: &mut Self::Answer, _view: View) -> usize {
         0
     }
 }
@@ -262,16 +262,16 @@ impl Partitioned for FetchRequest {
         part.current_leader_epoch = epochs::upstream(side, part.current_leader_epoch);
         part.last_fetched_epoch = epochs::upstream(side, part.last_fetched_epoch);
     }
-    fn to_client(a: &mut Self::Answer, side: Side) -> usize {
+    fn to_client(a: &mut Self::Answer, view: View) -> usize {
         // Upstream node ids mean nothing to a client of routers.
         a.current_leader = Default::default();
         a.current_leader.leader_id = (-1).into();
         a.current_leader.leader_epoch = -1;
-        a.diverging_epoch.epoch = epochs::shown(side, a.diverging_epoch.epoch);
+        a.diverging_epoch.epoch = epochs::shown(view, a.diverging_epoch.epoch);
         let Some(records) = &a.records else {
             return 0;
         };
-        let (records, view) = cutover_records::client_view(records, |e| epochs::shown(side, e));
+        let (records, view) = cutover_records::client_view(records, |e| epochs::shown(view, e));
         a.records = Some(records);
         view.fillers
     }
@@ -350,8 +350,8 @@ impl Partitioned for ListOffsetsRequest {
     fn to_upstream(part: &mut Self::Part, side: Side) {
         part.current_leader_epoch = epochs::upstream(side, part.current_leader_epoch);
     }
-    fn to_client(a: &mut Self::Answer, side: Side) -> usize {
-        a.leader_epoch = epochs::shown(side, a.leader_epoch);
+    fn to_client(a: &mut Self::Answer, view: View) -> usize {
+        a.leader_epoch = epochs::shown(view, a.leader_epoch);
         0
     }
 }
@@ -434,8 +434,8 @@ impl Partitioned for OffsetForLeaderEpochRequest {
         part.current_leader_epoch = epochs::upstream(side, part.current_leader_epoch);
         part.leader_epoch = epochs::upstream(side, part.leader_epoch);
     }
-    fn to_client(a: &mut Self::Answer, side: Side) -> usize {
-        a.leader_epoch = epochs::shown(side, a.leader_epoch);
+    fn to_client(a: &mut Self::Answer, view: View) -> usize {
+        a.leader_epoch = epochs::shown(view, a.leader_epoch);
         0
     }
 }

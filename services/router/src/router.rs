@@ -440,8 +440,9 @@ impl Router {
             } else {
                 Side::Source
             };
+            let view = self.topics.view(name.as_str(), side);
             for p in &mut t.partitions {
-                p.leader_epoch = epochs::shown(side, p.leader_epoch);
+                p.leader_epoch = epochs::shown(view, p.leader_epoch);
                 if p.leader_id.0 < 0 {
                     // No leader upstream: say so (the client retries).
                     continue;
@@ -541,10 +542,10 @@ impl Router {
         (side, part)
     }
 
-    /// An answer from `side` as the client may see it, with the filler
-    /// batches removed counted.
-    fn for_client<R: Partitioned>(&self, answer: &mut R::Answer, side: Side) {
-        let fillers = R::to_client(answer, side);
+    /// An answer about `topic` from `side` as the client may see it, with
+    /// the filler batches removed counted.
+    fn for_client<R: Partitioned>(&self, topic: &TopicName, answer: &mut R::Answer, side: Side) {
+        let fillers = R::to_client(answer, self.topics.view(topic.as_str(), side));
         if fillers > 0 {
             self.metrics.fillers_removed.inc_by(fillers as u64);
         }
@@ -650,7 +651,7 @@ impl Router {
                                 again.push((side, topic.clone(), part));
                             }
                         }
-                        self.for_client::<R>(&mut a, side);
+                        self.for_client::<R>(&topic, &mut a, side);
                         answers.insert((topic, partition), a);
                     }
                     continue;
@@ -749,7 +750,7 @@ impl Router {
         let mut ordered = Vec::with_capacity(by_key.len());
         for (topic, p) in req.parts() {
             let mut a = by_key.remove(&(topic.clone(), p.partition))?;
-            self.for_client::<FetchRequest>(&mut a, side);
+            self.for_client::<FetchRequest>(topic, &mut a, side);
             ordered.push((topic.clone(), a));
         }
         outcome("used");
@@ -1081,7 +1082,7 @@ impl Router {
                 warn!(group = %key, client = %header.client(), "too many group members remembered; this one is not (a group promotion will not count it)");
             }
         }
-        R::to_client(&mut resp, Side::Source);
+        R::to_client(&mut resp, Side::Source, &self.topics);
         self.metrics.error(R::API, R::error(&resp));
         encode_response(header, &resp).map(Some)
     }

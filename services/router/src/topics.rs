@@ -1,6 +1,8 @@
 //! Which cluster is each topic's primary, from the link's mirror topics in
-//! etcd (watched): the target once a topic is PROMOTED, else the source.
-//! Topics that are not mirrored are the source's, untouched.
+//! etcd (watched): the target once a topic is PROMOTED, else the source;
+//! and how many times its primary switched (the generation of the epochs
+//! clients see, `epochs`). Topics that are not mirrored are the source's,
+//! untouched.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -13,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::epochs::View;
 use crate::error::RouterError;
 use crate::metrics::Metrics;
 
@@ -40,11 +43,27 @@ pub fn primary_in(state: MirrorState) -> Side {
     }
 }
 
+/// What the router needs of one mirror topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Route {
+    primary: Side,
+    switches: u32,
+}
+
+impl Route {
+    fn of(m: &MirrorTopic) -> Route {
+        Route {
+            primary: primary_in(m.state),
+            switches: m.switches,
+        }
+    }
+}
+
 /// The primaries of the link's mirror topics, as last seen in etcd. Cheap
 /// to clone.
 #[derive(Clone)]
 pub struct Topics {
-    inner: Arc<RwLock<HashMap<String, Side>>>,
+    inner: Arc<RwLock<HashMap<String, Route>>>,
     /// The etcd revision the view has reached: a release of held requests
     /// waits for the revision at which a promotion changed the primary.
     revision: Arc<watch::Sender<i64>>,
@@ -62,14 +81,22 @@ impl Default for Topics {
 impl Topics {
     /// Where `topic`'s writes and reads go.
     pub fn primary(&self, topic: &str) -> Side {
-        self.read().get(topic).copied().unwrap_or(Side::Source)
+        self.read().get(topic).map_or(Side::Source, |r| r.primary)
+    }
+
+    /// How `side`'s leader epochs of `topic` are shown to clients.
+    pub fn view(&self, topic: &str, side: Side) -> View {
+        View {
+            side,
+            switches: self.read().get(topic).map_or(0, |r| r.switches),
+        }
     }
 
     /// The topics whose primary is the target.
     pub fn on_target(&self) -> Vec<String> {
         self.read()
             .iter()
-            .filter(|(_, s)| **s == Side::Target)
+            .filter(|(_, r)| r.primary == Side::Target)
             .map(|(t, _)| t.clone())
             .collect()
     }
@@ -100,39 +127,46 @@ impl Topics {
         });
     }
 
-    /// Fixed primaries (tests).
+    /// Fixed primaries, never switched (tests).
     pub fn fixed(primaries: &[(&str, Side)]) -> Topics {
         let t = Topics::default();
-        t.write()
-            .extend(primaries.iter().map(|(n, s)| ((*n).to_owned(), *s)));
+        t.write().extend(primaries.iter().map(|(n, s)| {
+            (
+                (*n).to_owned(),
+                Route {
+                    primary: *s,
+                    switches: 0,
+                },
+            )
+        }));
         t
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Side>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Route>> {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Side>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Route>> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records `topic`'s primary (`None`: no longer mirrored); returns the
-    /// previous one when it changed.
-    fn set(&self, topic: &str, primary: Option<Side>) -> Option<Side> {
+    /// Records `topic`'s route (`None`: no longer mirrored); returns the
+    /// previous primary when the primary changed.
+    fn set(&self, topic: &str, route: Option<Route>) -> Option<Side> {
         let mut map = self.write();
-        let before = map.get(topic).copied().unwrap_or(Side::Source);
-        match primary {
-            Some(p) => map.insert(topic.to_owned(), p),
+        let before = map.get(topic).map_or(Side::Source, |r| r.primary);
+        match route {
+            Some(r) => map.insert(topic.to_owned(), r),
             None => map.remove(topic),
         };
-        let after = primary.unwrap_or(Side::Source);
+        let after = route.map_or(Side::Source, |r| r.primary);
         (before != after).then_some(before)
     }
 
     fn publish(&self, metrics: &Metrics) {
         let map = self.read();
         for side in [Side::Source, Side::Target] {
-            let n = map.values().filter(|s| **s == side).count();
+            let n = map.values().filter(|r| r.primary == side).count();
             metrics
                 .mirrored_topics
                 .with_label_values(&[side.name()])
@@ -153,7 +187,7 @@ pub async fn watch(
     let (snapshot, rx) = coord.watch_prefix(&prefix, cancel.clone()).await?;
     let topics = Topics::default();
     for (_, v) in snapshot.decode::<MirrorTopic>()? {
-        topics.set(&v.value.topic, Some(primary_in(v.value.state)));
+        topics.set(&v.value.topic, Some(Route::of(&v.value)));
     }
     topics.advance(snapshot.revision);
     topics.publish(&metrics);
@@ -179,8 +213,8 @@ async fn follow(
         let Some(topic) = event.rel().strip_prefix(prefix.as_str()) else {
             continue;
         };
-        let primary = match event.decode::<MirrorTopic>() {
-            Ok(Some(m)) => Some(primary_in(m.state)),
+        let route = match event.decode::<MirrorTopic>() {
+            Ok(Some(m)) => Some(Route::of(&m)),
             Ok(None) => None,
             Err(e) => {
                 // Keep the last known primary: guessing could send writes
@@ -189,8 +223,8 @@ async fn follow(
                 continue;
             }
         };
-        if let Some(before) = topics.set(topic, primary) {
-            let now = primary.unwrap_or(Side::Source);
+        if let Some(before) = topics.set(topic, route) {
+            let now = route.map_or(Side::Source, |r| r.primary);
             info!(
                 topic,
                 from = before.name(),
@@ -233,8 +267,45 @@ mod tests {
         );
         assert_eq!(t.on_target(), vec!["a".to_owned()]);
         assert_eq!(t.set("a", None), Some(Side::Target));
-        assert_eq!(t.set("b", Some(Side::Source)), None);
+        let source = Route {
+            primary: Side::Source,
+            switches: 0,
+        };
+        assert_eq!(t.set("b", Some(source)), None);
         assert_eq!(t.primary("a"), Side::Source);
+    }
+
+    #[test]
+    fn a_topics_view_carries_its_switches_and_others_have_none() {
+        let t = Topics::default();
+        let mut m = MirrorTopic {
+            link: "l".into(),
+            topic: "a".into(),
+            partitions: 1,
+            state: MirrorState::Mirroring,
+            reason: String::new(),
+            created_at_ms: 0,
+            target: Default::default(),
+            switches: 2,
+        };
+        // Promoted and rolled back: the source again, two switches on.
+        t.set("a", Some(Route::of(&m)));
+        assert_eq!(t.primary("a"), Side::Source);
+        assert_eq!(
+            t.view("a", Side::Source),
+            View {
+                side: Side::Source,
+                switches: 2
+            }
+        );
+        m.state = MirrorState::Promoted;
+        m.switches = 3;
+        assert_eq!(t.set("a", Some(Route::of(&m))), Some(Side::Source));
+        assert_eq!(t.view("a", Side::Target).switches, 3);
+        assert_eq!(
+            t.view("other", Side::Source),
+            View::unswitched(Side::Source)
+        );
     }
 
     #[tokio::test(start_paused = true)]
