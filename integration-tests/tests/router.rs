@@ -706,21 +706,10 @@ fn router_fillers_never_reach_a_client_before_or_after_the_primary_moves() -> Re
     tpl.add_partition_offset(T, 0, rdkafka::Offset::Offset(0))?;
     across.assign(&tpl)?;
     let mut got: Vec<(i64, Option<Vec<u8>>)> = Vec::new();
-    let poll_until = |n: usize, got: &mut Vec<(i64, Option<Vec<u8>>)>| -> Result<()> {
-        let deadline = Instant::now() + WAIT;
-        while got.len() < n {
-            ensure!(
-                Instant::now() < deadline,
-                "the consumer across the move got {} of {n} records",
-                got.len()
-            );
-            match across.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => got.push((m.offset(), m.payload().map(<[u8]>::to_vec))),
-                Some(Err(e)) => anyhow::bail!("the consumer across the move failed: {e}"),
-                None => {}
-            }
-        }
-        Ok(())
+    let poll_until = |n: usize, got: &mut Vec<(i64, Option<Vec<u8>>)>| {
+        poll_into(&across, n, got, "the consumer across the move", |m| {
+            (m.offset(), m.payload().map(<[u8]>::to_vec))
+        })
     };
     poll_until(committed.len() / 2, &mut got)?;
 
@@ -1770,21 +1759,10 @@ fn router_leader_epochs_go_up_at_every_switch_of_the_primary_either_way() -> Res
     tpl.add_partition_offset(T, 0, rdkafka::Offset::Offset(0))?;
     consumer.assign(&tpl)?;
     let mut got: Vec<ConsumedRecord> = Vec::new();
-    let poll_until = |n: usize, got: &mut Vec<ConsumedRecord>| -> Result<()> {
-        let deadline = Instant::now() + WAIT;
-        while got.len() < n {
-            ensure!(
-                Instant::now() < deadline,
-                "the consumer across the switches got {} of {n} records",
-                got.len()
-            );
-            match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => got.push(cutover_integration_tests::clients::consumed(&m)),
-                Some(Err(e)) => anyhow::bail!("the consumer across the switches failed: {e}"),
-                None => {}
-            }
-        }
-        Ok(())
+    let poll_until = |n: usize, got: &mut Vec<ConsumedRecord>| {
+        poll_into(&consumer, n, got, "the consumer across the switches", |m| {
+            cutover_integration_tests::clients::consumed(m)
+        })
     };
     poll_until(written.len(), &mut got)?;
 
@@ -1853,5 +1831,30 @@ fn router_leader_epochs_go_up_at_every_switch_of_the_primary_either_way() -> Res
         "the consumer across the switches: {:?}",
         first_difference(&written, &got)
     );
+    Ok(())
+}
+
+/// Polls `consumer` until `got` holds `n` records (each kept as `keep`
+/// makes it), failing on a consumer error or after `WAIT`.
+fn poll_into<T>(
+    consumer: &BaseConsumer,
+    n: usize,
+    got: &mut Vec<T>,
+    who: &str,
+    keep: impl Fn(&rdkafka::message::BorrowedMessage<'_>) -> T,
+) -> Result<()> {
+    let deadline = Instant::now() + WAIT;
+    while got.len() < n {
+        ensure!(
+            Instant::now() < deadline,
+            "{who} got {} of {n} records",
+            got.len()
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => got.push(keep(&m)),
+            Some(Err(e)) => anyhow::bail!("{who} failed: {e}"),
+            None => {}
+        }
+    }
     Ok(())
 }
