@@ -35,6 +35,15 @@ pub fn producer_id_block(link: &str) -> String {
     format!("producers/{link}/next-block")
 }
 
+/// Promotions and rollbacks of `link` (`Promotion`), by id.
+pub fn promotions_of(link: &str) -> String {
+    format!("promotions/{link}/")
+}
+
+pub fn promotion(link: &str, id: &str) -> String {
+    format!("promotions/{link}/{id}")
+}
+
 pub fn progress_of(link: &str, topic: &str) -> String {
     format!("progress/{link}/{topic}/")
 }

@@ -39,7 +39,8 @@ pub struct Link {
 }
 
 /// State of a mirror topic (design.md: MIRRORING -> PROMOTING -> PROMOTED,
-/// plus PAUSED and FAILED(reason)).
+/// plus PAUSED and FAILED(reason)). A rollback goes PROMOTED -> DEMOTING ->
+/// MIRRORING.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MirrorState {
@@ -47,6 +48,8 @@ pub enum MirrorState {
     Paused,
     Promoting,
     Promoted,
+    /// A rollback's barrier: the target is still the primary.
+    Demoting,
     Failed,
 }
 
@@ -54,6 +57,176 @@ impl MirrorState {
     /// Whether fetchers copy source to target in this state.
     pub fn copies_forward(self) -> bool {
         matches!(self, MirrorState::Mirroring | MirrorState::Promoting)
+    }
+
+    /// The cluster that takes the topic's writes in this state. The
+    /// primary moves only when a barrier ends, never when it starts.
+    pub fn primary(self) -> Side {
+        match self {
+            MirrorState::Promoted | MirrorState::Demoting => Side::Target,
+            MirrorState::Mirroring
+            | MirrorState::Paused
+            | MirrorState::Promoting
+            | MirrorState::Failed => Side::Source,
+        }
+    }
+}
+
+/// One of the two clusters of a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Source,
+    Target,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Source => Side::Target,
+            Side::Target => Side::Source,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        }
+    }
+}
+
+/// Which way a promotion moves the primary of its topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Source to target (`cutover promote`).
+    Promote,
+    /// Target back to source (`cutover rollback`).
+    Rollback,
+}
+
+impl Direction {
+    /// The state a topic must be in for this direction to start.
+    pub fn from_state(self) -> MirrorState {
+        match self {
+            Direction::Promote => MirrorState::Mirroring,
+            Direction::Rollback => MirrorState::Promoted,
+        }
+    }
+
+    /// The state during the barrier.
+    pub fn barrier_state(self) -> MirrorState {
+        match self {
+            Direction::Promote => MirrorState::Promoting,
+            Direction::Rollback => MirrorState::Demoting,
+        }
+    }
+
+    /// The state once the primary has moved.
+    pub fn to_state(self) -> MirrorState {
+        match self {
+            Direction::Promote => MirrorState::Promoted,
+            Direction::Rollback => MirrorState::Mirroring,
+        }
+    }
+
+    /// The primary the writes leave.
+    pub fn from_side(self) -> Side {
+        self.from_state().primary()
+    }
+}
+
+/// The steps of a promotion's barrier (design.md "Topic promotion"), in
+/// the order they run. A promotion that stops before [`Step::Switched`]
+/// is undone; one that reached it is finished, also by another
+/// orchestrator after the leading one died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// The request checked against the topics' states (and `--verify`).
+    Checking,
+    /// Every live router holds new produce for the set and reports its
+    /// in-flight writes answered.
+    Holding,
+    /// The old primary's log ends must stay still for the quiet period.
+    Quiet,
+    /// Fetchers copy up to those log ends.
+    Draining,
+    /// The primary moved in etcd (states and switch counts with this
+    /// record, in one transaction): from here on the promotion finishes.
+    Switched,
+    /// Routers let the held requests go to the new primary.
+    Releasing,
+    Done,
+    /// Stopped before the switch, everything put back; `outcome` says why.
+    Undone,
+}
+
+/// The time one step of a promotion took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepTime {
+    pub step: Step,
+    pub started_at_ms: i64,
+    /// 0 while the step runs.
+    #[serde(default)]
+    pub took_ms: i64,
+}
+
+/// One promotion or rollback of a set of topics, as one barrier. Stored at
+/// `promotions/<link>/<id>`, written at every step, so that status shows
+/// it and another orchestrator can finish or undo it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Promotion {
+    pub id: String,
+    pub link: String,
+    pub direction: Direction,
+    pub topics: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    pub step: Step,
+    #[serde(default)]
+    pub steps: Vec<StepTime>,
+    /// The orchestrator running it.
+    pub leader: String,
+    pub started_at_ms: i64,
+    /// Why it was undone; empty otherwise.
+    #[serde(default)]
+    pub outcome: String,
+    /// The old primary's log end of each partition once it was quiet, by
+    /// topic: what the fetchers drain to.
+    #[serde(default)]
+    pub quiet_ends: std::collections::BTreeMap<String, Vec<i64>>,
+}
+
+impl Promotion {
+    /// Whether it still needs an orchestrator.
+    pub fn is_running(&self) -> bool {
+        !matches!(self.step, Step::Done | Step::Undone)
+    }
+
+    /// Whether the primary has moved: such a promotion can only go forward.
+    pub fn switched(&self) -> bool {
+        self.step >= Step::Switched && self.step != Step::Undone
+    }
+
+    /// Moves to `step` at `now_ms`, closing the running step's time.
+    pub fn enter(&mut self, step: Step, now_ms: i64) {
+        if let Some(last) = self.steps.last_mut() {
+            if last.took_ms == 0 {
+                last.took_ms = (now_ms - last.started_at_ms).max(0);
+            }
+        }
+        self.step = step;
+        if self.is_running() {
+            self.steps.push(StepTime {
+                step,
+                started_at_ms: now_ms,
+                took_ms: 0,
+            });
+        }
     }
 }
 
@@ -239,6 +412,58 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_primary_moves_when_a_barrier_ends_not_when_it_starts() {
+        for d in [Direction::Promote, Direction::Rollback] {
+            assert_eq!(d.from_state().primary(), d.from_side());
+            assert_eq!(d.barrier_state().primary(), d.from_side());
+            assert_eq!(d.to_state().primary(), d.from_side().other());
+        }
+        assert_eq!(
+            Direction::Rollback.to_state(),
+            Direction::Promote.from_state()
+        );
+    }
+
+    #[test]
+    fn promotion_steps_keep_their_times_and_end_running() {
+        let mut p = Promotion {
+            id: "p1".into(),
+            link: "l".into(),
+            direction: Direction::Promote,
+            topics: vec!["t".into()],
+            groups: vec![],
+            step: Step::Checking,
+            steps: vec![StepTime {
+                step: Step::Checking,
+                started_at_ms: 100,
+                took_ms: 0,
+            }],
+            leader: "o1".into(),
+            started_at_ms: 100,
+            outcome: String::new(),
+            quiet_ends: Default::default(),
+        };
+        p.enter(Step::Holding, 130);
+        p.enter(Step::Switched, 180);
+        assert!(p.switched() && p.is_running());
+        p.enter(Step::Done, 200);
+        assert!(!p.is_running());
+        let took: Vec<_> = p.steps.iter().map(|s| (s.step, s.took_ms)).collect();
+        assert_eq!(
+            took,
+            [
+                (Step::Checking, 30),
+                (Step::Holding, 50),
+                (Step::Switched, 20)
+            ]
+        );
+        let json = serde_json::to_string(&p).expect("json");
+        assert_eq!(serde_json::from_str::<Promotion>(&json).expect("read"), p);
+        p.enter(Step::Undone, 210);
+        assert!(!p.switched());
+    }
 
     fn topic(switches: u32) -> MirrorTopic {
         MirrorTopic {

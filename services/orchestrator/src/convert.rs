@@ -42,6 +42,7 @@ pub fn mirror_state_to_pb(s: m::MirrorState) -> pb::MirrorState {
         m::MirrorState::Paused => pb::MirrorState::Paused,
         m::MirrorState::Promoting => pb::MirrorState::Promoting,
         m::MirrorState::Promoted => pb::MirrorState::Promoted,
+        m::MirrorState::Demoting => pb::MirrorState::Demoting,
         m::MirrorState::Failed => pb::MirrorState::Failed,
     }
 }

@@ -10,6 +10,7 @@ pub mod guards;
 pub mod links;
 pub mod mirrors;
 pub mod plan;
+pub mod promotion;
 pub mod routers;
 pub mod server;
 pub mod status;

@@ -346,7 +346,10 @@ impl Orchestrator {
                 });
             };
             let mut m = current.value;
-            if matches!(m.state, MirrorState::Promoting | MirrorState::Promoted) {
+            if matches!(
+                m.state,
+                MirrorState::Promoting | MirrorState::Promoted | MirrorState::Demoting
+            ) {
                 return Err(ApiError::Precondition(format!(
                     "mirror topic {link}/{name} is {:?}; it cannot be paused or resumed",
                     m.state

@@ -1,5 +1,6 @@
 //! Which cluster is each topic's primary, from the link's mirror topics in
-//! etcd (watched): the target once a topic is PROMOTED, else the source;
+//! etcd (watched): the target once a topic is PROMOTED (and while a
+//! rollback's barrier runs, DEMOTING), else the source;
 //! and how many times its primary switched (the generation of the epochs
 //! clients see, `epochs`). Topics that are not mirrored are the source's,
 //! untouched.
@@ -9,7 +10,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use cutover_coord::{Coord, WatchEvent};
-use cutover_model::{keys, MirrorState, MirrorTopic};
+pub use cutover_model::Side;
+use cutover_model::{keys, MirrorTopic};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -18,30 +20,6 @@ use tracing::{info, warn};
 use crate::epochs::View;
 use crate::error::RouterError;
 use crate::metrics::Metrics;
-
-/// One of the link's two clusters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Side {
-    Source,
-    Target,
-}
-
-impl Side {
-    pub fn name(self) -> &'static str {
-        match self {
-            Side::Source => "source",
-            Side::Target => "target",
-        }
-    }
-}
-
-/// The primary of a mirror topic in `state`.
-pub fn primary_in(state: MirrorState) -> Side {
-    match state {
-        MirrorState::Promoted => Side::Target,
-        _ => Side::Source,
-    }
-}
 
 /// What the router needs of one mirror topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +31,7 @@ struct Route {
 impl Route {
     fn of(m: &MirrorTopic) -> Route {
         Route {
-            primary: primary_in(m.state),
+            primary: m.state.primary(),
             switches: m.switches,
         }
     }
@@ -248,18 +226,21 @@ async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cutover_model::MirrorState;
 
     #[test]
-    fn only_promoted_topics_are_the_targets_and_unknown_ones_the_sources() {
+    fn promoted_and_demoting_topics_are_the_targets_and_unknown_ones_the_sources() {
         for state in [
             MirrorState::Mirroring,
             MirrorState::Paused,
             MirrorState::Promoting,
             MirrorState::Failed,
         ] {
-            assert_eq!(primary_in(state), Side::Source, "{state:?}");
+            assert_eq!(state.primary(), Side::Source, "{state:?}");
         }
-        assert_eq!(primary_in(MirrorState::Promoted), Side::Target);
+        for state in [MirrorState::Promoted, MirrorState::Demoting] {
+            assert_eq!(state.primary(), Side::Target, "{state:?}");
+        }
         let t = Topics::fixed(&[("a", Side::Target), ("b", Side::Source)]);
         assert_eq!(
             (t.primary("a"), t.primary("b"), t.primary("c")),

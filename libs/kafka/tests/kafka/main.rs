@@ -11,3 +11,4 @@ mod fake_peer;
 mod faults;
 mod fetch_many;
 mod peer;
+mod write_order;
