@@ -926,3 +926,69 @@ fn real_kafka_fetch_sessions_are_incremental() -> Result<()> {
         Ok(())
     })
 }
+
+/// DescribeProducers (what a promotion names when the source keeps
+/// moving): an idempotent producer is listed with its last sequence, a
+/// plain one is not (it has no id), and an open transaction shows its first
+/// offset.
+#[test]
+fn real_kafka_describe_producers_names_idempotent_writers_and_open_transactions() -> Result<()> {
+    use rdkafka::producer::{BaseRecord, Producer as _};
+    let bed = RealBed::start("real_forwarded")?;
+    let src = bed.source_bootstrap().to_owned();
+    let t = "producers-described";
+    bed.kafka.create_topic(Side::Source, t, 2, &[])?;
+    Writer::new(
+        &src,
+        t,
+        0,
+        spec(Codec::None, ProduceMode::Idempotent, 0),
+        None,
+    )?
+    .write(100)?;
+    Writer::new(&src, t, 0, spec(Codec::None, ProduceMode::Plain, 100), None)?.write(10)?;
+
+    let txn: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &src)
+        .set("transactional.id", "producers-described-txn")
+        .create()?;
+    txn.init_transactions(Duration::from_secs(30))?;
+    txn.begin_transaction()?;
+    txn.send(
+        BaseRecord::<[u8], [u8]>::to(t)
+            .partition(1)
+            .payload(b"open"),
+    )
+    .map_err(|(e, _)| e)?;
+    txn.flush(Duration::from_secs(30))?;
+
+    let rt = tokio::runtime::Runtime::new()?;
+    let (p0, p1) = rt.block_on(async {
+        let c = cutover_kafka::Cluster::connect(cutover_kafka::ClusterConfig::new([src.as_str()]))
+            .await?;
+        let r = (
+            c.describe_producers(t, 0).await?,
+            c.describe_producers(t, 1).await?,
+        );
+        c.close().await;
+        anyhow::Ok(r)
+    })?;
+    ensure!(
+        p0.len() == 1,
+        "partition 0: one idempotent producer, got {p0:?}"
+    );
+    ensure!(
+        p0[0].producer_id >= 0 && p0[0].last_sequence == 99 && p0[0].current_txn_start_offset == -1,
+        "partition 0: {p0:?}"
+    );
+    ensure!(
+        p1.len() == 1,
+        "partition 1: the transactional producer, got {p1:?}"
+    );
+    ensure!(
+        p1[0].current_txn_start_offset == 0,
+        "partition 1: the open transaction starts at 0: {p1:?}"
+    );
+    txn.abort_transaction(Duration::from_secs(30))?;
+    Ok(())
+}

@@ -49,6 +49,7 @@ mod data;
 mod error;
 mod forward;
 pub mod pieces;
+mod producers;
 mod session;
 mod types;
 
@@ -60,6 +61,7 @@ pub use error::{codes, error_name, KafkaError};
 pub use forward::{Destination, Lane, Pending};
 pub use kafka_protocol;
 pub use kafka_protocol::messages::ApiKey;
+pub use producers::ActiveProducer;
 pub use session::FetchSession;
 pub use types::{
     config_source, BrokerMetadata, ClusterMetadata, ConfigEntry, FetchOptions,
