@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use cutover_kafka::ActiveProducer;
 use cutover_model::{Direction, MirrorTopic, Promotion, MAX_PRIMARY_SWITCHES};
 
 use crate::error::{ApiError, ApiResult};
@@ -122,13 +123,36 @@ pub fn undone_doc(m: &MirrorTopic, direction: Direction) -> MirrorTopic {
     }
 }
 
-/// A producer that wrote to a partition of the set on the old primary
+/// The producers the old primary knows on one partition of the set
 /// (DescribeProducers).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Writer {
+pub struct PartitionProducers {
     pub topic: String,
     pub partition: i32,
-    pub producer_id: i64,
+    pub producers: Vec<ActiveProducer>,
+}
+
+/// The transactions open on the set's partitions: the barrier waits for
+/// them to end on the old primary (committed, aborted, or timed out by
+/// the broker) before the switch, so that none is half on each cluster.
+/// Each as `topic-partition: producer id P since offset O`, sorted.
+pub fn open_transactions(producers: &[PartitionProducers]) -> Vec<String> {
+    let mut open: Vec<String> = producers
+        .iter()
+        .flat_map(|pp| {
+            pp.producers
+                .iter()
+                .filter(|p| p.current_txn_start_offset >= 0)
+                .map(move |p| {
+                    format!(
+                        "{}-{}: producer id {} since offset {}",
+                        pp.topic, pp.partition, p.producer_id, p.current_txn_start_offset
+                    )
+                })
+        })
+        .collect();
+    open.sort();
+    open
 }
 
 /// Whether the old primary stayed still between two reads of its log ends
@@ -141,7 +165,7 @@ pub fn check_quiet(
     direction: Direction,
     first: &Ends,
     second: &Ends,
-    writers: &[Writer],
+    producers: &[PartitionProducers],
     router_ids: &BTreeSet<i64>,
 ) -> ApiResult<()> {
     let moved: Vec<(&(String, i32), i64, i64)> = second
@@ -161,11 +185,12 @@ pub fn check_quiet(
     );
     for ((topic, partition), before, after) in &moved {
         let _ = write!(msg, " {topic}-{partition} went from {before} to {after}");
-        let direct: Vec<String> = writers
+        let direct: Vec<String> = producers
             .iter()
-            .filter(|w| &w.topic == topic && w.partition == *partition)
-            .filter(|w| !router_ids.contains(&w.producer_id))
-            .map(|w| w.producer_id.to_string())
+            .filter(|pp| &pp.topic == topic && pp.partition == *partition)
+            .flat_map(|pp| &pp.producers)
+            .filter(|p| !router_ids.contains(&p.producer_id))
+            .map(|p| p.producer_id.to_string())
             .collect();
         if direct.is_empty() {
             msg.push_str(" (by a producer without an id: not idempotent);");
@@ -371,21 +396,8 @@ mod tests {
         let first = ends(&[("a", 0, 10), ("a", 1, 5), ("b", 0, 3)]);
         let second = ends(&[("a", 0, 14), ("a", 1, 5), ("b", 0, 4)]);
         let writers = [
-            Writer {
-                topic: "a".into(),
-                partition: 0,
-                producer_id: 4001,
-            },
-            Writer {
-                topic: "a".into(),
-                partition: 0,
-                producer_id: 77,
-            },
-            Writer {
-                topic: "a".into(),
-                partition: 1,
-                producer_id: 4002,
-            },
+            on("a", 0, &[(4001, -1), (77, -1)]),
+            on("a", 1, &[(4002, -1)]),
         ];
         let routers = BTreeSet::from([77]);
         let msg = check_quiet(Direction::Promote, &first, &second, &writers, &routers)
@@ -405,6 +417,40 @@ mod tests {
             .expect_err("moved")
             .to_string();
         assert!(msg.contains("the target cluster took writes"), "{msg}");
+    }
+
+    fn on(topic: &str, partition: i32, ids: &[(i64, i64)]) -> PartitionProducers {
+        PartitionProducers {
+            topic: topic.into(),
+            partition,
+            producers: ids
+                .iter()
+                .map(|&(producer_id, current_txn_start_offset)| ActiveProducer {
+                    producer_id,
+                    producer_epoch: 0,
+                    last_sequence: 5,
+                    last_timestamp_ms: 1,
+                    current_txn_start_offset,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn open_transactions_are_named_with_where_they_start() {
+        let ps = [
+            on("b", 1, &[(9, 40), (10, -1)]),
+            on("a", 0, &[(4, 7)]),
+            on("a", 1, &[(5, -1)]),
+        ];
+        assert_eq!(
+            open_transactions(&ps),
+            [
+                "a-0: producer id 4 since offset 7",
+                "b-1: producer id 9 since offset 40"
+            ]
+        );
+        assert!(open_transactions(&ps[2..]).is_empty());
     }
 
     #[test]
