@@ -50,7 +50,6 @@
 //!   including the bed's own helpers). Per-broker error stacks have no safe
 //!   API in rdkafka 0.39.
 
-use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -64,21 +63,8 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use crate::clients::{produce, watermarks};
 use crate::records::{Codec, ProduceMode, ProduceSpec};
 
-/// Which cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Side {
-    Source,
-    Target,
-}
-
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Side::Source => "source",
-            Side::Target => "target",
-        })
-    }
-}
+/// Which cluster: the model's, as the services use it.
+pub use cutover_model::Side;
 
 /// The mock cluster type handed to [`Clusters::with_mock`].
 pub type Mock<'a> = MockCluster<'a, DefaultProducerContext>;

@@ -140,45 +140,18 @@ async fn a_request_larger_than_the_socket_takes_is_written_whole_before_those_af
     // Far more than a loopback socket buffers, and from its own buffer
     // (a spliced piece), as the router sends large records.
     let large: Bytes = (0..48 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let mut expected = vec![
+        ("small-first".to_owned(), Bytes::from_static(b"first")),
+        ("large".to_owned(), large),
+    ];
+    expected
+        .extend((0..SMALL).map(|i| (format!("small-{i}"), Bytes::from(format!("records {i}")))));
     let mut sent = Vec::new();
-    let mut expected = Vec::new();
-    let mut send = |topic: String, records: Bytes| {
-        expected.push((topic.clone(), records.clone()));
-        let mut req = produce(&topic, records);
+    for (topic, records) in &expected {
+        let mut req = produce(topic, records.clone());
         let spliced = pieces::swap_out(pieces::produce_records(&mut req));
-        (req, spliced)
-    };
-    let (req, spliced) = send("small-first".into(), Bytes::from_static(b"first"));
-    sent.push(
-        lane.send_spliced(
-            Destination::Node(0),
-            ApiKey::Produce,
-            PRODUCE_VERSION,
-            &req,
-            spliced,
-        )
-        .await
-        .unwrap(),
-    );
-    let (req, spliced) = send("large".into(), large.clone());
-    assert_eq!(
-        spliced.len(),
-        1,
-        "the large records are written from their own buffer"
-    );
-    sent.push(
-        lane.send_spliced(
-            Destination::Node(0),
-            ApiKey::Produce,
-            PRODUCE_VERSION,
-            &req,
-            spliced,
-        )
-        .await
-        .unwrap(),
-    );
-    for i in 0..SMALL {
-        let (req, spliced) = send(format!("small-{i}"), Bytes::from(format!("records {i}")));
+        // Only the large records are written from their own buffer.
+        assert_eq!(spliced.len(), usize::from(topic == "large"), "{topic}");
         sent.push(
             lane.send_spliced(
                 Destination::Node(0),
