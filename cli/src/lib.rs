@@ -55,6 +55,35 @@ pub enum Command {
     Status(StatusArgs),
     /// Compare source and target record by record.
     Verify(VerifyArgs),
+    /// Move the primary of mirror topics to the target, in one barrier:
+    /// writes through the routers wait (never fail) and go on to the target.
+    Promote(PromoteArgs),
+    /// Move the primary of promoted topics back to the source.
+    Rollback(PromoteArgs),
+    /// Promotions and rollbacks of a link, newest first, with their steps.
+    Promotions {
+        #[arg(long)]
+        link: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct PromoteArgs {
+    #[arg(long)]
+    pub link: String,
+    /// The topics to move together (transactions across them stay whole).
+    #[arg(required = true)]
+    pub topics: Vec<String>,
+    /// How long the old primary must take no write while the routers hold
+    /// them (default 100); part of the produce stall.
+    #[arg(long, default_value_t = 0)]
+    pub quiet_ms: u32,
+    /// Longest wait for the fetchers to copy the last records (default 10000).
+    #[arg(long, default_value_t = 0)]
+    pub drain_timeout_ms: u32,
+    /// Longest wait for open transactions on the topics to end (default 5000).
+    #[arg(long, default_value_t = 0)]
+    pub transaction_wait_ms: u32,
 }
 
 #[derive(Subcommand, Debug)]
@@ -503,6 +532,40 @@ async fn execute(cli: &Cli, trace: Option<&TraceParent>) -> Result<i32, CliError
             }
             if !identical {
                 return Ok(1);
+            }
+        }
+        Command::Promote(a) | Command::Rollback(a) => {
+            let req = pb::PromoteRequest {
+                link: a.link.clone(),
+                topics: a.topics.clone(),
+                quiet_ms: a.quiet_ms,
+                drain_timeout_ms: a.drain_timeout_ms,
+                transaction_wait_ms: a.transaction_wait_ms,
+            };
+            let p = match &cli.command {
+                Command::Promote(_) => c.promote(req).await?,
+                _ => c.rollback(req).await?,
+            }
+            .into_inner();
+            if json {
+                print_json(&render::promotion_json(&p))?
+            } else {
+                print!("{}", render::promotion_text(&p))
+            }
+        }
+        Command::Promotions { link } => {
+            let ps = c
+                .list_promotions(pb::ListPromotionsRequest { link: link.clone() })
+                .await?
+                .into_inner()
+                .promotions;
+            if json {
+                print_json(&ps.iter().map(render::promotion_json).collect::<Vec<_>>())?
+            } else if ps.is_empty() {
+                println!("no promotions on link {link}; start one with `cutover promote --link {link} TOPIC...`");
+            } else {
+                ps.iter()
+                    .for_each(|p| print!("{}", render::promotion_text(p)));
             }
         }
     }

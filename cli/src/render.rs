@@ -70,6 +70,43 @@ pub fn mirror_json(m: &pb::MirrorTopic) -> Value {
     json!({"link": m.link, "topic": m.topic, "partitions": m.partitions, "state": mirror_state(m.state), "reason": m.reason})
 }
 
+/// A promotion as operators read it: what moved, its outcome, the
+/// produce stall, and each step with the time it took.
+pub fn promotion_text(p: &pb::Promotion) -> String {
+    let mut out = format!(
+        "{} {}  link={}  topics={}  step={}  stall={} ms  by {}\n",
+        p.direction,
+        p.id,
+        p.link,
+        p.topics.join(","),
+        p.step,
+        p.stall_ms,
+        p.leader
+    );
+    for s in &p.steps {
+        out.push_str(&format!("  {:<10} {:>6} ms\n", s.step, s.took_ms));
+    }
+    if !p.outcome.is_empty() {
+        out.push_str(&format!("  outcome: {}\n", p.outcome));
+    }
+    out
+}
+
+pub fn promotion_json(p: &pb::Promotion) -> Value {
+    json!({
+        "id": p.id,
+        "link": p.link,
+        "direction": p.direction,
+        "topics": p.topics,
+        "step": p.step,
+        "steps": p.steps.iter().map(|s| json!({"step": s.step, "started_at_ms": s.started_at_ms, "took_ms": s.took_ms})).collect::<Vec<_>>(),
+        "leader": p.leader,
+        "started_at_ms": p.started_at_ms,
+        "outcome": p.outcome,
+        "stall_ms": p.stall_ms,
+    })
+}
+
 fn bar(done: f64, width: usize) -> String {
     let filled = ((done.clamp(0.0, 1.0)) * width as f64).round() as usize;
     format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled))

@@ -443,6 +443,15 @@ impl Cutover {
 }
 
 /// A running router (the real `cutover-router` binary).
+/// The `bootstrap.servers` of clients pointed at `routers`.
+pub fn routers_bootstrap(routers: &[&RouterProcess]) -> String {
+    routers
+        .iter()
+        .map(|r| r.kafka.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub struct RouterProcess {
     pub node_id: i32,
     pub process: ServiceProcess,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, ensure, Context as _, Result};
 use bytes::{BufMut, BytesMut};
 use cutover_integration_tests::cutover::{
-    set_mirror_state, update_mirror, wait_until, Cutover, RouterProcess,
+    routers_bootstrap, set_mirror_state, update_mirror, wait_until, Cutover, RouterProcess,
 };
 use cutover_integration_tests::*;
 use cutover_kafka::kafka_protocol::messages::{
@@ -30,14 +30,6 @@ use rdkafka::TopicPartitionList;
 use cutover_integration_tests::{java_clients, router_api};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn bootstrap(routers: &[&RouterProcess]) -> String {
-    routers
-        .iter()
-        .map(|r| r.kafka.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
-}
 
 /// etcd, the orchestrator, link l1 between the shared clusters, and two routers.
 fn setup(name: &str) -> Result<(RealBed, Cutover, RouterProcess, RouterProcess)> {
@@ -74,7 +66,7 @@ fn router_clients_see_only_routers_and_write_at_the_source_offsets_it_returns() 
     const N: usize = 400;
     let (bed, _cutover, r1, r2) = setup("router_clients")?;
     bed.kafka.create_topic(Side::Source, T, 4, &[])?;
-    let via = bootstrap(&[&r1, &r2]);
+    let via = routers_bootstrap(&[&r1, &r2]);
 
     // Metadata: the routers are the brokers, and each partition is led by one.
     let probe: BaseConsumer = ClientConfig::new()
@@ -412,7 +404,7 @@ fn router_transactions_commit_and_abort_through_the_router() -> Result<()> {
     const T: &str = "routed-txn";
     let (bed, _cutover, r1, r2) = setup("router_transactions")?;
     bed.kafka.create_topic(Side::Source, T, 1, &[])?;
-    let via = bootstrap(&[&r1, &r2]);
+    let via = routers_bootstrap(&[&r1, &r2]);
     let spec = ProduceSpec {
         mode: ProduceMode::Transactional {
             abort_every: Some(3),
@@ -467,7 +459,7 @@ fn router_java_clients_produce_and_consume_as_with_the_source() -> Result<()> {
     const N: usize = 2_000;
     let (bed, mut cutover, r1, r2) = setup("router_java_clients")?;
     bed.kafka.create_topic(Side::Source, T, 3, &[])?;
-    let via = bootstrap(&[&r1, &r2]);
+    let via = routers_bootstrap(&[&r1, &r2]);
     let dist = bed.kafka.target.dist().clone();
     let mut acked = java_clients::verifiable_producer(&dist, &via, T, N, bed.log_dir())?;
     acked.sort();
@@ -507,7 +499,7 @@ fn router_kill9_of_one_router_loses_nothing_and_duplicates_nothing() -> Result<(
     const T: &str = "routed-failover";
     let (bed, _cutover, r1, r2) = setup("router_failover")?;
     bed.kafka.create_topic(Side::Source, T, 4, &[])?;
-    let via = bootstrap(&[&r1, &r2]);
+    let via = routers_bootstrap(&[&r1, &r2]);
     let partitions: Vec<(String, i32)> = (0..4).map(|p| (T.to_owned(), p)).collect();
     let spec = ProduceSpec {
         mode: ProduceMode::Idempotent,
@@ -615,7 +607,7 @@ fn router_franz_go_produces_and_consumes_as_with_the_source() -> Result<()> {
     const N: usize = 1_000;
     let (bed, mut cutover, r1, r2) = setup("router_franz_go")?;
     bed.kafka.create_topic(Side::Source, T, 3, &[])?;
-    let via = bootstrap(&[&r1, &r2]);
+    let via = routers_bootstrap(&[&r1, &r2]);
     let (acked, consumed) = cutover_integration_tests::go_clients::franz_produce_then_consume(
         &via,
         T,
@@ -682,7 +674,7 @@ fn router_fillers_never_reach_a_client_before_or_after_the_primary_moves() -> Re
         produced.aborted_count()
     );
 
-    let via = bootstrap(&[&r1, &r2]);
+    let via = routers_bootstrap(&[&r1, &r2]);
     let read = |isolation| read_partition_isolated(&via, T, 0, 0, high, isolation, WAIT);
     let before = read(Isolation::ReadCommitted)?;
     ensure!(
@@ -776,7 +768,7 @@ fn router_idempotent_producer_goes_on_across_the_move() -> Result<()> {
     let (bed, mut cutover, r1, r2) = setup("router_move")?;
     bed.kafka.create_topic(Side::Source, T, 1, &[])?;
     mirror(&mut cutover, T)?;
-    let via = bootstrap(&[&r1, &r2]);
+    let via = routers_bootstrap(&[&r1, &r2]);
     let spec = ProduceSpec {
         mode: ProduceMode::Idempotent,
         batch_records: 10,
@@ -932,7 +924,7 @@ fn router_one_group_across_a_rolling_move_consumes_every_record_once() -> Result
     const G: &str = "group-move";
     let (bed, _cutover, r1, r2) = setup("router_group_move")?;
     bed.kafka.create_topic(Side::Source, T, 6, &[])?;
-    let via = bootstrap(&[&r1, &r2]);
+    let via = routers_bootstrap(&[&r1, &r2]);
     let parts: Vec<(String, i32)> = (0..6).map(|p| (T.to_owned(), p)).collect();
     let load = LoadGenerator::start(
         bed.source_bootstrap(),
@@ -1052,7 +1044,7 @@ fn router_kafkajs_produces_and_consumes_as_with_the_source() -> Result<()> {
     const N: usize = 600;
     let (bed, mut cutover, r1, r2) = setup("router_kafkajs")?;
     bed.kafka.create_topic(Side::Source, T, 3, &[])?;
-    let via = bootstrap(&[&r1, &r2]);
+    let via = routers_bootstrap(&[&r1, &r2]);
     let (acked, consumed) = cutover_integration_tests::js_clients::kafkajs_produce_then_consume(
         &via,
         T,
@@ -1185,7 +1177,7 @@ fn router_holds_produce_for_a_promotion_and_releases_it_to_the_new_primary() -> 
     let (bed, mut cutover, r1, r2) = setup("router_hold")?;
     bed.kafka.create_topic(Side::Source, T, 2, &[])?;
     mirror(&mut cutover, T)?;
-    let via = bootstrap(&[&r1, &r2]);
+    let via = routers_bootstrap(&[&r1, &r2]);
     let spec = ProduceSpec {
         mode: ProduceMode::Idempotent,
         ..ProduceSpec::default()
@@ -1347,7 +1339,7 @@ fn router_holds_end_by_themselves_and_bad_hold_requests_change_nothing() -> Resu
     );
 
     // A write during the hold waits, and goes on when the hold runs out.
-    let via = bootstrap(&[&r1, &r2]);
+    let via = routers_bootstrap(&[&r1, &r2]);
     let writer = std::thread::spawn({
         let via = via.clone();
         move || produce(&via, T, 0, 5, &ProduceSpec::default())
@@ -1381,7 +1373,7 @@ fn router_holds_a_groups_joins_and_lists_the_members_it_forwarded() -> Result<()
     const G: &str = "join-hold-group";
     let (bed, _cutover, r1, r2) = setup("router_join_hold")?;
     bed.kafka.create_topic(Side::Source, T, 2, &[])?;
-    let via = bootstrap(&[&r1, &r2]);
+    let via = routers_bootstrap(&[&r1, &r2]);
     let members_via_routers = || -> Result<Vec<(String, String)>> {
         let mut all = Vec::new();
         for r in [&r1, &r2] {
@@ -1488,7 +1480,7 @@ fn router_assigned_consumer_with_stored_offsets_resumes_across_the_move() -> Res
     };
     let first = produce(bed.source_bootstrap(), T, 0, 200, &spec)?;
     mirror_and_sync(&mut cutover, T)?;
-    let via = bootstrap(&[&r1, &r2]);
+    let via = routers_bootstrap(&[&r1, &r2]);
     let consumer = |name: &str| -> Result<BaseConsumer> {
         Ok(ClientConfig::new()
             .set("bootstrap.servers", &via)
@@ -1630,7 +1622,7 @@ fn router_large_fetch_answers_reach_the_client_byte_for_byte_within_the_fetch_ca
         let expected: Vec<ConsumedRecord> =
             produced.records.iter().map(|r| r.to_consumed()).collect();
         let (_, high) = watermarks(bed.source_bootstrap(), T, p)?;
-        let got = read_partition(&bootstrap(&[&r1, &r2]), T, p, 0, high)?;
+        let got = read_partition(&routers_bootstrap(&[&r1, &r2]), T, p, 0, high)?;
         ensure!(
             got == expected,
             "partition {p}: {} records through the router, {} written: {:?}",
@@ -1660,7 +1652,7 @@ fn router_large_fetch_answers_reach_the_client_byte_for_byte_within_the_fetch_ca
         batch_records: BATCH,
         ..ProduceSpec::default()
     };
-    let produced = produce(&bootstrap(&[&r1, &r2]), W, 0, N / 2, &spec)?;
+    let produced = produce(&routers_bootstrap(&[&r1, &r2]), W, 0, N / 2, &spec)?;
     let expected: Vec<ConsumedRecord> = produced.records.iter().map(|r| r.to_consumed()).collect();
     let (_, high) = watermarks(bed.source_bootstrap(), W, 0)?;
     let got = read_partition(bed.source_bootstrap(), W, 0, 0, high)?;
@@ -1734,7 +1726,7 @@ fn router_leader_epochs_go_up_at_every_switch_of_the_primary_either_way() -> Res
     const N: usize = 100;
     let (bed, mut cutover, r1, r2) = setup("router_switches")?;
     bed.kafka.create_topic(Side::Source, T, 1, &[])?;
-    let via = bootstrap(&[&r1, &r2]);
+    let via = routers_bootstrap(&[&r1, &r2]);
     let plain = |first_seq: u64| ProduceSpec {
         mode: ProduceMode::Plain,
         first_seq,

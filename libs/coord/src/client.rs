@@ -422,6 +422,24 @@ impl Coord {
         guards: &[Precondition],
         writes: &[WriteOp],
     ) -> Result<bool, CoordError> {
+        Ok(self.txn_at(guards, writes).await?.is_some())
+    }
+
+    /// The key's mod revision, `None` when it does not exist; for a guard
+    /// ([`Precondition::ModRevision`]) on a key that is not a JSON
+    /// document (an owner key).
+    pub async fn mod_revision(&self, rel: &str) -> Result<Option<i64>, CoordError> {
+        let resp = self.get_raw(&self.key(rel), None).await?;
+        Ok(resp.kvs().first().map(|kv| kv.mod_revision()))
+    }
+
+    /// [`Coord::txn`], giving the store revision of the writes when they
+    /// were made: watchers that have seen it have seen them.
+    pub async fn txn_at(
+        &self,
+        guards: &[Precondition],
+        writes: &[WriteOp],
+    ) -> Result<Option<i64>, CoordError> {
         let compares: Vec<Compare> = guards
             .iter()
             .map(|g| match g {
@@ -445,7 +463,10 @@ impl Coord {
             });
         }
         let txn = Txn::new().when(compares).and_then(ops);
-        Ok(self.txn_raw("txn", txn).await?.succeeded())
+        let resp = self.txn_raw("txn", txn).await?;
+        Ok(resp
+            .succeeded()
+            .then(|| resp.header().map(|h| h.revision()).unwrap_or_default()))
     }
 }
 

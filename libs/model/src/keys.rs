@@ -44,6 +44,14 @@ pub fn promotion(link: &str, id: &str) -> String {
     format!("promotions/{link}/{id}")
 }
 
+/// The ownership resource (`owners/promotion/<link>/<id>`, under the
+/// lease of the orchestrator running it) of a running promotion: one
+/// whose owner key is gone lost its orchestrator, and the leader finishes
+/// or undoes it.
+pub fn promotion_resource(link: &str, id: &str) -> String {
+    format!("promotion/{link}/{id}")
+}
+
 pub fn progress_of(link: &str, topic: &str) -> String {
     format!("progress/{link}/{topic}/")
 }

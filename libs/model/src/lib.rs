@@ -61,6 +61,13 @@ impl MirrorState {
 
     /// The cluster that takes the topic's writes in this state. The
     /// primary moves only when a barrier ends, never when it starts.
+    /// Whether a promotion's (or rollback's) barrier runs: routers hold
+    /// the topic's writes while it does, also one that started (or came
+    /// back) during it and was never asked to.
+    pub fn in_barrier(self) -> bool {
+        matches!(self, MirrorState::Promoting | MirrorState::Demoting)
+    }
+
     pub fn primary(self) -> Side {
         match self {
             MirrorState::Promoted | MirrorState::Demoting => Side::Target,
@@ -141,6 +148,21 @@ impl Direction {
     pub fn from_side(self) -> Side {
         self.from_state().primary()
     }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Promote => "promote",
+            Direction::Rollback => "rollback",
+        }
+    }
+
+    /// The operation, as operators read it ("promotion p-1 ...").
+    pub fn noun(self) -> &'static str {
+        match self {
+            Direction::Promote => "promotion",
+            Direction::Rollback => "rollback",
+        }
+    }
 }
 
 /// The steps of a promotion's barrier (design.md "Topic promotion"), in
@@ -167,6 +189,22 @@ pub enum Step {
     Done,
     /// Stopped before the switch, everything put back; `outcome` says why.
     Undone,
+}
+
+impl Step {
+    /// As stored (snake case).
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Checking => "checking",
+            Step::Holding => "holding",
+            Step::Quiet => "quiet",
+            Step::Draining => "draining",
+            Step::Switched => "switched",
+            Step::Releasing => "releasing",
+            Step::Done => "done",
+            Step::Undone => "undone",
+        }
+    }
 }
 
 /// The time one step of a promotion took.
@@ -205,6 +243,10 @@ pub struct Promotion {
     /// topic: what the fetchers drain to.
     #[serde(default)]
     pub quiet_ends: std::collections::BTreeMap<String, Vec<i64>>,
+    /// How long the routers held the set's writes (the produce stall
+    /// clients saw); 0 until they were released.
+    #[serde(default)]
+    pub stall_ms: i64,
 }
 
 impl Promotion {
@@ -450,6 +492,7 @@ mod tests {
             started_at_ms: 100,
             outcome: String::new(),
             quiet_ends: Default::default(),
+            stall_ms: 0,
         };
         p.enter(Step::Holding, 130);
         p.enter(Step::Switched, 180);

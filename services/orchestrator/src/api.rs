@@ -4,13 +4,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cutover_model::{LinkOptions, MirrorState};
+use cutover_model::{Direction, LinkOptions, MirrorState};
 use cutover_proto::v1 as pb;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::convert::{cluster_from_pb, link_to_pb, mirror_to_pb};
+use crate::convert::{cluster_from_pb, link_to_pb, mirror_to_pb, promotion_to_pb};
 use crate::mirrors::AddMirrors;
+use crate::promote::PromoteOptions;
 use crate::Orchestrator;
 
 pub struct Api(pub Arc<Orchestrator>);
@@ -204,5 +205,41 @@ impl pb::orchestrator_server::Orchestrator for Api {
         req: Request<pb::VerifyRequest>,
     ) -> Result<Response<pb::VerifyResponse>, Status> {
         Ok(Response::new(self.0.verify(req.into_inner()).await?))
+    }
+
+    async fn promote(
+        &self,
+        req: Request<pb::PromoteRequest>,
+    ) -> Result<Response<pb::Promotion>, Status> {
+        self.moved(Direction::Promote, req.into_inner()).await
+    }
+
+    async fn rollback(
+        &self,
+        req: Request<pb::PromoteRequest>,
+    ) -> Result<Response<pb::Promotion>, Status> {
+        self.moved(Direction::Rollback, req.into_inner()).await
+    }
+
+    async fn list_promotions(
+        &self,
+        req: Request<pb::ListPromotionsRequest>,
+    ) -> Result<Response<pb::ListPromotionsResponse>, Status> {
+        let ps = self.0.list_promotions(&req.into_inner().link).await?;
+        Ok(Response::new(pb::ListPromotionsResponse {
+            promotions: ps.iter().map(promotion_to_pb).collect(),
+        }))
+    }
+}
+
+impl Api {
+    async fn moved(
+        &self,
+        direction: Direction,
+        r: pb::PromoteRequest,
+    ) -> Result<Response<pb::Promotion>, Status> {
+        let opts = PromoteOptions::new(r.quiet_ms, r.drain_timeout_ms, r.transaction_wait_ms)?;
+        let p = self.0.promote(direction, r.link, r.topics, opts).await?;
+        Ok(Response::new(promotion_to_pb(&p)))
     }
 }

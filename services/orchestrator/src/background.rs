@@ -23,6 +23,10 @@ use crate::Orchestrator;
 /// orchestrators that lost etcd together do not come back in step.
 const CAMPAIGN_AGAIN: Policy = Policy::new(Duration::from_secs(1), Duration::from_secs(1));
 
+/// How often the leader looks for promotions whose orchestrator died:
+/// their clients wait in the routers' holds meanwhile.
+const RECOVERY_INTERVAL: Duration = Duration::from_secs(1);
+
 pub async fn run(orch: Arc<Orchestrator>, cancel: CancellationToken) {
     let ttl = Duration::from_secs(orch.cfg.lease_ttl_secs.max(2));
     let mut backoff = CAMPAIGN_AGAIN.backoff();
@@ -52,10 +56,17 @@ async fn lead(
     backoff.reset();
     info!(orchestrator = %orch.id, "leading background work");
     let mut tick = tokio::time::interval(Duration::from_millis(orch.cfg.sync_interval_ms.max(500)));
+    let mut recovery = tokio::time::interval(RECOVERY_INTERVAL);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = lost.cancelled() => return Err(cutover_coord::CoordError::LeaseLost),
+            _ = recovery.tick() => {
+                if let Err(e) = orch.recover_promotions(&session).await {
+                    warn!(error = %e, "recovering promotions failed; retrying");
+                }
+                continue;
+            }
             _ = tick.tick() => {}
         }
         if let Err(e) = sync_all(orch).await {

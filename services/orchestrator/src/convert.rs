@@ -47,6 +47,29 @@ pub fn mirror_state_to_pb(s: m::MirrorState) -> pb::MirrorState {
     }
 }
 
+pub fn promotion_to_pb(p: &m::Promotion) -> pb::Promotion {
+    pb::Promotion {
+        id: p.id.clone(),
+        link: p.link.clone(),
+        direction: p.direction.name().into(),
+        topics: p.topics.clone(),
+        step: p.step.name().into(),
+        steps: p
+            .steps
+            .iter()
+            .map(|s| pb::PromotionStep {
+                step: s.step.name().into(),
+                started_at_ms: s.started_at_ms,
+                took_ms: s.took_ms,
+            })
+            .collect(),
+        leader: p.leader.clone(),
+        started_at_ms: p.started_at_ms,
+        outcome: p.outcome.clone(),
+        stall_ms: p.stall_ms,
+    }
+}
+
 pub fn mirror_to_pb(t: &m::MirrorTopic) -> pb::MirrorTopic {
     pb::MirrorTopic {
         link: t.link.clone(),

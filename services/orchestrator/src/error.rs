@@ -56,6 +56,22 @@ pub enum ApiError {
     Coord(#[from] cutover_coord::CoordError),
     #[error("another request changed {0} at the same time; retry")]
     Conflict(String),
+    /// A service the call needs (a router, a fetcher) did not answer; the
+    /// same request may succeed once it does.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A wait of the call (a drain, transactions to end) ran out.
+    #[error("{0}")]
+    TooSlow(String),
+    /// A promotion stopped before its switch and was put back: `cause`
+    /// says why, and gives the code.
+    #[error("{cause} ({what} {id} was undone: every topic is as it was)")]
+    Undone {
+        what: &'static str,
+        id: String,
+        #[source]
+        cause: Box<ApiError>,
+    },
 }
 
 fn kafka_message(side: &str, addrs: &str, context: &str, error: &KafkaError) -> String {
@@ -123,6 +139,7 @@ impl ApiError {
             ApiError::ClusterUnreachable { error, .. } | ApiError::Kafka { error, .. } => {
                 Some(error)
             }
+            ApiError::Undone { cause, .. } => cause.kafka_error(),
             _ => None,
         }
     }
@@ -147,6 +164,9 @@ impl ApiError {
             }
             ApiError::Coord(_) => Code::Unavailable,
             ApiError::Conflict(_) => Code::Aborted,
+            ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::TooSlow(_) => Code::DeadlineExceeded,
+            ApiError::Undone { cause, .. } => cause.code(),
         }
     }
 }

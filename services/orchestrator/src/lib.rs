@@ -10,6 +10,7 @@ pub mod guards;
 pub mod links;
 pub mod mirrors;
 pub mod plan;
+pub mod promote;
 pub mod promotion;
 pub mod routers;
 pub mod server;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use cutover_coord::{Coord, CoordConfig};
 use cutover_telemetry::{GrpcServerMetrics, Health};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -97,12 +99,19 @@ pub enum OrchestratorError {
     Grpc(#[from] tonic::transport::Error),
 }
 
+/// How long shutdown waits for running promotions (they end within the
+/// routers' 30 s hold).
+const PROMOTION_END: Duration = Duration::from_secs(35);
+
 /// Shared state of the API handlers.
 pub struct Orchestrator {
     pub id: String,
     pub cfg: OrchestratorConfig,
     pub coord: Coord,
     pub shutdown: CancellationToken,
+    /// Work that must end on its own terms, not with the API (promotions):
+    /// waited for on shutdown.
+    pub tasks: TaskTracker,
 }
 
 /// Serves the API until `shutdown`; campaigns for leadership meanwhile.
@@ -148,14 +157,30 @@ pub async fn run(
         cfg: cfg.clone(),
         coord: coord.clone(),
         shutdown: internal.clone(),
+        tasks: TaskTracker::new(),
     });
     let background = tokio::spawn(background::run(orch.clone(), internal.clone()));
     health.set_ready(true);
     info!(orchestrator = %id, grpc = %grpc_addr, http = %http_addr, "orchestrator started");
 
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let served = server::serve(orch, &metrics, incoming, internal.clone().cancelled_owned()).await;
+    let served = server::serve(
+        orch.clone(),
+        &metrics,
+        incoming,
+        internal.clone().cancelled_owned(),
+    )
+    .await;
     health.set_ready(false);
+    // A promotion under way ends (switched or undone) before the routers'
+    // holds would run out; cutting it would leave that to the leader.
+    orch.tasks.close();
+    if tokio::time::timeout(PROMOTION_END, orch.tasks.wait())
+        .await
+        .is_err()
+    {
+        error!("a promotion did not end in time; the leading orchestrator takes it over");
+    }
     internal.cancel();
     if let Err(e) = background.await {
         error!(error = %e, "background task ended abnormally");

@@ -50,7 +50,7 @@ pub fn plan_start(
         {
             problems.push(format!(
                 "{t} is in {} {} (step {:?}); wait for it to end",
-                verb(p.direction),
+                p.direction.noun(),
                 p.id,
                 p.step
             ));
@@ -79,13 +79,6 @@ pub fn plan_start(
         )));
     }
     Ok(topics.into_iter().cloned().collect())
-}
-
-fn verb(d: Direction) -> &'static str {
-    match d {
-        Direction::Promote => "promotion",
-        Direction::Rollback => "rollback",
-    }
 }
 
 fn past(d: Direction) -> &'static str {
@@ -268,6 +261,7 @@ mod tests {
             started_at_ms: 1,
             outcome: String::new(),
             quiet_ends: BTreeMap::new(),
+            stall_ms: 0,
         }
     }
 

@@ -9,7 +9,7 @@ use cutover_model::{keys, RouterMember};
 use cutover_proto::router::v1 as rpb;
 use cutover_proto::router::v1::router_client::RouterClient;
 use cutover_proto::v1 as pb;
-use cutover_telemetry::TraceContextLayer;
+use cutover_telemetry::{TraceContextLayer, TraceContextService};
 use futures::future::join_all;
 use tonic::transport::Channel;
 
@@ -30,24 +30,76 @@ fn holds(h: Vec<rpb::Hold>) -> Vec<pb::RouterHold> {
         .collect()
 }
 
-/// The state `member` reports over gRPC.
-async fn ask(member: &RouterMember) -> Result<rpb::RouterState, String> {
+pub type Client = RouterClient<TraceContextService<Channel>>;
+
+/// A client of `member`'s internal API, carrying the caller's trace;
+/// calls time out after `timeout`. `Err` says why it cannot be reached.
+pub async fn client(member: &RouterMember, timeout: Duration) -> Result<Client, String> {
     if member.grpc_addr.is_empty() {
         return Err("registered without a gRPC address (an older router?)".into());
     }
     let channel = Channel::from_shared(format!("http://{}", member.grpc_addr))
         .map_err(|e| format!("bad gRPC address {:?}: {e}", member.grpc_addr))?
-        .connect_timeout(ASK_TIMEOUT)
-        .timeout(ASK_TIMEOUT)
+        .connect_timeout(ASK_TIMEOUT.min(timeout))
+        .timeout(timeout)
         .connect()
         .await
         .map_err(|e| format!("cannot reach its gRPC API at {}: {e}", member.grpc_addr))?;
-    let mut client = RouterClient::new(
+    Ok(RouterClient::new(
         tower::ServiceBuilder::new()
             .layer(TraceContextLayer::Client)
             .service(channel),
-    );
-    client
+    ))
+}
+
+/// Makes one call of every router in `members` at once; what failed, as
+/// `router N (host:port): why`, in `members`' order.
+pub async fn call_all<F, Fut, T>(
+    members: &[RouterMember],
+    timeout: Duration,
+    call: F,
+) -> Vec<String>
+where
+    F: Fn(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let calls = members.iter().map(|m| {
+        let call = &call;
+        async move {
+            let c = client(m, timeout).await?;
+            call(c)
+                .await
+                .map(|_| ())
+                .map_err(|s| format!("answered {:?}: {}", s.code(), s.message()))
+        }
+    });
+    members
+        .iter()
+        .zip(join_all(calls).await)
+        .filter_map(|(m, r)| {
+            r.err()
+                .map(|e| format!("router {} ({}:{}): {e}", m.node_id, m.host, m.port))
+        })
+        .collect()
+}
+
+/// The routers registered for `link`.
+pub async fn members_of(coord: &cutover_coord::Coord, link: &str) -> ApiResult<Vec<RouterMember>> {
+    let mut members: Vec<RouterMember> =
+        cutover_coord::list_members::<RouterMember>(coord, keys::ROUTER_KIND)
+            .await?
+            .into_iter()
+            .map(|(_, m)| m)
+            .filter(|m| m.link == link)
+            .collect();
+    members.sort_by_key(|m| m.node_id);
+    Ok(members)
+}
+
+/// The state `member` reports over gRPC.
+async fn ask(member: &RouterMember) -> Result<rpb::RouterState, String> {
+    client(member, ASK_TIMEOUT)
+        .await?
         .get_state(rpb::GetStateRequest {})
         .await
         .map(|r| r.into_inner())
@@ -57,13 +109,7 @@ async fn ask(member: &RouterMember) -> Result<rpb::RouterState, String> {
 impl Orchestrator {
     /// The live routers of `link`, by node id, with what each holds.
     pub async fn routers_of(&self, link: &str) -> ApiResult<Vec<pb::RouterStatus>> {
-        let members: Vec<RouterMember> =
-            cutover_coord::list_members::<RouterMember>(&self.coord, keys::ROUTER_KIND)
-                .await?
-                .into_iter()
-                .map(|(_, m)| m)
-                .filter(|m| m.link == link)
-                .collect();
+        let members = members_of(&self.coord, link).await?;
         let answers = join_all(members.iter().map(ask)).await;
         let mut out: Vec<pb::RouterStatus> = members
             .into_iter()

@@ -56,6 +56,9 @@ pub const METHODS: &[(&str, Kind)] = &[
     ("GetStatus", Kind::Unary),
     ("WatchStatus", Kind::Stream),
     ("Verify", Kind::Verify),
+    ("Promote", Kind::Unary),
+    ("Rollback", Kind::Unary),
+    ("ListPromotions", Kind::Unary),
 ];
 
 /// The kind of the method a request path (`/package.Service/Method`) names;

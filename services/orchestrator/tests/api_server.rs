@@ -82,6 +82,7 @@ async fn serve(tune: impl FnOnce(&mut OrchestratorConfig)) -> Server {
         cfg,
         coord,
         shutdown: stop.clone(),
+        tasks: tokio_util::task::TaskTracker::new(),
     });
     let registry =
         prometheus::Registry::new_custom(Some("cutover_orchestrator".into()), None).expect("reg");

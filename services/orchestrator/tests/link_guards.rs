@@ -49,6 +49,7 @@ async fn orchestrator() -> (EtcdServer, Orchestrator) {
         cfg,
         coord,
         shutdown: CancellationToken::new(),
+        tasks: tokio_util::task::TaskTracker::new(),
     };
     (etcd, orch)
 }

@@ -153,9 +153,15 @@ pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), R
     let instance = uuid::Uuid::new_v4().simple().to_string();
     members::join(&coord, &session, &me, &instance).await?;
     let (routers, watch_task) = members::watch(&coord, internal.clone()).await?;
-    let (topics, topics_task) =
-        topics::watch(&coord, &link.name, metrics.clone(), internal.clone()).await?;
     let holding = Holding::default();
+    let (topics, topics_task) = topics::watch(
+        &coord,
+        &link.name,
+        metrics.clone(),
+        holding.produce.clone(),
+        internal.clone(),
+    )
+    .await?;
     let api = RouterApi {
         node_id: cfg.node_id,
         link: link.name.clone(),

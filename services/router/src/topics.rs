@@ -3,7 +3,10 @@
 //! rollback's barrier runs, DEMOTING), else the source;
 //! and how many times its primary switched (the generation of the epochs
 //! clients see, `epochs`). Topics that are not mirrored are the source's,
-//! untouched.
+//! untouched. A topic in a promotion's barrier has its writes held from
+//! the moment the router sees it there until it leaves it, so that a
+//! router the promotion did not ask (started, or restarted, during it)
+//! does not write to the old primary after its quiet check.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -19,6 +22,8 @@ use tracing::{info, warn};
 
 use crate::epochs::View;
 use crate::error::RouterError;
+use crate::grpc::MAX_PRODUCE_HOLD;
+use crate::holds::Holds;
 use crate::metrics::Metrics;
 
 /// What the router needs of one mirror topic.
@@ -26,6 +31,7 @@ use crate::metrics::Metrics;
 struct Route {
     primary: Side,
     switches: u32,
+    barrier: bool,
 }
 
 impl Route {
@@ -33,6 +39,7 @@ impl Route {
         Route {
             primary: m.state.primary(),
             switches: m.switches,
+            barrier: m.state.in_barrier(),
         }
     }
 }
@@ -114,6 +121,7 @@ impl Topics {
                 Route {
                     primary: *s,
                     switches: 0,
+                    barrier: false,
                 },
             )
         }));
@@ -126,6 +134,10 @@ impl Topics {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Route>> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn in_barrier(&self, topic: &str) -> bool {
+        self.read().get(topic).is_some_and(|r| r.barrier)
     }
 
     /// Records `topic`'s route (`None`: no longer mirrored); returns the
@@ -159,18 +171,38 @@ pub async fn watch(
     coord: &Coord,
     link: &str,
     metrics: Metrics,
+    produce: Holds,
     cancel: CancellationToken,
 ) -> Result<(Topics, JoinHandle<()>), RouterError> {
     let prefix = keys::mirrors_of(link);
     let (snapshot, rx) = coord.watch_prefix(&prefix, cancel.clone()).await?;
     let topics = Topics::default();
     for (_, v) in snapshot.decode::<MirrorTopic>()? {
-        topics.set(&v.value.topic, Some(Route::of(&v.value)));
+        let route = Route::of(&v.value);
+        topics.set(&v.value.topic, Some(route));
+        follow_barrier(&produce, &v.value.topic, false, route.barrier);
     }
     topics.advance(snapshot.revision);
     topics.publish(&metrics);
-    let task = tokio::spawn(follow(topics.clone(), prefix, rx, metrics, cancel));
+    let task = tokio::spawn(follow(topics.clone(), prefix, rx, metrics, produce, cancel));
     Ok((topics, task))
+}
+
+/// Holds `topic`'s writes as it enters a barrier, lets them go (to the
+/// primary now recorded) as it leaves it.
+fn follow_barrier(produce: &Holds, topic: &str, was: bool, is: bool) {
+    let keys = [topic.to_owned()];
+    match (was, is) {
+        (false, true) => {
+            produce.hold(&keys, MAX_PRODUCE_HOLD);
+            info!(topic, "in a promotion's barrier: writes held");
+        }
+        (true, false) => {
+            produce.release(&keys);
+            info!(topic, "out of the promotion's barrier: writes released");
+        }
+        _ => {}
+    }
 }
 
 async fn follow(
@@ -178,6 +210,7 @@ async fn follow(
     prefix: String,
     mut rx: mpsc::Receiver<WatchEvent>,
     metrics: Metrics,
+    produce: Holds,
     cancel: CancellationToken,
 ) {
     loop {
@@ -201,6 +234,7 @@ async fn follow(
                 continue;
             }
         };
+        let was_barrier = topics.in_barrier(topic);
         if let Some(before) = topics.set(topic, route) {
             let now = route.map_or(Side::Source, |r| r.primary);
             info!(
@@ -215,6 +249,12 @@ async fn follow(
                 .inc();
         }
         topics.publish(&metrics);
+        follow_barrier(
+            &produce,
+            topic,
+            was_barrier,
+            route.is_some_and(|r| r.barrier),
+        );
         // After the change is applied: a release waiting for this
         // revision then sees the new primary.
         if let WatchEvent::Put { mod_revision, .. } = &event {
@@ -251,6 +291,7 @@ mod tests {
         let source = Route {
             primary: Side::Source,
             switches: 0,
+            barrier: false,
         };
         assert_eq!(t.set("b", Some(source)), None);
         assert_eq!(t.primary("a"), Side::Source);
@@ -287,6 +328,35 @@ mod tests {
             t.view("other", Side::Source),
             View::unswitched(Side::Source)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_topic_in_a_barrier_has_its_writes_held_until_it_leaves_it() {
+        let h = Holds::default();
+        let a = ["a".to_owned()];
+        let remaining = |h: &Holds| h.view(Some(&a))[0].remaining;
+        follow_barrier(&h, "a", false, false);
+        assert!(remaining(&h).is_zero());
+        follow_barrier(&h, "a", false, true);
+        assert_eq!(remaining(&h), MAX_PRODUCE_HOLD);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // Still in it (another field of the document changed): the hold
+        // is not lengthened.
+        follow_barrier(&h, "a", true, true);
+        assert_eq!(remaining(&h), MAX_PRODUCE_HOLD - Duration::from_secs(1));
+        follow_barrier(&h, "a", true, false);
+        assert!(remaining(&h).is_zero());
+        for state in [MirrorState::Promoting, MirrorState::Demoting] {
+            assert!(state.in_barrier(), "{state:?}");
+        }
+        for state in [
+            MirrorState::Mirroring,
+            MirrorState::Paused,
+            MirrorState::Promoted,
+            MirrorState::Failed,
+        ] {
+            assert!(!state.in_barrier(), "{state:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,0 +1,350 @@
+//! Topic promotion on **real Apache Kafka**, run by the orchestrator
+//! (`cutover promote`): the barrier across every router and the fetchers
+//! under load from producers that write through the routers, its refusal
+//! when a producer writes to the source directly, and the record of each
+//! step. The clusters are shared by the tests of this file (each uses its
+//! own topics and etcd).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{anyhow, ensure, Context as _, Result};
+use cutover_integration_tests::cutover::{routers_bootstrap, wait_until, Cutover, RouterProcess};
+use cutover_integration_tests::router_api;
+use cutover_integration_tests::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// etcd, the orchestrator, link l1 between the shared clusters, two
+/// routers, and `topic` (`partitions`) mirrored by a fetcher.
+fn setup(
+    name: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<(RealBed, Cutover, RouterProcess, RouterProcess)> {
+    let bed = RealBed::start(name)?;
+    let mut cutover = Cutover::start(&bed)?;
+    cutover.create_link(&bed, "l1", &[])?;
+    let r1 = cutover.start_router(1, "l1")?;
+    let r2 = cutover.start_router(2, "l1")?;
+    bed.kafka
+        .create_topic(Side::Source, topic, partitions, &[])?;
+    cutover.add_fetcher()?;
+    cutover.cli_json(&["mirror", "add", "--link", "l1", topic])?;
+    Ok((bed, cutover, r1, r2))
+}
+
+fn state_of(cutover: &Cutover, topic: &str) -> Result<String> {
+    let ms = cutover.cli_json(&["mirror", "list", "--link", "l1"])?;
+    ms.as_array()
+        .and_then(|ms| ms.iter().find(|m| m["topic"] == topic))
+        .and_then(|m| m["state"].as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("{topic} is not listed: {ms}"))
+}
+
+/// The producer ids the source knows on `topic`-`partition`.
+fn producer_ids(bootstrap: &str, topic: &str, partition: i32) -> Result<BTreeSet<i64>> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let c =
+            cutover_kafka::Cluster::connect(cutover_kafka::ClusterConfig::new([bootstrap])).await?;
+        let ps = c.describe_producers(topic, partition).await;
+        c.close().await;
+        Ok(ps?.into_iter().map(|p| p.producer_id).collect())
+    })
+}
+
+/// Every record below `end` of `topic`-`part` at `bootstrap` is the one
+/// the load generator had acknowledged at that offset.
+fn records_are_the_acked(
+    bootstrap: &str,
+    topic: &str,
+    part: i32,
+    end: i64,
+    l: &PartitionLoad,
+    spec: &ProduceSpec,
+) -> Result<()> {
+    for r in read_partition(bootstrap, topic, part, 0, end)? {
+        let want = expected_record(topic, part, l.first_seq + r.offset as u64, spec).at(r.offset);
+        ensure!(
+            r == want,
+            "{topic}/{part} offset {} at {bootstrap}: not the acknowledged record",
+            r.offset
+        );
+    }
+    Ok(())
+}
+
+/// The seed of issue 8's barrier, end to end: an idempotent librdkafka
+/// producer writes through both routers while `cutover promote` runs.
+/// The promotion ends DONE with every step timed and the produce stall
+/// printed; no write fails; each acknowledged record is at its offset on
+/// the target; the source ends where the barrier found it quiet (nothing
+/// went there after the switch); the topic is PROMOTED, and a second
+/// promotion of it is refused, naming why.
+#[test]
+fn promotion_under_load_moves_writes_to_the_target_and_fails_none() -> Result<()> {
+    const T: &str = "promoted-under-load";
+    let (bed, cutover, r1, r2) = setup("promotion_load", T, 2)?;
+    cutover.wait_in_sync("l1", WAIT)?;
+    let spec = ProduceSpec {
+        mode: ProduceMode::Idempotent,
+        ..ProduceSpec::default()
+    };
+    let partitions: Vec<(String, i32)> = (0..2).map(|p| (T.to_owned(), p)).collect();
+    let load = LoadGenerator::start(
+        &routers_bootstrap(&[&r1, &r2]),
+        &partitions,
+        500,
+        spec.clone(),
+    )?;
+    load.wait_acked(300, WAIT)?;
+
+    let p = cutover.cli_json(&["promote", "--link", "l1", T])?;
+    ensure!(p["step"] == "done" && p["outcome"] == "", "{p:#}");
+    let steps: Vec<&str> = p["steps"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|s| s["step"].as_str()).collect())
+        .unwrap_or_default();
+    ensure!(
+        steps
+            == [
+                "checking",
+                "holding",
+                "quiet",
+                "draining",
+                "switched",
+                "releasing"
+            ],
+        "steps: {steps:?}"
+    );
+    let stall = p["stall_ms"].as_i64().unwrap_or(0);
+    ensure!(stall > 0, "no stall recorded: {p:#}");
+    println!("promotion produce stall: {stall} ms; steps: {}", p["steps"]);
+    let acked_at_switch = load.acked();
+    load.wait_acked(acked_at_switch + 500, WAIT)
+        .context("the producer did not go on after the promotion")?;
+    let report = load.stop()?;
+    ensure!(report.total_failed() == 0, "writes failed: {report:?}");
+    ensure!(state_of(&cutover, T)? == "PROMOTED");
+
+    let listed = cutover.cli_json(&["promotions", "--link", "l1"])?;
+    ensure!(
+        listed[0]["id"] == p["id"] && listed[0]["step"] == "done",
+        "promotions: {listed:#}"
+    );
+    let (code, text, _) = cutover.cli_raw(&["promotions", "--link", "l1"])?;
+    ensure!(
+        code == 0 && text.contains("stall=") && text.contains("draining"),
+        "promotions text: {text}"
+    );
+
+    for ((topic, part), l) in &report.partitions {
+        ensure!(
+            l.in_order && l.acked == l.sent && l.first_offset == Some(0),
+            "{topic}/{part}: {l:?}"
+        );
+        let (_, target_end) = watermarks(bed.target_bootstrap(), topic, *part)?;
+        ensure!(
+            target_end as u64 == l.acked,
+            "{topic}/{part}: {target_end} records on the target, {} acknowledged",
+            l.acked
+        );
+        records_are_the_acked(bed.target_bootstrap(), topic, *part, target_end, l, &spec)?;
+        let (_, source_end) = watermarks(bed.source_bootstrap(), topic, *part)?;
+        ensure!(
+            source_end < target_end,
+            "{topic}/{part}: the source ends at {source_end}, the target at {target_end}: \
+             writes after the switch reached the source"
+        );
+        // What the source holds is what the target holds below it.
+        records_are_the_acked(bed.source_bootstrap(), topic, *part, source_end, l, &spec)?;
+    }
+
+    let again = cutover.cli_raw(&["--json", "promote", "--link", "l1", T])?;
+    ensure!(
+        again.0 == 2,
+        "a second promotion exited {}: {}",
+        again.0,
+        again.1
+    );
+    ensure!(
+        again.1.contains("FailedPrecondition") && again.1.contains("is Promoted"),
+        "{}",
+        again.1
+    );
+    Ok(())
+}
+
+/// A producer that still writes to the source directly makes the barrier
+/// refuse: the error names the partition and that producer's id (and not
+/// the routers'), the topic stays MIRRORING, the record says undone, and
+/// the writes through the routers go on without a failure, to the source.
+#[test]
+fn promotion_refused_while_a_producer_writes_to_the_source_directly() -> Result<()> {
+    const T: &str = "promotion-direct-writer";
+    let (bed, cutover, r1, r2) = setup("promotion_direct", T, 1)?;
+    let spec = ProduceSpec {
+        mode: ProduceMode::Idempotent,
+        ..ProduceSpec::default()
+    };
+    let tp = vec![(T.to_owned(), 0)];
+    let routed = LoadGenerator::start(&routers_bootstrap(&[&r1, &r2]), &tp, 200, spec.clone())?;
+    routed.wait_acked(100, WAIT)?;
+    let before = producer_ids(bed.source_bootstrap(), T, 0)?;
+    let direct = LoadGenerator::start(
+        bed.source_bootstrap(),
+        &tp,
+        200,
+        ProduceSpec {
+            first_seq: 1_000_000,
+            ..spec.clone()
+        },
+    )?;
+    direct.wait_acked(100, WAIT)?;
+    let after = producer_ids(bed.source_bootstrap(), T, 0)?;
+    let direct_ids: Vec<i64> = after.difference(&before).copied().collect();
+    ensure!(
+        direct_ids.len() == 1,
+        "one new producer on the source: before {before:?}, after {after:?}"
+    );
+    let direct_id = direct_ids[0];
+
+    let (code, out, err) = cutover.cli_raw(&["--json", "promote", "--link", "l1", T])?;
+    ensure!(code == 2, "the promotion exited {code}: {out}{err}");
+    let e: serde_json::Value = serde_json::from_str(&out).context(out.clone())?;
+    let msg = e["error"].as_str().unwrap_or_default();
+    ensure!(e["code"] == "FailedPrecondition", "{e}");
+    ensure!(
+        msg.contains("writes to it directly")
+            && msg.contains(&format!("{T}-0 went from"))
+            && msg.contains(&format!("producer ids {direct_id}"))
+            && msg.contains("was undone"),
+        "{msg}"
+    );
+    for id in &before {
+        ensure!(
+            !msg.contains(&format!("producer ids {id}")),
+            "the message names a router's producer {id}: {msg}"
+        );
+    }
+    ensure!(state_of(&cutover, T)? == "MIRRORING");
+    let listed = cutover.cli_json(&["promotions", "--link", "l1"])?;
+    ensure!(
+        listed[0]["step"] == "undone"
+            && listed[0]["outcome"]
+                .as_str()
+                .is_some_and(|o| o.contains(&direct_id.to_string())),
+        "{listed:#}"
+    );
+
+    let acked = routed.acked();
+    routed.wait_acked(acked + 200, WAIT)?;
+    let direct_report = direct.stop()?;
+    let routed_report = routed.stop()?;
+    ensure!(
+        routed_report.total_failed() == 0 && direct_report.total_failed() == 0,
+        "writes failed: {routed_report:?} {direct_report:?}"
+    );
+    let (_, source_end) = watermarks(bed.source_bootstrap(), T, 0)?;
+    ensure!(
+        source_end as u64 == routed_report.total_acked() + direct_report.total_acked(),
+        "the source holds {source_end} records, {} + {} were acknowledged",
+        routed_report.total_acked(),
+        direct_report.total_acked()
+    );
+    Ok(())
+}
+
+fn promotions_at(cutover: &Cutover, server: &str) -> Result<serde_json::Value> {
+    let (code, out, err) = cutover.cli_raw_at(server, &["--json", "promotions", "--link", "l1"])?;
+    ensure!(code == 0, "promotions exited {code}: {out}{err}");
+    Ok(serde_json::from_str(&out)?)
+}
+
+/// kill -9 of the orchestrator running a promotion while every router
+/// holds the writes: the other orchestrator, leader once the dead one's
+/// lease is gone, undoes it from what etcd holds (the topic MIRRORING
+/// again, the record undone and saying who stopped and who undid it), the
+/// held writes go on to the source, and none failed. A router started
+/// during the barrier, which the promotion never asked, holds the topic's
+/// writes by itself until the barrier ends.
+#[test]
+fn promotion_whose_orchestrator_dies_before_the_switch_is_undone_by_another() -> Result<()> {
+    const T: &str = "promotion-orphaned";
+    let (bed, mut cutover, r1, r2) = setup("promotion_orphaned", T, 1)?;
+    let second = cutover.add_orchestrator()?;
+    let spec = ProduceSpec {
+        mode: ProduceMode::Idempotent,
+        ..ProduceSpec::default()
+    };
+    let tp = vec![(T.to_owned(), 0)];
+    let load = LoadGenerator::start(&routers_bootstrap(&[&r1, &r2]), &tp, 200, spec)?;
+    load.wait_acked(100, WAIT)?;
+
+    // A long quiet period keeps the barrier up while the test acts in it.
+    let cli = cutover_integration_tests::process::bin_path("cutover")?;
+    let first = cutover.server.clone();
+    let promoting = std::thread::spawn(move || {
+        std::process::Command::new(cli)
+            .args(["--server", &first, "--json", "promote", "--link", "l1", T])
+            .args(["--quiet-ms", "15000", "--drain-timeout-ms", "1000"])
+            .args(["--transaction-wait-ms", "1000"])
+            .output()
+    });
+    wait_until("the promotion to reach its quiet check", WAIT, || {
+        Ok(promotions_at(&cutover, &second)?[0]["step"] == "quiet")
+    })?;
+    ensure!(state_of(&cutover, T)? == "PROMOTING");
+    let r3 = cutover.start_router(3, "l1")?;
+    let holds = router_api::state(&r3)?.produce_holds;
+    ensure!(
+        holds.iter().any(|h| h.key == T && h.remaining_ms > 0),
+        "a router started in the barrier does not hold {T}: {holds:?}"
+    );
+    let acked_in_hold = load.acked();
+
+    cutover.orchestrator.kill9()?;
+    let out = promoting
+        .join()
+        .map_err(|_| anyhow!("the CLI thread panicked"))??;
+    ensure!(
+        !out.status.success(),
+        "the promotion's CLI succeeded although its orchestrator died: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    cutover.server = second.clone();
+    wait_until("the other orchestrator to undo the promotion", WAIT, || {
+        Ok(promotions_at(&cutover, &second)?[0]["step"] == "undone")
+    })?;
+    let p = &promotions_at(&cutover, &second)?[0];
+    let outcome = p["outcome"].as_str().unwrap_or_default();
+    ensure!(
+        outcome.contains("orchestrator-1 stopped before the switch")
+            && outcome.contains("orchestrator-2 undid it"),
+        "{p:#}"
+    );
+    ensure!(state_of(&cutover, T)? == "MIRRORING");
+    load.wait_acked(acked_in_hold + 200, WAIT)
+        .context("the producer did not go on after the undo")?;
+    for r in [&r1, &r2, &r3] {
+        let holds = router_api::state(r)?.produce_holds;
+        ensure!(
+            holds.iter().all(|h| h.key != T || h.remaining_ms == 0),
+            "router {} still holds {T}: {holds:?}",
+            r.node_id
+        );
+    }
+    let report = load.stop()?;
+    ensure!(report.total_failed() == 0, "writes failed: {report:?}");
+    let l = &report.partitions[&(T.to_owned(), 0)];
+    ensure!(l.in_order && l.acked == l.sent, "{l:?}");
+    let (_, source_end) = watermarks(bed.source_bootstrap(), T, 0)?;
+    ensure!(
+        source_end as u64 == l.acked,
+        "the source holds {source_end} records, {} were acknowledged",
+        l.acked
+    );
+    Ok(())
+}

@@ -1,0 +1,895 @@
+//! A promotion's barrier carried out (design.md "Topic promotion"), with
+//! the decisions of `promotion.rs`: the record and the topics' documents
+//! in etcd, the routers' holds, the old primary's transactions, log ends
+//! and producers, the fetchers' drain, the switch and the release; and
+//! the leader's recovery of a promotion whose orchestrator died.
+//!
+//! Every write of a running promotion is guarded by its owner key (under
+//! the lease of the orchestrator running it): an orchestrator that lost
+//! its lease changes nothing more, and the leader takes the promotion
+//! over from what etcd holds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cutover_coord::{CancellationToken, Precondition, Session, Versioned, WriteOp};
+use cutover_kafka::{Cluster, OffsetSpec};
+use cutover_model::{
+    keys, now_ms, Direction, FetcherMember, Link, MirrorTopic, ProducerMapping, Promotion,
+    RouterMember, Side, Step,
+};
+use cutover_proto::fetcher::v1 as fpb;
+use cutover_proto::router::v1 as rpb;
+use cutover_telemetry::TraceContextLayer;
+use futures::future::join_all;
+use tonic::transport::Channel;
+use tracing::{info, warn, Instrument as _};
+
+use crate::error::{ApiError, ApiResult};
+use crate::links::connect;
+use crate::promotion::{
+    barrier_doc, check_quiet, open_transactions, plan_start, recover, switched_doc, undone_doc,
+    Ends, PartitionProducers, Recovery,
+};
+use crate::routers;
+use crate::Orchestrator;
+
+/// How long routers hold the set's writes at most: the routers' own
+/// limit, under the clients' default request timeout (30 s).
+const HOLD: Duration = Duration::from_secs(30);
+/// A barrier that has not switched this long after the hold is undone,
+/// so that no hold runs out (and lets writes reach the old primary after
+/// its quiet check) before the switch.
+const SWITCH_BY: Duration = Duration::from_secs(26);
+/// Longest wait of one router call: a hold's in-flight drain, a release's
+/// wait for the router's etcd view.
+const ROUTER_CALL: Duration = Duration::from_secs(5);
+/// The waits a request asks for, together, fit before `SWITCH_BY` with
+/// the router calls.
+const MAX_WAITS: Duration = Duration::from_secs(20);
+/// How often a wait that has no event to wait on looks again (open
+/// transactions, a drain no fetcher reports).
+const POLL: Duration = Duration::from_millis(20);
+
+/// What a promotion request may tune.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromoteOptions {
+    /// How long the old primary's log ends must stay still.
+    pub quiet: Duration,
+    pub drain_timeout: Duration,
+    pub transaction_wait: Duration,
+}
+
+impl PromoteOptions {
+    /// From the request's fields (0: the default), refused when the waits
+    /// together do not fit in the routers' hold.
+    pub fn new(quiet_ms: u32, drain_timeout_ms: u32, transaction_wait_ms: u32) -> ApiResult<Self> {
+        let ms = |v: u32, default: u64| {
+            Duration::from_millis(if v == 0 { default } else { u64::from(v) })
+        };
+        let o = PromoteOptions {
+            quiet: ms(quiet_ms, 100),
+            drain_timeout: ms(drain_timeout_ms, 10_000),
+            transaction_wait: ms(transaction_wait_ms, 5_000),
+        };
+        let total = o.quiet + o.drain_timeout + o.transaction_wait;
+        if total > MAX_WAITS {
+            return Err(ApiError::BadRequest(format!(
+                "quiet_ms + drain_timeout_ms + transaction_wait_ms come to {} ms; at most {} ms \
+                 fit in the {} s the routers may hold writes (under the clients' request \
+                 timeout)",
+                total.as_millis(),
+                MAX_WAITS.as_millis(),
+                HOLD.as_secs()
+            )));
+        }
+        Ok(o)
+    }
+}
+
+fn cluster_of(link: &Link, side: Side) -> &cutover_model::ClusterSpec {
+    match side {
+        Side::Source => &link.source,
+        Side::Target => &link.target,
+    }
+}
+
+fn lost(p: &Promotion) -> ApiError {
+    ApiError::Unavailable(format!(
+        "this orchestrator lost its etcd lease during {} {}; the leading orchestrator finishes \
+         or undoes it from etcd (see `cutover promotions --link {}`)",
+        p.direction.noun(),
+        p.id,
+        p.link
+    ))
+}
+
+/// The log ends of the set's partitions on `cluster` (high watermarks:
+/// what the fetchers copy up to).
+async fn log_ends(cluster: &Cluster, side: Side, docs: &[MirrorTopic]) -> ApiResult<Ends> {
+    let mut ends = Ends::new();
+    for m in docs {
+        let partitions: Vec<i32> = (0..m.partitions).collect();
+        let got = cluster
+            .list_offsets(&m.topic, &partitions, OffsetSpec::Latest)
+            .await
+            .map_err(ApiError::kafka(side.name(), cluster))?;
+        for (p, r) in got {
+            let end = r.map_err(ApiError::kafka_doing(
+                side.name(),
+                cluster,
+                format!("reading the log end of {}-{p}", m.topic),
+            ))?;
+            ends.insert((m.topic.clone(), p), end);
+        }
+    }
+    Ok(ends)
+}
+
+async fn producers_on(
+    cluster: &Cluster,
+    side: Side,
+    partitions: impl IntoIterator<Item = (String, i32)>,
+) -> ApiResult<Vec<PartitionProducers>> {
+    let asks = partitions.into_iter().map(|(topic, partition)| async move {
+        let producers = cluster
+            .describe_producers(&topic, partition)
+            .await
+            .map_err(ApiError::kafka_doing(
+                side.name(),
+                cluster,
+                format!("listing the producers of {topic}-{partition}"),
+            ))?;
+        Ok(PartitionProducers {
+            topic,
+            partition,
+            producers,
+        })
+    });
+    join_all(asks).await.into_iter().collect()
+}
+
+/// One running promotion, as this orchestrator carries it out.
+struct Barrier<'a> {
+    orch: &'a Orchestrator,
+    rec: Promotion,
+    /// The owner key and its mod revision: every write is guarded by it.
+    owner: (String, i64),
+    /// The set's documents as stored now, with their revisions.
+    docs: Vec<Versioned<MirrorTopic>>,
+    /// The routers asked to hold, and when the first was asked.
+    held: Vec<RouterMember>,
+    held_at: Option<Instant>,
+}
+
+impl Barrier<'_> {
+    fn guard(&self) -> Precondition {
+        Precondition::ModRevision(self.owner.0.clone(), self.owner.1)
+    }
+
+    fn record_write(&self) -> ApiResult<WriteOp> {
+        let doc = serde_json::to_value(&self.rec)
+            .map_err(|e| ApiError::BadRequest(format!("promotion record: {e}")))?;
+        Ok(WriteOp::Put(
+            keys::promotion(&self.rec.link, &self.rec.id),
+            doc,
+        ))
+    }
+
+    /// Moves the record to `step`, with `docs` (new documents of the set)
+    /// in the same transaction; the store revision of the writes.
+    async fn save(&mut self, step: Step, docs: Option<Vec<MirrorTopic>>) -> ApiResult<i64> {
+        self.rec.enter(step, now_ms());
+        let mut guards = vec![self.guard()];
+        let mut writes = vec![self.record_write()?];
+        if let Some(docs) = &docs {
+            for (old, new) in self.docs.iter().zip(docs) {
+                let key = keys::mirror(&new.link, &new.topic);
+                guards.push(Precondition::ModRevision(key.clone(), old.mod_revision));
+                let doc = serde_json::to_value(new)
+                    .map_err(|e| ApiError::BadRequest(format!("mirror document: {e}")))?;
+                writes.push(WriteOp::Put(key, doc));
+            }
+        }
+        let Some(revision) = self.orch.coord.txn_at(&guards, &writes).await? else {
+            if docs.is_some()
+                && self.orch.coord.mod_revision(&self.owner.0).await? == Some(self.owner.1)
+            {
+                return Err(ApiError::Conflict(format!(
+                    "the mirror topics {} (changed during {} {})",
+                    self.rec.topics.join(","),
+                    self.rec.direction.noun(),
+                    self.rec.id
+                )));
+            }
+            return Err(lost(&self.rec));
+        };
+        if let Some(docs) = docs {
+            self.docs = docs
+                .into_iter()
+                .map(|value| Versioned {
+                    value,
+                    mod_revision: revision,
+                })
+                .collect();
+        }
+        Ok(revision)
+    }
+
+    fn values(&self) -> Vec<MirrorTopic> {
+        self.docs.iter().map(|d| d.value.clone()).collect()
+    }
+
+    /// Every live router of the link holds the set's new writes and has
+    /// its in-flight ones answered.
+    async fn hold(&mut self) -> ApiResult<()> {
+        let members = routers::members_of(&self.orch.coord, &self.rec.link).await?;
+        self.held_at = Some(Instant::now());
+        self.held = members.clone();
+        let req = rpb::HoldProduceRequest {
+            topics: self.rec.topics.clone(),
+            hold_ms: HOLD.as_millis() as u32,
+            drain_timeout_ms: ROUTER_CALL.as_millis() as u32,
+        };
+        let failed = routers::call_all(&members, ROUTER_CALL + Duration::from_secs(1), |mut c| {
+            let req = req.clone();
+            async move { c.hold_produce(req).await }
+        })
+        .await;
+        if !failed.is_empty() {
+            return Err(ApiError::Unavailable(format!(
+                "nothing changed: not every router holds the writes, so the {} cluster could \
+                 still take some: {}. Bring the router back or stop it (its clients move to \
+                 the others), then retry.",
+                self.rec.direction.from_side(),
+                failed.join("; ")
+            )));
+        }
+        info!(
+            routers = members.len(),
+            "every router holds the set's writes"
+        );
+        Ok(())
+    }
+
+    /// Waits for the transactions open on the set to end on the old
+    /// primary: none may be half on each cluster.
+    async fn transactions(&self, old: &Cluster, wait: Duration) -> ApiResult<()> {
+        let side = self.rec.direction.from_side();
+        let partitions: Vec<(String, i32)> = self
+            .docs
+            .iter()
+            .flat_map(|d| (0..d.value.partitions).map(|p| (d.value.topic.clone(), p)))
+            .collect();
+        let deadline = Instant::now() + wait;
+        loop {
+            let open = open_transactions(&producers_on(old, side, partitions.clone()).await?);
+            if open.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ApiError::TooSlow(format!(
+                    "nothing changed: transactions on the set stayed open on the {side} cluster \
+                     for {} ms: {}. They end when their producers commit or abort (or the \
+                     broker aborts them after their transaction.timeout.ms); retry then, or \
+                     give a longer transaction_wait_ms",
+                    wait.as_millis(),
+                    open.join("; ")
+                )));
+            }
+            tokio::time::sleep(POLL * 5).await;
+        }
+    }
+
+    /// The old primary's log ends, once they stayed still for `quiet`.
+    async fn quiet(&self, old: &Cluster, quiet: Duration) -> ApiResult<Ends> {
+        let side = self.rec.direction.from_side();
+        let docs = self.values();
+        let first = log_ends(old, side, &docs).await?;
+        // The quiet period is the check itself, not a wait for an event.
+        tokio::time::sleep(quiet).await;
+        let second = log_ends(old, side, &docs).await?;
+        if first == second {
+            return Ok(second);
+        }
+        let moved = second
+            .iter()
+            .filter(|(tp, end)| first.get(*tp) != Some(*end))
+            .map(|(tp, _)| tp.clone());
+        let producers = producers_on(old, side, moved).await?;
+        check_quiet(
+            self.rec.direction,
+            &first,
+            &second,
+            &producers,
+            &self.router_producer_ids(side).await?,
+        )?;
+        Ok(second)
+    }
+
+    /// The upstream producer ids the routers' mappings use on `side`.
+    async fn router_producer_ids(&self, side: Side) -> ApiResult<BTreeSet<i64>> {
+        let mappings = self
+            .orch
+            .coord
+            .list::<ProducerMapping>(&keys::producers_of(&self.rec.link))
+            .await?;
+        Ok(mappings
+            .into_iter()
+            .filter_map(|(_, m)| match side {
+                Side::Source => m.value.source,
+                Side::Target => m.value.target,
+            })
+            .map(|u| u.producer_id)
+            .collect())
+    }
+
+    /// The new primary holds exactly the old one's records: up to `ends`,
+    /// nothing beyond.
+    async fn drain(&self, new: &Cluster, ends: &Ends, timeout: Duration) -> ApiResult<()> {
+        let side = self.rec.direction.from_side().other();
+        let deadline = Instant::now() + timeout;
+        if self.rec.direction == Direction::Promote {
+            // The fetchers say when the target reached an offset: no polling.
+            let waits = ends
+                .iter()
+                .map(|((topic, p), end)| self.wait_for_offset(topic, *p, *end, deadline));
+            for r in join_all(waits).await {
+                r?;
+            }
+        }
+        loop {
+            let now = log_ends(new, side, &self.values()).await?;
+            let beyond: Vec<String> = now
+                .iter()
+                .filter(|(tp, end)| ends.get(*tp).is_some_and(|want| *end > want))
+                .map(|((t, p), end)| {
+                    format!("{t}-{p} ends at {end}, not {}", ends[&(t.clone(), *p)])
+                })
+                .collect();
+            if !beyond.is_empty() {
+                return Err(ApiError::Precondition(format!(
+                    "nothing changed: the {side} cluster has records the {} cluster does not \
+                     ({}), so a client writes to it directly; stop it (or point it at a \
+                     router) and retry",
+                    side.other(),
+                    beyond.join(", ")
+                )));
+            }
+            let behind: Vec<String> = now
+                .iter()
+                .filter(|(tp, end)| ends.get(*tp).is_some_and(|want| *end < want))
+                .map(|((t, p), end)| format!("{t}-{p} at {end} of {}", ends[&(t.clone(), *p)]))
+                .collect();
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let how = match self.rec.direction {
+                    Direction::Promote => "the fetchers did not copy",
+                    Direction::Rollback => {
+                        "no reverse mirror copied (it is not built yet: a rollback works only \
+                         while nothing was written after the promotion)"
+                    }
+                };
+                return Err(ApiError::TooSlow(format!(
+                    "nothing changed: {how} the {} cluster's records to the {side} cluster \
+                     within {} ms: {}. Check `cutover status`, then retry (or give a longer \
+                     drain_timeout_ms)",
+                    side.other(),
+                    timeout.as_millis(),
+                    behind.join(", ")
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Asks the fetcher owning `topic`-`partition` to answer once the
+    /// target reached `offset`, following the partition to a new owner.
+    async fn wait_for_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        deadline: Instant,
+    ) -> ApiResult<()> {
+        let link = &self.rec.link;
+        let resource = keys::fetch_resource(link, topic, partition);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                // The log-end check after it reports what is behind.
+                return Ok(());
+            }
+            let owner = cutover_coord::owner_of(&self.orch.coord, &resource).await?;
+            let member = match &owner {
+                Some(id) => self
+                    .orch
+                    .coord
+                    .get::<FetcherMember>(&cutover_coord::member_key(keys::FETCHER_KIND, id))
+                    .await?
+                    .map(|v| v.value),
+                None => None,
+            };
+            let Some(member) = member else {
+                // No owner now: one takes it over within a lease.
+                tokio::time::sleep(POLL * 5).await;
+                continue;
+            };
+            let asked = async {
+                let channel = Channel::from_shared(format!("http://{}", member.grpc_addr))
+                    .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+                    .connect_timeout(left.min(ROUTER_CALL))
+                    .timeout(left + Duration::from_secs(1))
+                    .connect()
+                    .await
+                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                let mut c = fpb::fetcher_client::FetcherClient::new(
+                    tower::ServiceBuilder::new()
+                        .layer(TraceContextLayer::Client)
+                        .service(channel),
+                );
+                c.wait_for_offset(fpb::WaitForOffsetRequest {
+                    link: link.clone(),
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                    timeout_ms: left.as_millis().max(1) as u32,
+                })
+                .await
+            };
+            match asked.await {
+                Ok(_) => return Ok(()),
+                Err(s) if s.code() == tonic::Code::DeadlineExceeded => return Ok(()),
+                Err(s) => {
+                    warn!(topic, partition, fetcher = %member.id, code = ?s.code(), error = s.message(),
+                        "asking the fetcher for the drain failed; asking its owner again");
+                    tokio::time::sleep(POLL * 5).await;
+                }
+            }
+        }
+    }
+
+    /// Lets every router (those held and any that joined since) send the
+    /// held writes on, once it has seen `revision`. A router that does not
+    /// answer lets them go by itself when its hold runs out.
+    async fn release(&mut self, revision: i64) {
+        let mut members = self.held.clone();
+        match routers::members_of(&self.orch.coord, &self.rec.link).await {
+            Ok(now) => {
+                for m in now {
+                    if !members.iter().any(|h| h.node_id == m.node_id) {
+                        members.push(m);
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot list the routers again; releasing those held"),
+        }
+        let req = rpb::ReleaseProduceRequest {
+            topics: self.rec.topics.clone(),
+            after_revision: revision,
+            wait_ms: ROUTER_CALL.as_millis() as u32,
+        };
+        let failed = routers::call_all(&members, ROUTER_CALL + Duration::from_secs(1), |mut c| {
+            let req = req.clone();
+            async move { c.release_produce(req).await }
+        })
+        .await;
+        for e in failed {
+            warn!(error = %e, "a router did not release the writes; its hold ends by itself");
+        }
+        if let Some(at) = self.held_at {
+            self.rec.stall_ms = at.elapsed().as_millis() as i64;
+        }
+    }
+
+    /// Everything up to the switch; an error leaves the primary where it was.
+    async fn up_to_switch(&mut self, link: &Link, opts: PromoteOptions) -> ApiResult<()> {
+        let from = self.rec.direction.from_side();
+        let timeout = self.orch.cfg.kafka_timeout();
+        let old = connect(from.name(), cluster_of(link, from), timeout).await?;
+        let new = connect(from.other().name(), cluster_of(link, from.other()), timeout).await;
+        let new = match new {
+            Ok(c) => c,
+            Err(e) => {
+                old.close().await;
+                return Err(e);
+            }
+        };
+        let r = self.checks(&old, &new, opts).await;
+        old.close().await;
+        new.close().await;
+        r
+    }
+
+    async fn checks(
+        &mut self,
+        old: &Cluster,
+        new: &Cluster,
+        opts: PromoteOptions,
+    ) -> ApiResult<()> {
+        self.hold().await?;
+        self.save(Step::Quiet, None).await?;
+        self.transactions(old, opts.transaction_wait).await?;
+        let ends = self.quiet(old, opts.quiet).await?;
+        self.rec.quiet_ends = BTreeMap::new();
+        for ((topic, _), end) in &ends {
+            self.rec
+                .quiet_ends
+                .entry(topic.clone())
+                .or_default()
+                .push(*end);
+        }
+        self.save(Step::Draining, None).await?;
+        self.drain(new, &ends, opts.drain_timeout).await?;
+        if self.held_at.is_some_and(|at| at.elapsed() >= SWITCH_BY) {
+            return Err(ApiError::TooSlow(format!(
+                "nothing changed: the barrier took longer than {} s, and the routers' holds \
+                 would run out before the switch; retry (with shorter waits)",
+                SWITCH_BY.as_secs()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Puts the set back as it was and lets the held writes go to the old
+    /// primary; the error the caller gets.
+    async fn undo(&mut self, cause: ApiError) -> ApiError {
+        let direction = self.rec.direction;
+        self.rec.outcome = cause.to_string();
+        let docs: Vec<MirrorTopic> = self
+            .values()
+            .iter()
+            .map(|m| undone_doc(m, direction))
+            .collect();
+        match self.save(Step::Undone, Some(docs)).await {
+            Ok(revision) => {
+                self.release(revision).await;
+                // The stall is known only now; the record says it too.
+                let _ = self.store_stall().await;
+                warn!(outcome = %self.rec.outcome, "undone");
+                ApiError::Undone {
+                    what: direction.noun(),
+                    id: self.rec.id.clone(),
+                    cause: Box::new(cause),
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, cause = %cause, "could not undo; the leader will");
+                e
+            }
+        }
+    }
+
+    async fn store_stall(&mut self) -> ApiResult<()> {
+        let writes = [self.record_write()?];
+        match self.orch.coord.txn_at(&[self.guard()], &writes).await? {
+            Some(_) => Ok(()),
+            None => Err(lost(&self.rec)),
+        }
+    }
+}
+
+impl Orchestrator {
+    /// Runs a promotion (or rollback) of `topics` on `link` to its end, in
+    /// a task of its own: a caller that goes away does not cut a barrier
+    /// halfway.
+    pub async fn promote(
+        self: &Arc<Self>,
+        direction: Direction,
+        link: String,
+        topics: Vec<String>,
+        opts: PromoteOptions,
+    ) -> ApiResult<Promotion> {
+        let this = self.clone();
+        let span = tracing::info_span!("promotion", link = %link, direction = direction.name(),
+            id = tracing::field::Empty);
+        let task = self.tasks.spawn(
+            async move { this.run_promotion(direction, &link, &topics, opts).await }
+                .instrument(span),
+        );
+        task.await.map_err(|e| {
+            ApiError::Unavailable(format!(
+                "the promotion task ended abnormally ({e}); see `cutover promotions`"
+            ))
+        })?
+    }
+
+    async fn run_promotion(
+        &self,
+        direction: Direction,
+        link_name: &str,
+        requested: &[String],
+        opts: PromoteOptions,
+    ) -> ApiResult<Promotion> {
+        let link = self.get_link(link_name).await?;
+        let mirrors: BTreeMap<String, Versioned<MirrorTopic>> = self
+            .coord
+            .list::<MirrorTopic>(&keys::mirrors_of(link_name))
+            .await?
+            .into_iter()
+            .map(|(_, v)| (v.value.topic.clone(), v))
+            .collect();
+        let running: Vec<Promotion> = self
+            .coord
+            .list::<Promotion>(&keys::promotions_of(link_name))
+            .await?
+            .into_iter()
+            .map(|(_, v)| v.value)
+            .collect();
+        let plain: BTreeMap<String, MirrorTopic> = mirrors
+            .iter()
+            .map(|(t, v)| (t.clone(), v.value.clone()))
+            .collect();
+        let topics = plan_start(direction, link_name, requested, &plain, &running)?;
+
+        let started = now_ms();
+        let id = format!(
+            "{}-{}",
+            started,
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        );
+        tracing::Span::current().record("id", id.as_str());
+        // The promotion's own lease: it lives as long as this task does
+        // (not as long as the API), so a SIGTERM lets it end cleanly.
+        let cancel = CancellationToken::new();
+        let _stop = cancel.clone().drop_guard();
+        let session = self
+            .coord
+            .session(self.coord.lease_ttl(), cancel.clone())
+            .await?;
+        let resource = keys::promotion_resource(link_name, &id);
+        if !cutover_coord::try_claim(&self.coord, &session, &resource, &self.id).await? {
+            return Err(ApiError::Conflict(format!("promotion {id}")));
+        }
+        let owner_key = cutover_coord::owner_key(&resource);
+        let owner_rev = self
+            .coord
+            .mod_revision(&owner_key)
+            .await?
+            .ok_or_else(|| lost_early(&id))?;
+
+        let mut rec = Promotion {
+            id: id.clone(),
+            link: link_name.to_owned(),
+            direction,
+            topics: topics.clone(),
+            groups: Vec::new(),
+            step: Step::Checking,
+            steps: Vec::new(),
+            leader: self.id.clone(),
+            started_at_ms: started,
+            outcome: String::new(),
+            quiet_ends: BTreeMap::new(),
+            stall_ms: 0,
+        };
+        rec.enter(Step::Checking, started);
+        let mut barrier = Barrier {
+            orch: self,
+            rec,
+            owner: (owner_key, owner_rev),
+            docs: topics.iter().map(|t| mirrors[t].clone()).collect(),
+            held: Vec::new(),
+            held_at: None,
+        };
+        let result = self.barrier(&mut barrier, &link, opts).await;
+        let _ = cutover_coord::release(&self.coord, &resource, &self.id).await;
+        let _ = session.revoke().await;
+        result
+    }
+
+    async fn barrier(
+        &self,
+        b: &mut Barrier<'_>,
+        link: &Link,
+        opts: PromoteOptions,
+    ) -> ApiResult<Promotion> {
+        let direction = b.rec.direction;
+        // The record and the barrier states in one transaction: a topic is
+        // in a barrier state exactly while a record says it is.
+        let held: Vec<MirrorTopic> = b
+            .values()
+            .iter()
+            .map(|m| barrier_doc(m, direction))
+            .collect();
+        let create = Precondition::Absent(keys::promotion(&b.rec.link, &b.rec.id));
+        b.rec.enter(Step::Holding, now_ms());
+        let mut guards = vec![b.guard(), create];
+        let mut writes = vec![b.record_write()?];
+        for (old, new) in b.docs.iter().zip(&held) {
+            let key = keys::mirror(&new.link, &new.topic);
+            guards.push(Precondition::ModRevision(key.clone(), old.mod_revision));
+            let doc = serde_json::to_value(new)
+                .map_err(|e| ApiError::BadRequest(format!("mirror document: {e}")))?;
+            writes.push(WriteOp::Put(key, doc));
+        }
+        let Some(revision) = self.coord.txn_at(&guards, &writes).await? else {
+            return Err(ApiError::Conflict(format!(
+                "the mirror topics {}",
+                b.rec.topics.join(",")
+            )));
+        };
+        b.docs = held
+            .into_iter()
+            .map(|value| Versioned {
+                value,
+                mod_revision: revision,
+            })
+            .collect();
+        info!(topics = ?b.rec.topics, "barrier up");
+
+        if let Err(cause) = b.up_to_switch(link, opts).await {
+            return Err(b.undo(cause).await);
+        }
+        let docs: Vec<MirrorTopic> = b
+            .values()
+            .iter()
+            .map(|m| switched_doc(m, direction))
+            .collect();
+        let revision = match b.save(Step::Switched, Some(docs)).await {
+            Ok(r) => r,
+            Err(e @ ApiError::Conflict(_)) => return Err(b.undo(e).await),
+            Err(e) => return Err(e),
+        };
+        info!(revision, "primary switched");
+        b.save(Step::Releasing, None).await?;
+        b.release(revision).await;
+        b.save(Step::Done, None).await?;
+        info!(stall_ms = b.rec.stall_ms, "done");
+        Ok(b.rec.clone())
+    }
+
+    /// Promotions and rollbacks of `link`, newest first.
+    pub async fn list_promotions(&self, link: &str) -> ApiResult<Vec<Promotion>> {
+        self.get_link(link).await?;
+        let mut out: Vec<Promotion> = self
+            .coord
+            .list::<Promotion>(&keys::promotions_of(link))
+            .await?
+            .into_iter()
+            .map(|(_, v)| v.value)
+            .collect();
+        out.sort_by(|a, b| (b.started_at_ms, &b.id).cmp(&(a.started_at_ms, &a.id)));
+        Ok(out)
+    }
+
+    /// The leader's part: finishes or undoes every running promotion whose
+    /// orchestrator is gone (its owner key went with its lease).
+    pub async fn recover_promotions(&self, session: &Session) -> ApiResult<()> {
+        for (_, link) in self.coord.list::<Link>(keys::LINKS).await? {
+            let link = link.value.name;
+            for (_, p) in self
+                .coord
+                .list::<Promotion>(&keys::promotions_of(&link))
+                .await?
+            {
+                let p = p.value;
+                if recover(&p) == Recovery::None {
+                    continue;
+                }
+                let resource = keys::promotion_resource(&link, &p.id);
+                if cutover_coord::owner_of(&self.coord, &resource)
+                    .await?
+                    .is_some()
+                {
+                    continue;
+                }
+                if !cutover_coord::try_claim(&self.coord, session, &resource, &self.id).await? {
+                    continue;
+                }
+                let span = tracing::info_span!("recover_promotion", link = %link, id = %p.id);
+                let r = self.recover_one(p, &resource).instrument(span).await;
+                let _ = cutover_coord::release(&self.coord, &resource, &self.id).await;
+                r?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn recover_one(&self, p: Promotion, resource: &str) -> ApiResult<()> {
+        let owner_key = cutover_coord::owner_key(resource);
+        let Some(owner_rev) = self.coord.mod_revision(&owner_key).await? else {
+            return Err(lost_early(&p.id));
+        };
+        let recovery = recover(&p);
+        let direction = p.direction;
+        let mut docs = Vec::with_capacity(p.topics.len());
+        for t in &p.topics {
+            if let Some(d) = self
+                .coord
+                .get::<MirrorTopic>(&keys::mirror(&p.link, t))
+                .await?
+            {
+                docs.push(d);
+            }
+        }
+        let previous = p.leader.clone();
+        let mut b = Barrier {
+            orch: self,
+            rec: p,
+            owner: (owner_key, owner_rev),
+            docs,
+            held: Vec::new(),
+            held_at: None,
+        };
+        b.rec.leader = self.id.clone();
+        match recovery {
+            Recovery::None => Ok(()),
+            Recovery::Undo => {
+                // Only the topics still in the barrier go back: a topic
+                // removed meanwhile has no document to put back.
+                b.docs
+                    .retain(|d| d.value.state == direction.barrier_state());
+                let cause = ApiError::Unavailable(format!(
+                    "orchestrator {previous} stopped before the switch; {} undid it",
+                    self.id
+                ));
+                let e = b.undo(cause).await;
+                match e {
+                    ApiError::Undone { .. } => Ok(()),
+                    e => Err(e),
+                }
+            }
+            Recovery::Finish => {
+                // The switch is stored: the routers go on to the new primary
+                // once they have seen it (its documents' revision).
+                let revision = b.docs.iter().map(|d| d.mod_revision).max().unwrap_or(0);
+                if b.rec.step < Step::Releasing {
+                    b.save(Step::Releasing, None).await?;
+                }
+                b.release(revision).await;
+                b.rec.outcome = format!(
+                    "orchestrator {previous} stopped after the switch; {} finished it",
+                    self.id
+                );
+                b.save(Step::Done, None).await?;
+                info!("finished a promotion whose orchestrator stopped");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn lost_early(id: &str) -> ApiError {
+    ApiError::Unavailable(format!(
+        "the etcd lease of promotion {id} ended as it started; nothing changed, retry"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_default_when_zero_and_must_fit_in_the_routers_hold() {
+        let o = PromoteOptions::new(0, 0, 0).expect("defaults fit");
+        assert_eq!(
+            o,
+            PromoteOptions {
+                quiet: Duration::from_millis(100),
+                drain_timeout: Duration::from_secs(10),
+                transaction_wait: Duration::from_secs(5),
+            }
+        );
+        assert!(PromoteOptions::new(15_000, 1_000, 1_000).is_ok());
+        let e = PromoteOptions::new(15_000, 0, 0).expect_err("too long");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.to_string().contains("come to 30000 ms"), "{e}");
+    }
+
+    #[test]
+    fn an_undone_promotion_answers_with_its_causes_code_and_says_so() {
+        let e = ApiError::Undone {
+            what: "promotion",
+            id: "1-a".into(),
+            cause: Box::new(ApiError::TooSlow("drain too slow".into())),
+        };
+        assert_eq!(e.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(
+            e.to_string(),
+            "drain too slow (promotion 1-a was undone: every topic is as it was)"
+        );
+    }
+}
