@@ -69,8 +69,13 @@ bench-router *args: kafka-jars
     cargo build --release --workspace --bins
     cargo run --release -q -p cutover-integration-tests --bin cutover-bench-router -- {{args}}
 
+# Produce stall of topic promotions under load through two routers on real Kafka (p50/p99/max), failed and duplicated writes.
+bench-promotion *args: kafka-jars
+    cargo build --release --workspace --bins
+    cargo run --release -q -p cutover-integration-tests --bin cutover-bench-promotion -- {{args}}
+
 # All benchmarks.
-bench: bench-fetcher bench-fetcher-mock bench-bandwidth bench-scale bench-router
+bench: bench-fetcher bench-fetcher-mock bench-bandwidth bench-scale bench-router bench-promotion
 
 # Fuzz the record batch decoder and the transformation (needs nightly and cargo-fuzz).
 fuzz target="batches" seconds="60":

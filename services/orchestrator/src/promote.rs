@@ -225,7 +225,6 @@ impl Barrier<'_> {
     /// its in-flight ones answered.
     async fn hold(&mut self) -> ApiResult<()> {
         let members = routers::members_of(&self.orch.coord, &self.rec.link).await?;
-        self.held_at = Some(Instant::now());
         self.held = members.clone();
         let req = rpb::HoldProduceRequest {
             topics: self.rec.topics.clone(),
@@ -705,6 +704,9 @@ impl Orchestrator {
                 .map_err(|e| ApiError::BadRequest(format!("mirror document: {e}")))?;
             writes.push(WriteOp::Put(key, doc));
         }
+        // Routers hold the set's writes from the moment they see the
+        // barrier states: the stall starts here.
+        b.held_at = Some(Instant::now());
         let Some(revision) = self.coord.txn_at(&guards, &writes).await? else {
             return Err(ApiError::Conflict(format!(
                 "the mirror topics {}",
