@@ -9,6 +9,7 @@ pub mod error;
 pub mod guards;
 pub mod links;
 pub mod mirrors;
+pub mod peers;
 pub mod plan;
 pub mod promote;
 pub mod promotion;

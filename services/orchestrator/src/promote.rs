@@ -21,9 +21,7 @@ use cutover_model::{
 };
 use cutover_proto::fetcher::v1 as fpb;
 use cutover_proto::router::v1 as rpb;
-use cutover_telemetry::TraceContextLayer;
 use futures::future::join_all;
-use tonic::transport::Channel;
 use tracing::{info, warn, Instrument as _};
 
 use crate::error::{ApiError, ApiResult};
@@ -32,8 +30,8 @@ use crate::promotion::{
     barrier_doc, check_quiet, open_transactions, plan_start, recover, switched_doc, undone_doc,
     Ends, PartitionProducers, Recovery,
 };
-use crate::routers;
 use crate::Orchestrator;
+use crate::{peers, routers};
 
 /// How long routers hold the set's writes at most: the routers' own
 /// limit, under the clients' default request timeout (30 s).
@@ -181,7 +179,18 @@ impl Barrier<'_> {
     /// in the same transaction; the store revision of the writes.
     async fn save(&mut self, step: Step, docs: Option<Vec<MirrorTopic>>) -> ApiResult<i64> {
         self.rec.enter(step, now_ms());
+        self.write(None, docs).await
+    }
+
+    /// Stores the record as it is, with `docs` and under `extra` too when
+    /// given; the store revision of the writes.
+    async fn write(
+        &mut self,
+        extra: Option<Precondition>,
+        docs: Option<Vec<MirrorTopic>>,
+    ) -> ApiResult<i64> {
         let mut guards = vec![self.guard()];
+        guards.extend(extra);
         let mut writes = vec![self.record_write()?];
         if let Some(docs) = &docs {
             for (old, new) in self.docs.iter().zip(docs) {
@@ -338,8 +347,9 @@ impl Barrier<'_> {
                 r?;
             }
         }
+        let docs = self.values();
         loop {
-            let now = log_ends(new, side, &self.values()).await?;
+            let now = log_ends(new, side, &docs).await?;
             let beyond: Vec<String> = now
                 .iter()
                 .filter(|(tp, end)| ends.get(*tp).is_some_and(|want| *end > want))
@@ -418,18 +428,14 @@ impl Barrier<'_> {
                 continue;
             };
             let asked = async {
-                let channel = Channel::from_shared(format!("http://{}", member.grpc_addr))
-                    .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
-                    .connect_timeout(left.min(ROUTER_CALL))
-                    .timeout(left + Duration::from_secs(1))
-                    .connect()
-                    .await
-                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-                let mut c = fpb::fetcher_client::FetcherClient::new(
-                    tower::ServiceBuilder::new()
-                        .layer(TraceContextLayer::Client)
-                        .service(channel),
-                );
+                let channel = peers::traced_channel(
+                    &member.grpc_addr,
+                    left.min(ROUTER_CALL),
+                    left + Duration::from_secs(1),
+                )
+                .await
+                .map_err(tonic::Status::unavailable)?;
+                let mut c = fpb::fetcher_client::FetcherClient::new(channel);
                 c.wait_for_offset(fpb::WaitForOffsetRequest {
                     link: link.clone(),
                     topic: topic.to_owned(),
@@ -563,11 +569,7 @@ impl Barrier<'_> {
     }
 
     async fn store_stall(&mut self) -> ApiResult<()> {
-        let writes = [self.record_write()?];
-        match self.orch.coord.txn_at(&[self.guard()], &writes).await? {
-            Some(_) => Ok(()),
-            None => Err(lost(&self.rec)),
-        }
+        self.write(None, None).await.map(|_| ())
     }
 }
 
@@ -695,31 +697,10 @@ impl Orchestrator {
             .collect();
         let create = Precondition::Absent(keys::promotion(&b.rec.link, &b.rec.id));
         b.rec.enter(Step::Holding, now_ms());
-        let mut guards = vec![b.guard(), create];
-        let mut writes = vec![b.record_write()?];
-        for (old, new) in b.docs.iter().zip(&held) {
-            let key = keys::mirror(&new.link, &new.topic);
-            guards.push(Precondition::ModRevision(key.clone(), old.mod_revision));
-            let doc = serde_json::to_value(new)
-                .map_err(|e| ApiError::BadRequest(format!("mirror document: {e}")))?;
-            writes.push(WriteOp::Put(key, doc));
-        }
         // Routers hold the set's writes from the moment they see the
         // barrier states: the stall starts here.
         b.held_at = Some(Instant::now());
-        let Some(revision) = self.coord.txn_at(&guards, &writes).await? else {
-            return Err(ApiError::Conflict(format!(
-                "the mirror topics {}",
-                b.rec.topics.join(",")
-            )));
-        };
-        b.docs = held
-            .into_iter()
-            .map(|value| Versioned {
-                value,
-                mod_revision: revision,
-            })
-            .collect();
+        b.write(Some(create), Some(held)).await?;
         info!(topics = ?b.rec.topics, "barrier up");
 
         if let Err(cause) = b.up_to_switch(link, opts).await {

@@ -9,7 +9,7 @@ use cutover_model::{keys, RouterMember};
 use cutover_proto::router::v1 as rpb;
 use cutover_proto::router::v1::router_client::RouterClient;
 use cutover_proto::v1 as pb;
-use cutover_telemetry::{TraceContextLayer, TraceContextService};
+use cutover_telemetry::TraceContextService;
 use futures::future::join_all;
 use tonic::transport::Channel;
 
@@ -38,18 +38,9 @@ pub async fn client(member: &RouterMember, timeout: Duration) -> Result<Client, 
     if member.grpc_addr.is_empty() {
         return Err("registered without a gRPC address (an older router?)".into());
     }
-    let channel = Channel::from_shared(format!("http://{}", member.grpc_addr))
-        .map_err(|e| format!("bad gRPC address {:?}: {e}", member.grpc_addr))?
-        .connect_timeout(ASK_TIMEOUT.min(timeout))
-        .timeout(timeout)
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach its gRPC API at {}: {e}", member.grpc_addr))?;
-    Ok(RouterClient::new(
-        tower::ServiceBuilder::new()
-            .layer(TraceContextLayer::Client)
-            .service(channel),
-    ))
+    let channel =
+        crate::peers::traced_channel(&member.grpc_addr, ASK_TIMEOUT.min(timeout), timeout).await?;
+    Ok(RouterClient::new(channel))
 }
 
 /// Makes one call of every router in `members` at once; what failed, as
