@@ -139,13 +139,24 @@ pub fn status_text(s: &pb::StatusResponse) -> String {
             t.total_lag
         ));
         for p in &t.partitions {
+            // The reverse mirror copies target to source: its "copied to"
+            // end is the source's.
+            let (ends, reverse) = if p.direction == "reverse" {
+                (
+                    format!("source={} target={}", p.target_log_end, p.source_log_end),
+                    " (reverse)",
+                )
+            } else {
+                (
+                    format!("target={} source={}", p.target_log_end, p.source_log_end),
+                    "",
+                )
+            };
             out.push_str(&format!(
-                "  p{:<3} {} {:>5.1}%  target={} source={} lag={} {} owner={}\n",
+                "  p{:<3} {} {:>5.1}%  {ends} lag={}{reverse} {} owner={}\n",
                 p.partition,
                 bar(fraction(p), 24),
                 fraction(p) * 100.0,
-                p.target_log_end,
-                p.source_log_end,
                 p.lag,
                 partition_state(p.state),
                 if p.owner.is_empty() { "-" } else { &p.owner },
@@ -233,7 +244,7 @@ pub fn status_json(s: &pb::StatusResponse) -> Value {
                 "target_log_end": p.target_log_end, "lag": p.lag, "owner": p.owner,
                 "lost": p.lost.iter().map(|l| json!({"from": l.from, "to": l.to})).collect::<Vec<_>>(),
                 "error": p.error, "bytes_copied": p.bytes_copied, "records_copied": p.records_copied,
-                "updated_at_ms": p.updated_at_ms,
+                "updated_at_ms": p.updated_at_ms, "direction": p.direction,
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })

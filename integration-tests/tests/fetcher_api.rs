@@ -31,6 +31,7 @@ fn wait_for_offset_and_progress_answer_with_the_right_codes() -> Result<()> {
             partition,
             offset,
             timeout_ms,
+            reverse: false,
         };
         // Returns once the target holds the offset (here: everything written).
         let r = c.wait_for_offset(req(0, 1_000, 30_000)).await?.into_inner();
@@ -58,6 +59,18 @@ fn wait_for_offset_and_progress_answer_with_the_right_codes() -> Result<()> {
             .expect_err("not owned here");
         assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
 
+        // The partition copies forward: a wait on the reverse copy is refused
+        // (the caller retries once the mirror turned), never answered from
+        // the forward copy's offsets.
+        let e = c
+            .wait_for_offset(pb::WaitForOffsetRequest {
+                reverse: true,
+                ..req(0, 1, 100)
+            })
+            .await
+            .expect_err("copies the other way");
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+
         let p = c
             .get_progress(pb::GetProgressRequest {})
             .await?
@@ -70,6 +83,7 @@ fn wait_for_offset_and_progress_answer_with_the_right_codes() -> Result<()> {
             .expect("partition 0 in progress");
         assert_eq!(p0.target_log_end, 1_000);
         assert_eq!(p0.records_copied, 1_000);
+        assert_eq!(p0.direction, "forward", "{p0:?}");
         assert_eq!(p.partitions.len(), 2, "{p:?}");
         anyhow::Ok(())
     })?;

@@ -43,16 +43,46 @@ fn state_of(cutover: &Cutover, topic: &str) -> Result<String> {
         .ok_or_else(|| anyhow!("{topic} is not listed: {ms}"))
 }
 
-/// The producer ids the source knows on `topic`-`partition`.
-fn producer_ids(bootstrap: &str, topic: &str, partition: i32) -> Result<BTreeSet<i64>> {
+/// The producers the cluster at `bootstrap` knows on `topic`-`partition`.
+fn producers(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<Vec<cutover_kafka::ActiveProducer>> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let c =
             cutover_kafka::Cluster::connect(cutover_kafka::ClusterConfig::new([bootstrap])).await?;
         let ps = c.describe_producers(topic, partition).await;
         c.close().await;
-        Ok(ps?.into_iter().map(|p| p.producer_id).collect())
+        Ok(ps?)
     })
+}
+
+/// The producer ids the source knows on `topic`-`partition`.
+fn producer_ids(bootstrap: &str, topic: &str, partition: i32) -> Result<BTreeSet<i64>> {
+    Ok(producers(bootstrap, topic, partition)?
+        .into_iter()
+        .map(|p| p.producer_id)
+        .collect())
+}
+
+/// The producer id of the reverse mirror's writer of `topic`-`partition`
+/// (on the source), from etcd.
+fn reverse_writer_id(bed: &RealBed, topic: &str, partition: i32) -> Result<i64> {
+    let key = format!(
+        "/cutover/v1/writers/{}",
+        cutover_model::keys::reverse_writer("l1", topic, partition)
+    );
+    let (_, kvs) = cutover_integration_tests::cutover::etcd_snapshot(bed.etcd_endpoint())?;
+    let (_, v) = kvs
+        .iter()
+        .find(|(k, _)| *k == key)
+        .ok_or_else(|| anyhow!("no {key} in etcd"))?;
+    let v: serde_json::Value = serde_json::from_str(v)?;
+    v["producer_id"]
+        .as_i64()
+        .ok_or_else(|| anyhow!("{key}: {v}"))
 }
 
 /// Every record below `end` of `topic`-`part` at `bootstrap` is the one
@@ -80,9 +110,10 @@ fn records_are_the_acked(
 /// producer writes through both routers while `cutover promote` runs.
 /// The promotion ends DONE with every step timed and the produce stall
 /// printed; no write fails; each acknowledged record is at its offset on
-/// the target; the source ends where the barrier found it quiet (nothing
-/// went there after the switch); the topic is PROMOTED, and a second
-/// promotion of it is refused, naming why.
+/// the target; after the switch the source takes records only from the
+/// reverse mirror (no router writes there), which brings it to the
+/// target's end with the same records; the topic is PROMOTED, and a
+/// second promotion of it is refused, naming why.
 #[test]
 fn promotion_under_load_moves_writes_to_the_target_and_fails_none() -> Result<()> {
     const T: &str = "promoted-under-load";
@@ -122,6 +153,16 @@ fn promotion_under_load_moves_writes_to_the_target_and_fails_none() -> Result<()
     let stall = p["stall_ms"].as_i64().unwrap_or(0);
     ensure!(stall > 0, "no stall recorded: {p:#}");
     println!("promotion produce stall: {stall} ms; steps: {}", p["steps"]);
+    // The source's producers once released: from here on only the reverse
+    // mirror's writer may add to the source.
+    let at_release: Vec<Vec<(i64, i32)>> = (0..2)
+        .map(|p| {
+            Ok(producers(bed.source_bootstrap(), T, p)?
+                .into_iter()
+                .map(|p| (p.producer_id, p.last_sequence))
+                .collect())
+        })
+        .collect::<Result<_>>()?;
     let acked_at_switch = load.acked();
     load.wait_acked(acked_at_switch + 500, WAIT)
         .context("the producer did not go on after the promotion")?;
@@ -152,14 +193,29 @@ fn promotion_under_load_moves_writes_to_the_target_and_fails_none() -> Result<()
             l.acked
         );
         records_are_the_acked(bed.target_bootstrap(), topic, *part, target_end, l, &spec)?;
+        wait_until("the reverse mirror to bring the source up", WAIT, || {
+            Ok(watermarks(bed.source_bootstrap(), topic, *part)?.1 >= target_end)
+        })?;
         let (_, source_end) = watermarks(bed.source_bootstrap(), topic, *part)?;
         ensure!(
-            source_end < target_end,
-            "{topic}/{part}: the source ends at {source_end}, the target at {target_end}: \
-             writes after the switch reached the source"
+            source_end == target_end,
+            "{topic}/{part}: the source ends at {source_end}, the target at {target_end}"
         );
-        // What the source holds is what the target holds below it.
         records_are_the_acked(bed.source_bootstrap(), topic, *part, source_end, l, &spec)?;
+        // Only the reverse mirror's writer wrote to the source after the
+        // release: every other producer is where it was then.
+        let reverse = reverse_writer_id(&bed, topic, *part)?;
+        let before = &at_release[*part as usize];
+        let moved: Vec<(i64, i32)> = producers(bed.source_bootstrap(), topic, *part)?
+            .into_iter()
+            .map(|p| (p.producer_id, p.last_sequence))
+            .filter(|p| !before.contains(p))
+            .collect();
+        ensure!(
+            moved.len() == 1 && moved[0].0 == reverse,
+            "{topic}/{part}: producers that wrote to the source after the release: {moved:?} \
+             (at the release: {before:?}); only the reverse mirror's, {reverse}, may"
+        );
     }
 
     let again = cutover.cli_raw(&["--json", "promote", "--link", "l1", T])?;
@@ -254,6 +310,102 @@ fn promotion_refused_while_a_producer_writes_to_the_source_directly() -> Result<
         routed_report.total_acked(),
         direct_report.total_acked()
     );
+    Ok(())
+}
+
+/// Runs `cutover promote` (or `rollback`) of `topic` and checks it ended
+/// DONE; returns its record.
+fn moved(cutover: &Cutover, verb: &str, topic: &str) -> Result<serde_json::Value> {
+    let p = cutover.cli_json(&[verb, "--link", "l1", topic])?;
+    ensure!(p["step"] == "done" && p["outcome"] == "", "{verb}: {p:#}");
+    println!(
+        "{verb} {topic}: produce stall {} ms; steps: {}",
+        p["stall_ms"], p["steps"]
+    );
+    Ok(p)
+}
+
+/// Issue 8's must-show 3, the topic part: promote under load from an
+/// idempotent producer through both routers, roll back under load, and
+/// promote again. Between the moves the reverse mirror keeps the source
+/// complete (status shows it copying "reverse"), so the rollback drains
+/// through it; after each move the writes go to the new primary with a
+/// producer of that period's own (a cluster that is the primary again
+/// still holds the old producer's last sequences). Across the run: no
+/// failed write, and at the end both clusters hold exactly the
+/// acknowledged records, each once, at the offsets the producer was told.
+#[test]
+fn rollback_under_load_and_promotion_again_keep_every_record_on_both_clusters() -> Result<()> {
+    const T: &str = "rolled-back-under-load";
+    let (bed, cutover, r1, r2) = setup("promotion_rollback", T, 2)?;
+    cutover.wait_in_sync("l1", WAIT)?;
+    let spec = ProduceSpec {
+        mode: ProduceMode::Idempotent,
+        ..ProduceSpec::default()
+    };
+    let partitions: Vec<(String, i32)> = (0..2).map(|p| (T.to_owned(), p)).collect();
+    let load = LoadGenerator::start(
+        &routers_bootstrap(&[&r1, &r2]),
+        &partitions,
+        500,
+        spec.clone(),
+    )?;
+    load.wait_acked(300, WAIT)?;
+    let goes_on = |after: &str| {
+        let acked = load.acked();
+        load.wait_acked(acked + 300, WAIT)
+            .with_context(|| format!("the producer did not go on after the {after}"))
+    };
+
+    moved(&cutover, "promote", T)?;
+    goes_on("promotion")?;
+    ensure!(state_of(&cutover, T)? == "PROMOTED");
+    wait_until("the reverse mirror to copy to the source", WAIT, || {
+        let s = cutover.cli_json(&["status", "--link", "l1"])?;
+        let ps = s["topics"][0]["partitions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        Ok(ps.len() == 2
+            && ps
+                .iter()
+                .all(|p| p["direction"] == "reverse" && p["target_log_end"].as_i64() > Some(0)))
+    })?;
+
+    let back = moved(&cutover, "rollback", T)?;
+    ensure!(back["direction"] == "rollback", "{back:#}");
+    goes_on("rollback")?;
+    ensure!(state_of(&cutover, T)? == "MIRRORING");
+
+    moved(&cutover, "promote", T)?;
+    goes_on("second promotion")?;
+    ensure!(state_of(&cutover, T)? == "PROMOTED");
+    let report = load.stop()?;
+    ensure!(report.total_failed() == 0, "writes failed: {report:?}");
+
+    for ((topic, part), l) in &report.partitions {
+        ensure!(
+            l.in_order && l.acked == l.sent && l.first_offset == Some(0),
+            "{topic}/{part}: {l:?}"
+        );
+        let (_, target_end) = watermarks(bed.target_bootstrap(), topic, *part)?;
+        ensure!(
+            target_end as u64 == l.acked,
+            "{topic}/{part}: {target_end} records on the target, {} acknowledged",
+            l.acked
+        );
+        records_are_the_acked(bed.target_bootstrap(), topic, *part, target_end, l, &spec)?;
+        // The reverse mirror brings the source up to the target's end.
+        wait_until("the source to hold every record", WAIT, || {
+            Ok(watermarks(bed.source_bootstrap(), topic, *part)?.1 >= target_end)
+        })?;
+        let (_, source_end) = watermarks(bed.source_bootstrap(), topic, *part)?;
+        ensure!(
+            source_end == target_end,
+            "{topic}/{part}: the source ends at {source_end}, the target at {target_end}"
+        );
+        records_are_the_acked(bed.source_bootstrap(), topic, *part, source_end, l, &spec)?;
+    }
     Ok(())
 }
 

@@ -18,10 +18,10 @@ pub struct WriterIdentity {
     pub producer_epoch: i16,
 }
 
-/// `writers/<resource>` (relative). Not attached to any lease: the
+/// `writers/<writer>` (relative). Not attached to any lease: the
 /// identity must outlive every owner.
-pub fn writer_key(resource: &str) -> String {
-    format!("writers/{resource}")
+pub fn writer_key(writer: &str) -> String {
+    format!("writers/{writer}")
 }
 
 /// The stored identity, if any.
@@ -37,9 +37,12 @@ pub async fn writer_identity(
 
 const MAX_ATTEMPTS: u32 = 8;
 
-/// Takes the next writer identity for `resource`, in one etcd txn that
-/// succeeds only while `owners/<resource>` holds `owner` under this
-/// session's lease, so a stale owner can never move the epoch.
+/// Takes the next writer identity `writers/<writer>` of `resource`, in one
+/// etcd txn that succeeds only while `owners/<resource>` holds `owner`
+/// under this session's lease, so a stale owner can never move the epoch.
+/// (A resource written to more than one cluster, like a mirror partition
+/// with its reverse mirror, has one writer per cluster; each is usually
+/// named after the resource.)
 ///
 /// - Identity stored and epoch below `i16::MAX`: same producer id, epoch + 1.
 ///   `new_producer_id` is ignored: keeping the producer id is what lets
@@ -59,20 +62,17 @@ pub async fn bump_writer_epoch(
     coord: &Coord,
     session: &Session,
     resource: &str,
+    writer: &str,
     owner: &str,
     new_producer_id: Option<i64>,
 ) -> Result<WriterIdentity, CoordError> {
     let owner_full = coord.key(&owner_key(resource));
-    let writer_full = coord.key(&writer_key(resource));
+    let writer_full = coord.key(&writer_key(writer));
     for _ in 0..MAX_ATTEMPTS {
         session.ensure_alive()?;
         let current = coord.get_raw(&writer_full, None).await?;
-        let (next, guard) = next_identity(
-            resource,
-            &writer_full,
-            current.kvs().first(),
-            new_producer_id,
-        )?;
+        let (next, guard) =
+            next_identity(writer, &writer_full, current.kvs().first(), new_producer_id)?;
         let txn = Txn::new()
             .when([
                 Compare::value(owner_full.clone(), CompareOp::Equal, owner),
@@ -89,6 +89,7 @@ pub async fn bump_writer_epoch(
         if resp.succeeded() {
             info!(
                 resource,
+                writer,
                 owner,
                 producer_id = next.producer_id,
                 producer_epoch = next.producer_epoch,
@@ -115,7 +116,7 @@ pub async fn bump_writer_epoch(
 /// The identity after `stored` (the writer key's current value, if any)
 /// and the compare that makes the write conditional on it not having moved.
 fn next_identity(
-    resource: &str,
+    writer: &str,
     writer_full: &str,
     stored: Option<&etcd_client::KeyValue>,
     new_producer_id: Option<i64>,
@@ -130,7 +131,7 @@ fn next_identity(
                 Compare::create_revision(writer_full, CompareOp::Equal, 0),
             )),
             None => Err(CoordError::NoWriterIdentity {
-                resource: resource.to_owned(),
+                resource: writer.to_owned(),
             }),
         };
     };
@@ -147,7 +148,7 @@ fn next_identity(
             },
             _ => {
                 return Err(CoordError::EpochExhausted {
-                    resource: resource.to_owned(),
+                    resource: writer.to_owned(),
                 })
             }
         },
@@ -162,8 +163,8 @@ fn next_identity(
 /// three compares each, below etcd's default limit of 128 operations.
 pub const BUMPS_PER_TXN: usize = 32;
 
-/// [`bump_writer_epoch`] for many `(resource, new_producer_id)` owned by
-/// `owner`, in two etcd round trips per [`BUMPS_PER_TXN`] instead of two
+/// [`bump_writer_epoch`] for many `(resource, writer, new_producer_id)`
+/// owned by `owner`, in two etcd round trips per [`BUMPS_PER_TXN`] instead of two
 /// per resource: taking over thousands of partitions after a fetcher died
 /// otherwise spends seconds in etcd.
 ///
@@ -177,7 +178,7 @@ pub const BUMPS_PER_TXN: usize = 32;
 pub async fn bump_writer_epochs(
     coord: &Coord,
     session: &Session,
-    bumps: &[(String, Option<i64>)],
+    bumps: &[(String, String, Option<i64>)],
     owner: &str,
 ) -> Result<Vec<Result<WriterIdentity, CoordError>>, CoordError> {
     let mut results = Vec::with_capacity(bumps.len());
@@ -185,7 +186,7 @@ pub async fn bump_writer_epochs(
         session.ensure_alive()?;
         let writer_keys: Vec<String> = chunk
             .iter()
-            .map(|(r, _)| coord.key(&writer_key(r)))
+            .map(|(_, w, _)| coord.key(&writer_key(w)))
             .collect();
         let read = coord
             .txn_raw(
@@ -205,10 +206,10 @@ pub async fn bump_writer_epochs(
         let mut compares = Vec::with_capacity(chunk.len() * 3);
         let mut puts = Vec::with_capacity(chunk.len());
         let mut planned = Vec::with_capacity(chunk.len());
-        for (((resource, new_producer_id), writer_full), kv) in
+        for (((resource, writer, new_producer_id), writer_full), kv) in
             chunk.iter().zip(&writer_keys).zip(stored)
         {
-            let next = next_identity(resource, writer_full, kv.as_ref(), *new_producer_id);
+            let next = next_identity(writer, writer_full, kv.as_ref(), *new_producer_id);
             if let Ok((identity, guard)) = &next {
                 let owner_full = coord.key(&owner_key(resource));
                 compares.push(Compare::value(owner_full.as_str(), CompareOp::Equal, owner));
@@ -238,15 +239,19 @@ pub async fn bump_writer_epochs(
             let bumped = planned.iter().filter(|p| p.is_ok()).count();
             info!(
                 resources = bumped,
-                first = chunk.first().map(|(r, _)| r.as_str()).unwrap_or_default(),
+                first = chunk
+                    .first()
+                    .map(|(_, w, _)| w.as_str())
+                    .unwrap_or_default(),
                 owner,
                 "writer epochs bumped"
             );
             results.extend(planned);
             continue;
         }
-        for (resource, new_producer_id) in chunk {
-            let single = bump_writer_epoch(coord, session, resource, owner, *new_producer_id).await;
+        for (resource, writer, new_producer_id) in chunk {
+            let single =
+                bump_writer_epoch(coord, session, resource, writer, owner, *new_producer_id).await;
             results.push(match single {
                 Err(e @ (CoordError::LeaseLost | CoordError::Unreachable { .. })) => return Err(e),
                 other => other,
@@ -262,6 +267,7 @@ pub async fn bump_writer_epoch_with<F, Fut, E>(
     coord: &Coord,
     session: &Session,
     resource: &str,
+    writer: &str,
     owner: &str,
     allocate: F,
 ) -> Result<WriterIdentity, CoordError>
@@ -270,15 +276,15 @@ where
     Fut: Future<Output = Result<i64, E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
-    match bump_writer_epoch(coord, session, resource, owner, None).await {
+    match bump_writer_epoch(coord, session, resource, writer, owner, None).await {
         Err(CoordError::NoWriterIdentity { .. }) | Err(CoordError::EpochExhausted { .. }) => {
             let pid = allocate()
                 .await
                 .map_err(|e| CoordError::ProducerIdAllocation {
-                    resource: resource.to_owned(),
+                    resource: writer.to_owned(),
                     source: Box::new(e),
                 })?;
-            bump_writer_epoch(coord, session, resource, owner, Some(pid)).await
+            bump_writer_epoch(coord, session, resource, writer, owner, Some(pid)).await
         }
         other => other,
     }

@@ -82,6 +82,17 @@ pub fn fetch_resources_of_topic(link: &str, topic: &str) -> String {
     format!("fetch/{link}/{topic}/")
 }
 
+/// The writer (under `writers/`) of a partition's reverse mirror, which
+/// writes to the source: a producer id of the source's, owned with the
+/// partition's `fetch_resource`.
+pub fn reverse_writer(link: &str, topic: &str, partition: i32) -> String {
+    format!("reverse/{link}/{topic}/{partition}")
+}
+
+pub fn reverse_writers_of_topic(link: &str, topic: &str) -> String {
+    format!("reverse/{link}/{topic}/")
+}
+
 /// Parses `fetch/<link>/<topic>/<partition>`. Link and topic names cannot
 /// contain '/', so the split is unambiguous.
 pub fn parse_fetch_resource(resource: &str) -> Option<(String, String, i32)> {

@@ -54,9 +54,16 @@ pub enum MirrorState {
 }
 
 impl MirrorState {
-    /// Whether fetchers copy source to target in this state.
-    pub fn copies_forward(self) -> bool {
-        matches!(self, MirrorState::Mirroring | MirrorState::Promoting)
+    /// Which way fetchers copy the topic in this state: from the primary
+    /// to the other cluster, so the one that does not take writes stays
+    /// complete (for the clients still on it and for the way back). The
+    /// direction turns when a barrier ends, with the primary.
+    pub fn copy_direction(self) -> Option<CopyDirection> {
+        match self {
+            MirrorState::Mirroring | MirrorState::Promoting => Some(CopyDirection::Forward),
+            MirrorState::Promoted | MirrorState::Demoting => Some(CopyDirection::Reverse),
+            MirrorState::Paused | MirrorState::Failed => None,
+        }
     }
 
     /// The cluster that takes the topic's writes in this state. The
@@ -106,6 +113,63 @@ impl Side {
 impl std::fmt::Display for Side {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// Which way a mirror topic's records are copied: source to target, or
+/// (after a promotion) target to source, the *reverse mirror*. Same
+/// fetchers, same offset identity, one writer per partition either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyDirection {
+    #[default]
+    Forward,
+    Reverse,
+}
+
+impl CopyDirection {
+    /// The cluster records are read from.
+    pub fn from_side(self) -> Side {
+        match self {
+            CopyDirection::Forward => Side::Source,
+            CopyDirection::Reverse => Side::Target,
+        }
+    }
+
+    /// The cluster records are written to.
+    pub fn to_side(self) -> Side {
+        self.from_side().other()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CopyDirection::Forward => "forward",
+            CopyDirection::Reverse => "reverse",
+        }
+    }
+}
+
+/// The generation of `side` for a topic whose primary has switched
+/// `switches` times: the latest count with `side`'s parity the topic has
+/// reached (the source's are even, the target's odd; the target's is 1
+/// before a first promotion too). Each period a cluster is the primary
+/// has its own generation, which routers use for leader epochs and for
+/// upstream producers.
+pub fn generation(side: Side, switches: u32) -> u32 {
+    let s = switches.min(MAX_PRIMARY_SWITCHES);
+    match side {
+        Side::Source => s - s % 2,
+        Side::Target if s == 0 => 1,
+        Side::Target => s - (1 - s % 2),
+    }
+}
+
+/// The cluster whose generations have `generation`'s parity.
+pub fn side_of_generation(generation: u32) -> Side {
+    if generation.is_multiple_of(2) {
+        Side::Source
+    } else {
+        Side::Target
     }
 }
 
@@ -301,6 +365,10 @@ pub struct MirrorTopic {
     pub switches: u32,
 }
 
+fn is_forward(d: &CopyDirection) -> bool {
+    *d == CopyDirection::Forward
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
@@ -359,6 +427,12 @@ pub struct PartitionProgress {
     pub partition: i32,
     pub state: PartitionState,
     pub owner: String,
+    /// Which way the partition is copied. In the reverse mirror the
+    /// `source_*` fields are the target's partition (copied from) and
+    /// `target_log_end` the source's (copied to): lag and waits read the
+    /// same either way.
+    #[serde(default, skip_serializing_if = "is_forward")]
+    pub direction: CopyDirection,
     pub source_log_start: i64,
     pub source_log_end: i64,
     pub target_log_end: i64,
@@ -412,13 +486,25 @@ pub struct RouterMember {
 /// Stored at `producers/<link>/<client producer id>`, shared by every
 /// router: a client retrying through another router reaches the same
 /// upstream producer, and the broker de-duplicates the retry.
+///
+/// One upstream producer per [`generation`] (each period a cluster is a
+/// topic's primary): a cluster that becomes the primary again after a
+/// rollback still holds the old producer's last sequence per partition,
+/// while the client's sequences went on on the other cluster meanwhile,
+/// so writing with the old one would be refused as out of order. A
+/// producer id the broker has never seen takes any sequence.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProducerMapping {
+    /// Generation 0: the source before any promotion.
     #[serde(default)]
     pub source: Option<UpstreamProducer>,
+    /// Generation 1: the target after the first promotion.
     #[serde(default)]
     pub target: Option<UpstreamProducer>,
+    /// Generations 2 and up (after a rollback, a promotion again, ...).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub later: std::collections::BTreeMap<u32, UpstreamProducer>,
     pub created_at_ms: i64,
     /// When a router last noted the producer writing (at most hourly);
     /// 0 until then. A mapping unused for the expiry is removed.
@@ -427,6 +513,38 @@ pub struct ProducerMapping {
 }
 
 impl ProducerMapping {
+    pub fn get(&self, generation: u32) -> Option<UpstreamProducer> {
+        match generation {
+            0 => self.source,
+            1 => self.target,
+            g => self.later.get(&g).copied(),
+        }
+    }
+
+    pub fn set(&mut self, generation: u32, upstream: UpstreamProducer) {
+        match generation {
+            0 => self.source = Some(upstream),
+            1 => self.target = Some(upstream),
+            g => {
+                self.later.insert(g, upstream);
+            }
+        }
+    }
+
+    /// Every upstream producer on `side`'s cluster, of any generation.
+    pub fn on_side(&self, side: Side) -> impl Iterator<Item = UpstreamProducer> + '_ {
+        let first = match side {
+            Side::Source => self.source,
+            Side::Target => self.target,
+        };
+        first.into_iter().chain(
+            self.later
+                .iter()
+                .filter(move |(g, _)| side_of_generation(**g) == side)
+                .map(|(_, u)| *u),
+        )
+    }
+
     /// When the producer was last known to be alive.
     pub fn last_alive_ms(&self) -> i64 {
         self.created_at_ms.max(self.used_at_ms)

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use cutover_kafka::{Cluster, ClusterConfig, FetchOptions, KafkaError};
-use cutover_model::{ClusterSpec, Link};
+use cutover_model::{ClusterSpec, CopyDirection, Link};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -30,10 +30,22 @@ use crate::offsets::OffsetLookups;
 pub struct LinkClients {
     pub source: Cluster,
     pub target: Cluster,
+    /// Fetches from the source (the mirror) ...
     pub fetch: FetchMux,
+    /// ... and from the target (the reverse mirror of promoted topics).
+    pub reverse_fetch: FetchMux,
     /// Offset lookups of each side, batched across partitions.
     pub source_offsets: OffsetLookups,
     pub target_offsets: OffsetLookups,
+}
+
+impl LinkClients {
+    pub fn fetch_for(&self, direction: CopyDirection) -> &FetchMux {
+        match direction {
+            CopyDirection::Forward => &self.fetch,
+            CopyDirection::Reverse => &self.reverse_fetch,
+        }
+    }
 }
 
 /// One connect attempt of a link, awaited by every caller that wants it.
@@ -41,7 +53,7 @@ type Attempt = Shared<BoxFuture<'static, Result<LinkClients, KafkaError>>>;
 
 struct Entry {
     clients: LinkClients,
-    /// The fetch loop and the two offset lookup loops.
+    /// The two fetch loops and the two offset lookup loops.
     loops: Vec<JoinHandle<()>>,
 }
 
@@ -135,11 +147,12 @@ impl ClusterCache {
         c
     }
 
-    /// Until when the partitions of `link` waiting in its fetch sessions are
-    /// known to be caught up (see [`FetchMux::confirmed_at_ms`]).
-    pub fn confirmed_at_ms(&self, link: &str) -> Option<i64> {
+    /// Until when the partitions of `link` copied in `direction` waiting
+    /// in its fetch sessions are known to be caught up (see
+    /// [`FetchMux::confirmed_at_ms`]).
+    pub fn confirmed_at_ms(&self, link: &str, direction: CopyDirection) -> Option<i64> {
         match &self.lock().map.get(link)?.state {
-            State::Ready(e) => e.clients.fetch.confirmed_at_ms(),
+            State::Ready(e) => e.clients.fetch_for(direction).confirmed_at_ms(),
             State::Connecting(_) => None,
         }
     }
@@ -214,6 +227,16 @@ impl ClusterCache {
             self.fetch_opts.clone(),
             self.idle,
             &link.name,
+            CopyDirection::Forward,
+            stop.clone(),
+        );
+        // A loop with no partitions costs nothing but its task.
+        let (reverse_fetch, reverse_loop) = FetchMux::start(
+            target.clone(),
+            self.fetch_opts.clone(),
+            self.idle,
+            &link.name,
+            CopyDirection::Reverse,
             stop.clone(),
         );
         let (source_offsets, source_lookups) = OffsetLookups::start(source.clone(), stop.clone());
@@ -222,12 +245,13 @@ impl ClusterCache {
             source,
             target,
             fetch,
+            reverse_fetch,
             source_offsets,
             target_offsets,
         };
         let entry = Entry {
             clients: clients.clone(),
-            loops: vec![fetch_loop, source_lookups, target_lookups],
+            loops: vec![fetch_loop, reverse_loop, source_lookups, target_lookups],
         };
         let superseded = {
             let mut slots = self.lock();

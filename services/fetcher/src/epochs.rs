@@ -21,6 +21,7 @@ use crate::replicator::ReplicateError;
 struct Bump {
     session: Arc<Session>,
     resource: String,
+    writer: String,
     new_producer_id: Option<i64>,
     reply: oneshot::Sender<Result<Option<WriterIdentity>, ReplicateError>>,
 }
@@ -48,8 +49,8 @@ impl EpochBumps {
         (EpochBumps { tx }, handle)
     }
 
-    /// The next writer identity of `resource` (owned by this fetcher under
-    /// `session`), bumped together with the others queued meanwhile; see
+    /// The next identity of `writer` of `resource` (owned by this fetcher
+    /// under `session`), bumped together with the others queued meanwhile; see
     /// `cutover_coord::bump_writer_epoch` for `new_producer_id`. `None`
     /// when no usable producer id is stored and none was passed: the
     /// caller allocates one and asks again.
@@ -57,12 +58,14 @@ impl EpochBumps {
         &self,
         session: &Arc<Session>,
         resource: &str,
+        writer: &str,
         new_producer_id: Option<i64>,
     ) -> Result<Option<WriterIdentity>, ReplicateError> {
         let (reply, rx) = oneshot::channel();
         let bump = Bump {
             session: session.clone(),
             resource: resource.to_owned(),
+            writer: writer.to_owned(),
             new_producer_id,
             reply,
         };
@@ -100,9 +103,9 @@ async fn run(coord: Coord, owner: String, mut rx: mpsc::Receiver<Bump>, cancel: 
 }
 
 async fn bump_round(coord: Coord, owner: String, session: Arc<Session>, bumps: Vec<Bump>) {
-    let wanted: Vec<(String, Option<i64>)> = bumps
+    let wanted: Vec<(String, String, Option<i64>)> = bumps
         .iter()
-        .map(|b| (b.resource.clone(), b.new_producer_id))
+        .map(|b| (b.resource.clone(), b.writer.clone(), b.new_producer_id))
         .collect();
     match cutover_coord::bump_writer_epochs(&coord, &session, &wanted, &owner).await {
         Ok(results) => {

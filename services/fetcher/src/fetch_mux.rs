@@ -101,10 +101,11 @@ impl FetchMux {
         opts: FetchOptions,
         idle: IdleMode,
         link: &str,
+        direction: cutover_model::CopyDirection,
         cancel: CancellationToken,
     ) -> (FetchMux, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let span = tracing::info_span!("fetch_loop", link = %link);
+        let span = tracing::info_span!("fetch_loop", link = %link, direction = direction.name());
         let idle = match idle {
             IdleMode::Poll(d) => IdleMode::Poll(d.max(Duration::from_millis(1))),
             IdleMode::Session(d) => IdleMode::Session(d.max(Duration::from_millis(1))),

@@ -7,6 +7,7 @@ use pb::fetcher_server::Fetcher;
 use tonic::{Request, Response, Status};
 
 use crate::progress::{PartitionKey, ProgressBoard};
+use cutover_model::CopyDirection;
 
 pub struct FetcherApi {
     pub id: String,
@@ -34,6 +35,7 @@ impl Fetcher for FetcherApi {
                 error: p.error,
                 bytes_copied: p.bytes_copied,
                 records_copied: p.records_copied,
+                direction: p.direction.name().to_owned(),
             })
             .collect();
         Ok(Response::new(pb::GetProgressResponse {
@@ -55,12 +57,27 @@ impl Fetcher for FetcherApi {
             topic: r.topic,
             partition: r.partition,
         };
-        let mut rx = self.board.subscribe(&key).ok_or_else(|| {
+        let (mut rx, direction) = self.board.subscribe(&key).ok_or_else(|| {
             Status::failed_precondition(format!(
                 "fetcher {} does not own {key}; ask its owner (see status)",
                 self.id
             ))
         })?;
+        let wanted = if r.reverse {
+            CopyDirection::Reverse
+        } else {
+            CopyDirection::Forward
+        };
+        if direction != wanted {
+            // Its direction turns when the fetcher sees the switch in
+            // etcd: asking again shortly finds it turned.
+            return Err(Status::unavailable(format!(
+                "fetcher {} copies {key} {}, not {} yet; ask again",
+                self.id,
+                direction.name(),
+                wanted.name()
+            )));
+        }
         let outcome = tokio::time::timeout(Duration::from_millis(r.timeout_ms as u64), async {
             rx.wait_for(|end| *end >= r.offset).await.map(|end| *end)
         })

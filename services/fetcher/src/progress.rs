@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cutover_model::{PartitionProgress, PartitionState};
+use cutover_model::{CopyDirection, PartitionProgress, PartitionState};
 use tokio::sync::{watch, Notify};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -40,6 +40,7 @@ impl Entry {
                 partition: key.partition,
                 state: PartitionState::Syncing,
                 owner: String::new(),
+                direction: CopyDirection::Forward,
                 source_log_start: 0,
                 source_log_end: 0,
                 target_log_end: 0,
@@ -119,13 +120,13 @@ impl PartitionBoard {
 }
 
 impl ProgressBoard {
-    /// The partition's entry, created if missing.
-    pub fn handle(&self, key: &PartitionKey) -> PartitionBoard {
-        let mut map = lock(&self.inner);
-        let entry = map
+    /// The partition's entry, created if missing, copied in `direction`.
+    pub fn handle(&self, key: &PartitionKey, direction: CopyDirection) -> PartitionBoard {
+        let entry = lock(&self.inner)
             .entry(key.clone())
             .or_insert_with(|| Arc::new(Mutex::new(Entry::new(key))))
             .clone();
+        lock(&entry).update(|p| p.direction = direction);
         PartitionBoard {
             entry,
             soon: self.soon.clone(),
@@ -155,14 +156,14 @@ impl ProgressBoard {
     pub fn to_publish(
         &self,
         all: bool,
-        confirmed: impl Fn(&str) -> Option<i64>,
+        confirmed: impl Fn(&str, CopyDirection) -> Option<i64>,
     ) -> Vec<PartitionProgress> {
         let entries: Vec<Shared> = lock(&self.inner).values().cloned().collect();
         let mut out = Vec::new();
         for e in &entries {
             let mut e = lock(e);
             if all && e.waiting {
-                if let Some(at) = confirmed(&e.progress.link) {
+                if let Some(at) = confirmed(&e.progress.link, e.progress.direction) {
                     e.progress.updated_at_ms = e.progress.updated_at_ms.max(at);
                 }
             }
@@ -182,10 +183,14 @@ impl ProgressBoard {
         }
     }
 
-    /// A receiver of the acknowledged target log end, if the partition is owned here.
-    pub fn subscribe(&self, key: &PartitionKey) -> Option<watch::Receiver<i64>> {
+    /// A receiver of the acknowledged log end of the cluster written to,
+    /// and the direction it is copied in, if the partition is owned here.
+    pub fn subscribe(&self, key: &PartitionKey) -> Option<(watch::Receiver<i64>, CopyDirection)> {
         let entry = lock(&self.inner).get(key).cloned();
-        entry.map(|e| lock(&e).target_end.subscribe())
+        entry.map(|e| {
+            let e = lock(&e);
+            (e.target_end.subscribe(), e.progress.direction)
+        })
     }
 }
 
@@ -210,17 +215,26 @@ mod tests {
     #[test]
     fn only_updated_partitions_are_published_until_a_full_publish() {
         let board = ProgressBoard::default();
-        let (a, b) = (board.handle(&key(0)), board.handle(&key(1)));
+        let (a, b) = (
+            board.handle(&key(0), CopyDirection::Forward),
+            board.handle(&key(1), CopyDirection::Reverse),
+        );
         // New entries are published once.
-        assert_eq!(partitions(&board.to_publish(false, |_| None)), vec![0, 1]);
-        assert!(board.to_publish(false, |_| None).is_empty());
+        assert_eq!(
+            partitions(&board.to_publish(false, |_, _| None)),
+            vec![0, 1]
+        );
+        assert!(board.to_publish(false, |_, _| None).is_empty());
         a.update(|p| p.target_log_end = 5);
-        assert_eq!(partitions(&board.to_publish(false, |_| None)), vec![0]);
-        assert!(board.to_publish(false, |_| None).is_empty());
+        assert_eq!(partitions(&board.to_publish(false, |_, _| None)), vec![0]);
+        assert!(board.to_publish(false, |_, _| None).is_empty());
         // A full publish has everything; a partition waiting in a fetch
-        // session shows when the session last confirmed it.
+        // session shows when that session (of its direction) last
+        // confirmed it.
         b.set_waiting(true);
-        let all = board.to_publish(true, |link| (link == "l").then_some(i64::MAX - 1));
+        let all = board.to_publish(true, |link, d| {
+            (link == "l" && d == CopyDirection::Reverse).then_some(i64::MAX - 1)
+        });
         assert_eq!(partitions(&all), vec![0, 1]);
         let waiting = all
             .iter()
@@ -233,9 +247,12 @@ mod tests {
         assert_eq!(waiting, Some(i64::MAX - 1));
         assert!(busy < Some(i64::MAX - 1));
         // Confirmation is not an update.
-        assert!(board.to_publish(false, |_| None).is_empty());
+        assert!(board.to_publish(false, |_, _| None).is_empty());
         // After a failed publish, everything goes again.
         board.republish_all();
-        assert_eq!(partitions(&board.to_publish(false, |_| None)), vec![0, 1]);
+        assert_eq!(
+            partitions(&board.to_publish(false, |_, _| None)),
+            vec![0, 1]
+        );
     }
 }

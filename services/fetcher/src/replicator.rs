@@ -1,5 +1,8 @@
 //! Replication of one partition from the source to the target, keeping
-//! offsets identical (design.md, "Data path").
+//! offsets identical (design.md, "Data path"), or after a promotion from
+//! the target back to the source (the reverse mirror): the same code with
+//! the clusters' roles swapped. Below, "source" is the cluster copied from
+//! and "target" the one copied to, either way.
 //!
 //! The fetcher is the only writer of a mirror partition and writes exactly
 //! one target record per source offset, in order, so the broker assigns the
@@ -12,7 +15,7 @@ use std::time::Duration;
 
 use cutover_coord::{Coord, Session, WriterIdentity};
 use cutover_kafka::{Cluster, KafkaError, OffsetSpec, ProduceHandle, ProduceResult};
-use cutover_model::{MirrorTopic, OffsetRange, PartitionState};
+use cutover_model::{CopyDirection, MirrorTopic, OffsetRange, PartitionState};
 use cutover_records::rules::{check_batch_header, check_partition_records, ProduceRules};
 use cutover_records::transform::{
     AbortedTxn, FetchedPartition, OutBatch, OutKind, TransformConfig, Transformer,
@@ -45,6 +48,12 @@ pub struct PartitionCtx {
     pub resource: String,
     pub owner: String,
     pub mirror: MirrorTopic,
+    /// Which way it copies: `source` and `target` below are the clusters
+    /// copied from and to (swapped in the reverse mirror).
+    pub direction: CopyDirection,
+    /// The writer identity's name under `writers/` (one per cluster
+    /// written to), owned with `resource`.
+    pub writer: String,
     pub source: Cluster,
     pub target: Cluster,
     /// The link's fetch loop (one multi-partition Fetch per source broker).
@@ -202,20 +211,25 @@ async fn run_once(ctx: &PartitionCtx, cancel: &CancellationToken) -> Result<(), 
     };
     // A new epoch per attempt: the broker then refuses any request still in
     // flight from an earlier attempt or an earlier owner.
-    let writer = match ctx.epochs.bump(&ctx.session, &ctx.resource, None).await? {
+    let writer = match ctx
+        .epochs
+        .bump(&ctx.session, &ctx.resource, &ctx.writer, None)
+        .await?
+    {
         Some(writer) => writer,
         // First start of the partition (or its epochs ran out): a producer
-        // id from the target.
+        // id from the cluster written to.
         None => {
             let (pid, _) = ctx.target.init_producer_id(None).await?;
             ctx.epochs
-                .bump(&ctx.session, &ctx.resource, Some(pid))
+                .bump(&ctx.session, &ctx.resource, &ctx.writer, Some(pid))
                 .await?
                 .ok_or_else(|| {
                     ReplicateError::Transient(format!(
-                        "the target allocated producer id {pid}, which {} already used up to the \
+                        "the {} allocated producer id {pid}, which {} already used up to the \
                          last epoch; asking for another",
-                        ctx.resource
+                        ctx.direction.to_side(),
+                        ctx.writer
                     ))
                 })?
         }
@@ -235,16 +249,18 @@ async fn run_once(ctx: &PartitionCtx, cancel: &CancellationToken) -> Result<(), 
         ctx.source_offsets.get(topic, partition, OffsetSpec::Latest),
     )?;
     if target_end > source_end {
-        return Err(ReplicateError::Fatal(format!(
-            "target {topic}/{partition} ends at offset {target_end} but the source ends at {source_end}: \
-             the target partition holds records the source does not have (written by someone else, or the \
-             source lost data). Offsets cannot stay aligned; recreate the target topic empty and resume."
+        return Err(ReplicateError::Fatal(ahead_message(
+            ctx.direction,
+            topic,
+            partition,
+            target_end,
+            source_end,
         )));
     }
     drop(starting);
     info!(
-        target_end,
-        source_start, source_end, "resuming at the target log end"
+        direction = ctx.direction.name(),
+        target_end, source_start, source_end, "resuming at the log end of the cluster written to"
     );
     // Published at once: after a takeover, this is what says the partition
     // is copying again.
@@ -260,6 +276,9 @@ async fn run_once(ctx: &PartitionCtx, cancel: &CancellationToken) -> Result<(), 
         p.error.clear();
     });
 
+    // The reverse mirror writes to the source topic with the target
+    // topic's settings: the mirror created the target with the source's
+    // configs and keeps them in sync.
     let settings = &ctx.mirror.target;
     let topic_codec = Codec::from_topic_config(&settings.compression_type)
         .map_err(|e| ReplicateError::Fatal(format!("target topic compression.type: {e}")))?;
@@ -384,7 +403,10 @@ async fn copy(
             log_start_offset: fetched.log_start_offset,
         };
         let out = attempt.transformer.push(&input).map_err(|e| {
-            ReplicateError::Fatal(format!("cannot mirror source batch at offset {next}: {e}"))
+            ReplicateError::Fatal(format!(
+                "cannot mirror the {} batch at offset {next}: {e}",
+                ctx.direction.from_side()
+            ))
         })?;
         attempt
             .pm
@@ -464,13 +486,15 @@ impl Attempt<'_> {
             self.fill_to(start, FillerReason::Lost).await?;
             self.drain().await
         } else if next > end {
+            let (from, to) = (self.ctx.direction.from_side(), self.ctx.direction.to_side());
             Err(ReplicateError::Fatal(format!(
-                "the target is at offset {next} but the source {topic}/{partition} now ends at {end}: the source \
+                "the {to} is at offset {next} but the {from} {topic}/{partition} now ends at {end}: the {from} \
                  lost records (unclean leader election?). Offsets cannot stay aligned."
             )))
         } else {
             Err(ReplicateError::Transient(format!(
-                "offset {next} out of range on the source, which now spans [{start}, {end})"
+                "offset {next} out of range on the {}, which now spans [{start}, {end})",
+                self.ctx.direction.from_side()
             )))
         }
     }
@@ -527,7 +551,7 @@ impl Attempt<'_> {
             return Ok(());
         };
         let result = f.handle.wait().await?;
-        check_ack(f.source_offset, &result)?;
+        check_ack(self.ctx.direction, f.source_offset, &result)?;
         let end = f.source_offset + f.record_count as i64;
         self.acked_end = end;
         self.pm.bytes.inc_by(f.bytes as u64);
@@ -573,14 +597,43 @@ impl Attempt<'_> {
     }
 }
 
+/// Why the cluster written to cannot be resumed: it ends beyond the one
+/// copied from.
+fn ahead_message(
+    direction: CopyDirection,
+    topic: &str,
+    partition: i32,
+    to_end: i64,
+    from_end: i64,
+) -> String {
+    match direction {
+        CopyDirection::Forward => format!(
+            "target {topic}/{partition} ends at offset {to_end} but the source ends at {from_end}: \
+             the target partition holds records the source does not have (written by someone else, or the \
+             source lost data). Offsets cannot stay aligned; recreate the target topic empty and resume."
+        ),
+        CopyDirection::Reverse => format!(
+            "source {topic}/{partition} ends at offset {to_end} but the target, the primary since the \
+             promotion, ends at {from_end}: something wrote to the source directly after the promotion, so \
+             the reverse mirror cannot keep the source complete and a rollback would lose those records. \
+             Find the writer (DescribeProducers on the source), stop it or point it at a router."
+        ),
+    }
+}
+
 /// What an acknowledgement says about the batch sent for `source_offset`.
-fn check_ack(source_offset: i64, ack: &ProduceResult) -> Result<(), ReplicateError> {
+fn check_ack(
+    direction: CopyDirection,
+    source_offset: i64,
+    ack: &ProduceResult,
+) -> Result<(), ReplicateError> {
     if ack.base_offset != source_offset {
-        // Something else wrote to the target, or a write was duplicated:
-        // writing on would shift every later record.
+        // Something else wrote to the cluster written to, or a write was
+        // duplicated: writing on would shift every later record.
+        let (from, to) = (direction.from_side(), direction.to_side());
         return Err(ReplicateError::Fatal(format!(
-            "alignment lost: the batch for source offset {source_offset} was stored at target offset {}; \
-             something else writes to the target topic. Stopped before writing more.",
+            "alignment lost: the batch for {from} offset {source_offset} was stored at {to} offset {}; \
+             something else writes to the {to} topic. Stopped before writing more.",
             ack.base_offset
         )));
     }
@@ -606,17 +659,35 @@ mod tests {
 
     #[test]
     fn an_ack_at_the_source_offset_is_fine() {
-        assert!(check_ack(42, &ack(42)).is_ok());
+        for d in [CopyDirection::Forward, CopyDirection::Reverse] {
+            assert!(check_ack(d, 42, &ack(42)).is_ok());
+        }
     }
 
     #[test]
-    fn an_ack_at_another_offset_stops_the_partition() {
-        let Err(ReplicateError::Fatal(msg)) = check_ack(42, &ack(43)) else {
+    fn an_ack_at_another_offset_stops_the_partition_naming_the_cluster_written_to() {
+        let Err(ReplicateError::Fatal(msg)) = check_ack(CopyDirection::Forward, 42, &ack(43))
+        else {
             panic!("misaligned ack accepted");
         };
         assert!(
-            msg.contains("alignment lost") && msg.contains("42") && msg.contains("43"),
+            msg.contains("alignment lost") && msg.contains("source offset 42"),
             "{msg}"
         );
+        assert!(msg.contains("target offset 43") && msg.contains("writes to the target"));
+        let Err(ReplicateError::Fatal(msg)) = check_ack(CopyDirection::Reverse, 42, &ack(43))
+        else {
+            panic!("misaligned ack accepted");
+        };
+        assert!(msg.contains("target offset 42") && msg.contains("source offset 43"));
+        assert!(msg.contains("writes to the source topic"), "{msg}");
+    }
+
+    #[test]
+    fn a_source_ahead_of_the_primary_in_the_reverse_mirror_says_who_wrote_where() {
+        let msg = ahead_message(CopyDirection::Reverse, "t", 0, 12, 10);
+        assert!(msg.contains("wrote to the source directly") && msg.contains("12"));
+        let msg = ahead_message(CopyDirection::Forward, "t", 0, 12, 10);
+        assert!(msg.contains("recreate the target topic"), "{msg}");
     }
 }

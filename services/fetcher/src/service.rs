@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cutover_coord::{Coord, CoordConfig, Session};
 use cutover_model::{
-    keys, FetcherMember, Link, MirrorTopic, PartitionFailure, TargetTopicSettings,
+    keys, CopyDirection, FetcherMember, Link, MirrorTopic, PartitionFailure, TargetTopicSettings,
 };
 use cutover_retry::Policy;
 use cutover_telemetry::{Health, TraceContextLayer};
@@ -72,6 +72,8 @@ struct Running {
     key: PartitionKey,
     /// The target topic settings it runs with (a change restarts it).
     target: TargetTopicSettings,
+    /// Which way it copies (a promotion or rollback turns it: restarts it).
+    direction: CopyDirection,
     cancel: CancellationToken,
     handle: JoinHandle<Result<(), ReplicateError>>,
 }
@@ -435,7 +437,7 @@ impl Fetcher {
             let Some(link) = links.get(&m.link) else {
                 continue;
             };
-            if !m.state.copies_forward() {
+            if m.state.copy_direction().is_none() {
                 continue;
             }
             for p in 0..m.partitions {
@@ -458,20 +460,22 @@ impl Fetcher {
         // batch size, compaction) start again with the new ones, keeping
         // their ownership: batches built for the old settings could be
         // rebuilt by the broker, and a rebuilt filler batch loses its marker.
+        // So do partitions whose direction turned (a promotion or rollback
+        // switched): the stop finishes the writes in flight, the start
+        // resumes at the log end of the cluster now written to.
         let changed: Vec<String> = self
             .running
             .iter()
             .filter(|(r, run)| {
-                desired
-                    .get(*r)
-                    .is_some_and(|(_, m, _)| m.target != run.target)
-                    && owners.get(*r).map(String::as_str) == Some(self.id.as_str())
+                desired.get(*r).is_some_and(|(_, m, _)| {
+                    m.target != run.target || m.state.copy_direction() != Some(run.direction)
+                }) && owners.get(*r).map(String::as_str) == Some(self.id.as_str())
             })
             .map(|(r, _)| r.clone())
             .collect();
         for r in changed {
             if let Some((link, mirror, p)) = desired.get(&r) {
-                info!(resource = %r, settings = ?mirror.target, "target topic settings changed; restarting the partition with them");
+                info!(resource = %r, settings = ?mirror.target, state = ?mirror.state, "target topic settings or copy direction changed; restarting the partition with them");
                 self.stop(&r, false).await;
                 self.start(r.clone(), (*link).clone(), (*mirror).clone(), *p);
             }
@@ -594,6 +598,15 @@ impl Fetcher {
             topic: mirror.topic.clone(),
             partition,
         };
+        // Only mirrors that copy are desired.
+        let direction = mirror
+            .state
+            .copy_direction()
+            .unwrap_or(CopyDirection::Forward);
+        let writer = match direction {
+            CopyDirection::Forward => resource.clone(),
+            CopyDirection::Reverse => keys::reverse_writer(&link.name, &mirror.topic, partition),
+        };
         let cancel = CancellationToken::new();
         let target = mirror.target.clone();
         let bandwidth = self.bandwidth_of(&link);
@@ -606,7 +619,7 @@ impl Fetcher {
         let (coord, session, progress, metrics, owner) = (
             self.coord.clone(),
             self.session.clone(),
-            self.board.handle(&key),
+            self.board.handle(&key, direction),
             self.metrics.clone(),
             self.id.clone(),
         );
@@ -615,8 +628,7 @@ impl Fetcher {
         let task_cancel = cancel.clone();
         let task_key = key.clone();
         let task_resource = resource.clone();
-        let span =
-            tracing::info_span!("partition", link = %key.link, topic = %key.topic, partition);
+        let span = tracing::info_span!("partition", link = %key.link, topic = %key.topic, partition, direction = direction.name());
         let handle = tokio::spawn(
             async move {
                 // Connecting is retried here, not in the balancer, so one
@@ -638,16 +650,35 @@ impl Fetcher {
                         }
                     }
                 };
+                let fetch = clients.fetch_for(direction).clone();
+                // The reverse mirror copies target to source: the same
+                // replicator with the clusters' roles swapped.
+                let (source, target, source_offsets, target_offsets) = match direction {
+                    CopyDirection::Forward => (
+                        clients.source,
+                        clients.target,
+                        clients.source_offsets,
+                        clients.target_offsets,
+                    ),
+                    CopyDirection::Reverse => (
+                        clients.target,
+                        clients.source,
+                        clients.target_offsets,
+                        clients.source_offsets,
+                    ),
+                };
                 let ctx = PartitionCtx {
                     key: task_key,
                     resource: task_resource,
                     owner,
                     mirror,
-                    source: clients.source,
-                    target: clients.target,
-                    fetch: clients.fetch,
-                    source_offsets: clients.source_offsets,
-                    target_offsets: clients.target_offsets,
+                    direction,
+                    writer,
+                    source,
+                    target,
+                    fetch,
+                    source_offsets,
+                    target_offsets,
                     coord,
                     session,
                     progress,
@@ -661,12 +692,13 @@ impl Fetcher {
             }
             .instrument(span),
         );
-        info!(resource = %resource, "partition started");
+        info!(resource = %resource, direction = direction.name(), "partition started");
         self.running.insert(
             resource,
             Running {
                 key,
                 target,
+                direction,
                 cancel,
                 handle,
             },
@@ -771,7 +803,9 @@ impl Fetcher {
         let clusters = &self.clusters;
         let writes: Vec<cutover_coord::WriteOp> = self
             .board
-            .to_publish(all, |link| clusters.confirmed_at_ms(link))
+            .to_publish(all, |link, direction| {
+                clusters.confirmed_at_ms(link, direction)
+            })
             .into_iter()
             .filter_map(|p| {
                 let key = keys::progress(&p.link, &p.topic, p.partition);

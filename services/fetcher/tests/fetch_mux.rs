@@ -33,6 +33,7 @@ async fn a_slow_broker_holds_back_only_its_own_partitions() {
         opts,
         cutover_fetcher::fetch_mux::IdleMode::Poll(Duration::from_millis(50)),
         "l",
+        cutover_model::CopyDirection::Forward,
         cancel.clone(),
     );
     // Both partitions once: metadata cached, a connection to each broker.

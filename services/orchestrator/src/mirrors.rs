@@ -42,6 +42,36 @@ struct Plan {
     create: Option<NewTopic>,
 }
 
+/// The configs of `topic`, just created on `cluster`. In KRaft a broker
+/// learns of a new topic from the metadata log after the controller
+/// answered CreateTopics, and until then answers UNKNOWN_TOPIC_OR_PARTITION
+/// for it (seen on a busy machine beyond the client's own few retries):
+/// asked again until `within` has passed.
+async fn configs_of_created(
+    cluster: &Cluster,
+    topic: &str,
+    within: std::time::Duration,
+) -> Result<Vec<cutover_kafka::ConfigEntry>, cutover_kafka::KafkaError> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut backoff = cutover_retry::Policy::new(
+        std::time::Duration::from_millis(50),
+        std::time::Duration::from_millis(500),
+    )
+    .backoff();
+    loop {
+        match cluster.describe_topic_configs(topic).await {
+            Err(e)
+                if e.code() == Some(cutover_kafka::codes::UNKNOWN_TOPIC_OR_PARTITION)
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tracing::debug!(topic, error = %e, "the created topic is not known to every broker yet");
+                backoff.wait().await;
+            }
+            r => return r,
+        }
+    }
+}
+
 impl Orchestrator {
     pub async fn add_mirrors(&self, req: AddMirrors) -> ApiResult<Vec<MirrorTopic>> {
         let link = self.link_versioned(&req.link).await?;
@@ -187,8 +217,7 @@ impl Orchestrator {
                 let topic = &plan.mirror.topic;
                 let applied = if target.supports(ApiKey::DescribeConfigs) {
                     Some(effective_configs(
-                        target
-                            .describe_topic_configs(topic)
+                        configs_of_created(target, topic, self.cfg.kafka_timeout())
                             .await
                             .map_err(ApiError::kafka_doing(
                                 "target",
@@ -289,8 +318,7 @@ impl Orchestrator {
                 }
                 let configs = if target.supports(ApiKey::DescribeConfigs) {
                     Some(effective_configs(
-                        target
-                            .describe_topic_configs(topic)
+                        configs_of_created(target, topic, self.cfg.kafka_timeout())
                             .await
                             .map_err(ApiError::kafka("target", target))?,
                     ))
@@ -392,11 +420,14 @@ impl Orchestrator {
                 self.coord
                     .delete_prefix(&keys::failures_of(link, &name))
                     .await?;
-                self.coord
-                    .delete_prefix(&cutover_coord::writer_key(&keys::fetch_resources_of_topic(
-                        link, &name,
-                    )))
-                    .await?;
+                for writers in [
+                    keys::fetch_resources_of_topic(link, &name),
+                    keys::reverse_writers_of_topic(link, &name),
+                ] {
+                    self.coord
+                        .delete_prefix(&cutover_coord::writer_key(&writers))
+                        .await?;
+                }
                 removed.push(m.value);
             }
         }

@@ -324,11 +324,8 @@ impl Barrier<'_> {
             .list::<ProducerMapping>(&keys::producers_of(&self.rec.link))
             .await?;
         Ok(mappings
-            .into_iter()
-            .filter_map(|(_, m)| match side {
-                Side::Source => m.value.source,
-                Side::Target => m.value.target,
-            })
+            .iter()
+            .flat_map(|(_, m)| m.value.on_side(side))
             .map(|u| u.producer_id)
             .collect())
     }
@@ -338,14 +335,13 @@ impl Barrier<'_> {
     async fn drain(&self, new: &Cluster, ends: &Ends, timeout: Duration) -> ApiResult<()> {
         let side = self.rec.direction.from_side().other();
         let deadline = Instant::now() + timeout;
-        if self.rec.direction == Direction::Promote {
-            // The fetchers say when the target reached an offset: no polling.
-            let waits = ends
-                .iter()
-                .map(|((topic, p), end)| self.wait_for_offset(topic, *p, *end, deadline));
-            for r in join_all(waits).await {
-                r?;
-            }
+        // The fetchers say when the new primary reached an offset (through
+        // the mirror, or for a rollback the reverse mirror): no polling.
+        let waits = ends
+            .iter()
+            .map(|((topic, p), end)| self.wait_for_offset(topic, *p, *end, deadline));
+        for r in join_all(waits).await {
+            r?;
         }
         let docs = self.values();
         loop {
@@ -377,10 +373,7 @@ impl Barrier<'_> {
             if Instant::now() >= deadline {
                 let how = match self.rec.direction {
                     Direction::Promote => "the fetchers did not copy",
-                    Direction::Rollback => {
-                        "no reverse mirror copied (it is not built yet: a rollback works only \
-                         while nothing was written after the promotion)"
-                    }
+                    Direction::Rollback => "the reverse mirror did not copy",
                 };
                 return Err(ApiError::TooSlow(format!(
                     "nothing changed: {how} the {} cluster's records to the {side} cluster \
@@ -395,8 +388,10 @@ impl Barrier<'_> {
         }
     }
 
-    /// Asks the fetcher owning `topic`-`partition` to answer once the
-    /// target reached `offset`, following the partition to a new owner.
+    /// Asks the fetcher owning `topic`-`partition` to answer once the new
+    /// primary reached `offset` (the target through the mirror, or the
+    /// source through the reverse mirror), following the partition to a
+    /// new owner and waiting for its direction to turn.
     async fn wait_for_offset(
         &self,
         topic: &str,
@@ -442,6 +437,7 @@ impl Barrier<'_> {
                     partition,
                     offset,
                     timeout_ms: left.as_millis().max(1) as u32,
+                    reverse: self.rec.direction == Direction::Rollback,
                 })
                 .await
             };

@@ -72,6 +72,7 @@ impl Orchestrator {
                     ps.updated_at_ms = pp.updated_at_ms;
                     ps.bytes_copied = pp.bytes_copied;
                     ps.records_copied = pp.records_copied;
+                    ps.direction = pp.direction.name().to_owned();
                     ps.state = partition_state_to_pb(pp.state) as i32;
                 }
                 ps.state = if let Some(f) = failure {

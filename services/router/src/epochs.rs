@@ -44,26 +44,10 @@ impl View {
         View { side, switches: 0 }
     }
 
-    /// The generation `side`'s epochs are shown with: the latest one with
-    /// `side`'s parity that the topic has reached (the target's is 1 before
-    /// a first promotion too: its epochs are then shown above the source's
-    /// anyway).
-    fn generation(self) -> i32 {
-        let s = self.switches.min(MAX_PRIMARY_SWITCHES);
-        let g = match self.side {
-            Side::Source => s - s % 2,
-            Side::Target if s == 0 => 1,
-            Side::Target => s - (1 - s % 2),
-        };
-        g as i32
-    }
-}
-
-fn side_of_generation(generation: i32) -> Side {
-    if generation % 2 == 0 {
-        Side::Source
-    } else {
-        Side::Target
+    /// The generation `side`'s epochs are shown with (see
+    /// [`cutover_model::generation`]): above all the old primary's.
+    pub fn generation(self) -> u32 {
+        cutover_model::generation(self.side, self.switches)
     }
 }
 
@@ -74,7 +58,7 @@ pub fn shown(view: View, upstream: i32) -> i32 {
     if upstream < 0 {
         return upstream;
     }
-    (view.generation() << UPSTREAM_BITS) | upstream.min(UPSTREAM_MAX)
+    ((view.generation() as i32) << UPSTREAM_BITS) | upstream.min(UPSTREAM_MAX)
 }
 
 /// The cluster a shown epoch came from (`None` for "no epoch").
@@ -82,7 +66,9 @@ pub fn side_of(shown: i32) -> Option<Side> {
     if shown < 0 {
         return None;
     }
-    Some(side_of_generation(shown >> UPSTREAM_BITS))
+    Some(cutover_model::side_of_generation(
+        (shown >> UPSTREAM_BITS) as u32,
+    ))
 }
 
 /// The epoch to send to `side` for epoch `shown` from a client: the

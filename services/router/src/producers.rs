@@ -346,27 +346,25 @@ impl Producers {
         cache.insert(id, mapping);
     }
 
-    fn cached(&self, id: i64, side: Side) -> Option<UpstreamProducer> {
-        let cache = lock(&self.cache);
-        let m = cache.get(&id)?;
-        match side {
-            Side::Source => m.source,
-            Side::Target => m.target,
-        }
+    fn cached(&self, id: i64, generation: u32) -> Option<UpstreamProducer> {
+        lock(&self.cache).get(&id)?.get(generation)
     }
 
-    /// The upstream producer client id `id` stands for on `side`'s
-    /// cluster, allocated there (and recorded in etcd) on first use.
+    /// The upstream producer client id `id` stands for in `generation`
+    /// (of the cluster `cluster` that is the primary then; see
+    /// [`cutover_model::generation`]), allocated there (and recorded in
+    /// etcd) on first use.
     pub async fn upstream(
         &self,
         id: i64,
-        side: Side,
+        generation: u32,
         cluster: &Cluster,
     ) -> Result<UpstreamProducer, ProducerError> {
-        if let Some(u) = self.cached(id, side) {
+        if let Some(u) = self.cached(id, generation) {
             self.maybe_touch(id);
             return Ok(u);
         }
+        let side = cutover_model::side_of_generation(generation);
         // Two first writes of one producer may both allocate upstream; the
         // compare-and-swap keeps one, and both use it.
         let key = keys::producer(&self.link, id);
@@ -375,19 +373,12 @@ impl Producers {
                 return Err(ProducerError::Unknown(id));
             };
             let mut mapping = current.value;
-            let existing = match side {
-                Side::Source => mapping.source,
-                Side::Target => mapping.target,
-            };
-            if let Some(u) = existing {
+            if let Some(u) = mapping.get(generation) {
                 self.remember(id, mapping);
                 return Ok(u);
             }
             let u = self.allocate(side, cluster).await?;
-            match side {
-                Side::Source => mapping.source = Some(u),
-                Side::Target => mapping.target = Some(u),
-            }
+            mapping.set(generation, u);
             if self
                 .coord
                 .update(&key, &mapping, current.mod_revision)
@@ -396,6 +387,7 @@ impl Producers {
                 info!(
                     producer_id = id,
                     side = side.name(),
+                    generation,
                     upstream_id = u.producer_id,
                     "client producer id mapped"
                 );

@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 use crate::assign::{self, CoordinatorKind};
 use crate::coordinated::{is_coordinator_moved, Coordinated};
 use crate::encoded::{encode_fetch_response, Encoded};
-use crate::epochs;
+use crate::epochs::{self, View};
 use crate::frame::{self, encode_response, FrameError, Header, Request};
 use crate::holds::Holds;
 use crate::members::Routers;
@@ -838,9 +838,10 @@ impl Router {
         let mut failed: Vec<(TopicName, produce_response::PartitionProduceResponse)> = Vec::new();
         for t in &mut req.topic_data {
             let side = self.topics.primary(t.name.as_str());
+            let view = self.topics.view(t.name.as_str(), side);
             let mut kept = Vec::with_capacity(t.partition_data.len());
             for mut p in std::mem::take(&mut t.partition_data) {
-                match self.map_producer(header, &t.name, side, &mut p).await {
+                match self.map_producer(header, &t.name, view, &mut p).await {
                     Ok(()) => kept.push(p),
                     Err(code) => {
                         failed.push((t.name.clone(), ProduceRequest::failed(p.index, code)))
@@ -872,16 +873,18 @@ impl Router {
     }
 
     /// Gives the partition's batches the upstream producer their client
-    /// producer id stands for on `side`; batches of other producer ids
-    /// (none, or a transactional producer's from the source) pass as they
-    /// are. `Err(code)`: the partition's answer.
+    /// producer id stands for in the generation of `view` (the topic's
+    /// primary and its switches); batches of other producer ids (none, or
+    /// a transactional producer's from the source) pass as they are.
+    /// `Err(code)`: the partition's answer.
     async fn map_producer(
         &self,
         header: &Header,
         topic: &TopicName,
-        side: Side,
+        view: View,
         p: &mut produce_request::PartitionProduceData,
     ) -> Result<(), i16> {
+        let side = view.side;
         let Some(records) = &p.records else {
             return Ok(());
         };
@@ -895,7 +898,10 @@ impl Router {
         }
         let cluster = self.cluster(side);
         let mapped = async {
-            let upstream = self.producers.upstream(id, side, cluster).await?;
+            let upstream = self
+                .producers
+                .upstream(id, view.generation(), cluster)
+                .await?;
             let epoch = producers::upstream_epoch(id, upstream, first.producer_epoch)?;
             Ok::<_, producers::ProducerError>((upstream.producer_id, epoch))
         };

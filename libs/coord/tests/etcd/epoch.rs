@@ -29,7 +29,7 @@ async fn epochs_strictly_increase_across_owners() {
     let s2 = coord.session(TTL, CancellationToken::new()).await.unwrap();
 
     assert!(try_claim(&coord, &s1, RES, "f1").await.unwrap());
-    let err = bump_writer_epoch(&coord, &s1, RES, "f1", None)
+    let err = bump_writer_epoch(&coord, &s1, RES, RES, "f1", None)
         .await
         .unwrap_err();
     assert!(
@@ -37,7 +37,7 @@ async fn epochs_strictly_increase_across_owners() {
         "{err:?}"
     );
     assert_eq!(
-        bump_writer_epoch(&coord, &s1, RES, "f1", Some(100))
+        bump_writer_epoch(&coord, &s1, RES, RES, "f1", Some(100))
             .await
             .unwrap(),
         id(100, 0)
@@ -45,7 +45,7 @@ async fn epochs_strictly_increase_across_owners() {
     // A stored identity wins over a passed producer id: keeping the id is
     // what lets the broker fence the previous writer.
     assert_eq!(
-        bump_writer_epoch(&coord, &s1, RES, "f1", Some(555))
+        bump_writer_epoch(&coord, &s1, RES, RES, "f1", Some(555))
             .await
             .unwrap(),
         id(100, 1)
@@ -54,7 +54,7 @@ async fn epochs_strictly_increase_across_owners() {
     assert!(release(&coord, RES, "f1").await.unwrap());
     assert!(try_claim(&coord, &s2, RES, "f2").await.unwrap());
     let allocations = AtomicU32::new(0);
-    let next = bump_writer_epoch_with(&coord, &s2, RES, "f2", || async {
+    let next = bump_writer_epoch_with(&coord, &s2, RES, RES, "f2", || async {
         allocations.fetch_add(1, Ordering::SeqCst);
         Ok::<i64, KafkaError>(999)
     })
@@ -80,14 +80,14 @@ async fn stale_owner_gets_not_owner_and_nothing_is_written() {
     let s2 = coord.session(TTL, CancellationToken::new()).await.unwrap();
 
     assert!(try_claim(&coord, &s1, RES, "f1").await.unwrap());
-    bump_writer_epoch(&coord, &s1, RES, "f1", Some(7))
+    bump_writer_epoch(&coord, &s1, RES, RES, "f1", Some(7))
         .await
         .unwrap();
     // f1 loses the resource (e.g. rebalanced away) and f2 takes over.
     assert!(release(&coord, RES, "f1").await.unwrap());
     assert!(try_claim(&coord, &s2, RES, "f2").await.unwrap());
     assert_eq!(
-        bump_writer_epoch(&coord, &s2, RES, "f2", None)
+        bump_writer_epoch(&coord, &s2, RES, RES, "f2", None)
             .await
             .unwrap(),
         id(7, 1)
@@ -98,7 +98,7 @@ async fn stale_owner_gets_not_owner_and_nothing_is_written() {
         .unwrap()
         .unwrap();
 
-    let err = bump_writer_epoch(&coord, &s1, RES, "f1", None)
+    let err = bump_writer_epoch(&coord, &s1, RES, RES, "f1", None)
         .await
         .unwrap_err();
     assert!(
@@ -107,7 +107,7 @@ async fn stale_owner_gets_not_owner_and_nothing_is_written() {
     );
     // Same owner id, but not the session (lease) that holds the claim:
     // a restarted process must not act on its predecessor's ownership.
-    let err = bump_writer_epoch(&coord, &s1, RES, "f2", None)
+    let err = bump_writer_epoch(&coord, &s1, RES, RES, "f2", None)
         .await
         .unwrap_err();
     assert!(matches!(err, CoordError::NotOwner { .. }), "{err:?}");
@@ -128,11 +128,11 @@ async fn exhausted_epoch_needs_a_new_producer_id() {
     assert!(try_claim(&coord, &s1, RES, "f1").await.unwrap());
     coord.put(&writer_key(RES), &id(7, i16::MAX)).await.unwrap();
 
-    let err = bump_writer_epoch(&coord, &s1, RES, "f1", None)
+    let err = bump_writer_epoch(&coord, &s1, RES, RES, "f1", None)
         .await
         .unwrap_err();
     assert!(matches!(err, CoordError::EpochExhausted { .. }), "{err:?}");
-    let err = bump_writer_epoch(&coord, &s1, RES, "f1", Some(7))
+    let err = bump_writer_epoch(&coord, &s1, RES, RES, "f1", Some(7))
         .await
         .unwrap_err();
     assert!(
@@ -140,7 +140,7 @@ async fn exhausted_epoch_needs_a_new_producer_id() {
         "same id cannot restart: {err:?}"
     );
 
-    let failing = bump_writer_epoch_with(&coord, &s1, RES, "f1", || async {
+    let failing = bump_writer_epoch_with(&coord, &s1, RES, RES, "f1", || async {
         Err::<i64, _>(KafkaError)
     })
     .await
@@ -154,14 +154,14 @@ async fn exhausted_epoch_needs_a_new_producer_id() {
         Some(id(7, i16::MAX))
     );
 
-    let next = bump_writer_epoch_with(&coord, &s1, RES, "f1", || async {
+    let next = bump_writer_epoch_with(&coord, &s1, RES, RES, "f1", || async {
         Ok::<i64, KafkaError>(8)
     })
     .await
     .unwrap();
     assert_eq!(next, id(8, 0));
     assert_eq!(
-        bump_writer_epoch(&coord, &s1, RES, "f1", None)
+        bump_writer_epoch(&coord, &s1, RES, RES, "f1", None)
             .await
             .unwrap(),
         id(8, 1)
@@ -191,12 +191,13 @@ async fn batched_bumps_match_single_bumps_and_skip_what_is_not_owned() {
         } else {
             (&s1, "f1")
         };
-        bump_writer_epoch(&coord, owner.0, r, owner.1, Some(1000 + i as i64))
+        bump_writer_epoch(&coord, owner.0, r, r, owner.1, Some(1000 + i as i64))
             .await
             .unwrap();
     }
 
-    let bumps: Vec<(String, Option<i64>)> = all.iter().map(|r| (r.clone(), None)).collect();
+    let bumps: Vec<(String, String, Option<i64>)> =
+        all.iter().map(|r| (r.clone(), r.clone(), None)).collect();
     let results = bump_writer_epochs(&coord, &s1, &bumps, "f1").await.unwrap();
     assert_eq!(results.len(), all.len());
     for (i, (r, result)) in all.iter().zip(&results).enumerate() {
@@ -228,9 +229,9 @@ async fn batched_bumps_match_single_bumps_and_skip_what_is_not_owned() {
 
     // Again, one chunk's worth, now with a producer id for `fresh` (and
     // one for the others, which keep theirs): every epoch goes up by one.
-    let again: Vec<(String, Option<i64>)> = all[..BUMPS_PER_TXN]
+    let again: Vec<(String, String, Option<i64>)> = all[..BUMPS_PER_TXN]
         .iter()
-        .map(|r| (r.clone(), Some(77)))
+        .map(|r| (r.clone(), r.clone(), Some(77)))
         .collect();
     let again = bump_writer_epochs(&coord, &s1, &again, "f1").await.unwrap();
     assert_eq!(again[0].as_ref().unwrap(), &id(1000, 2));
@@ -238,5 +239,43 @@ async fn batched_bumps_match_single_bumps_and_skip_what_is_not_owned() {
     assert_eq!(
         writer_identity(&coord, &fresh).await.unwrap(),
         Some(id(77, 0))
+    );
+}
+
+#[tokio::test]
+async fn a_second_writer_of_a_resource_has_its_own_epochs_under_the_same_ownership() {
+    let etcd = etcd().await;
+    let coord = connect(etcd.endpoint()).await;
+    let s1 = coord.session(TTL, CancellationToken::new()).await.unwrap();
+    let s2 = coord.session(TTL, CancellationToken::new()).await.unwrap();
+    const REVERSE: &str = "reverse/link1/orders/3";
+    assert!(try_claim(&coord, &s1, RES, "f1").await.unwrap());
+    bump_writer_epoch(&coord, &s1, RES, RES, "f1", Some(5))
+        .await
+        .unwrap();
+    // The reverse writer starts from nothing: its producer id comes from
+    // the other cluster.
+    let err = bump_writer_epoch(&coord, &s1, RES, REVERSE, "f1", None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CoordError::NoWriterIdentity { resource } if resource == REVERSE),
+        "{err:?}"
+    );
+    assert_eq!(
+        bump_writer_epoch(&coord, &s1, RES, REVERSE, "f1", Some(9))
+            .await
+            .unwrap(),
+        id(9, 0)
+    );
+    assert_eq!(writer_identity(&coord, RES).await.unwrap(), Some(id(5, 0)));
+    // The resource's ownership guards it as it guards the first writer.
+    let err = bump_writer_epoch(&coord, &s2, RES, REVERSE, "f2", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CoordError::NotOwner { .. }), "{err:?}");
+    assert_eq!(
+        writer_identity(&coord, REVERSE).await.unwrap(),
+        Some(id(9, 0))
     );
 }
