@@ -621,3 +621,19 @@ pub fn update_mirror(
         bail!("mirror topic {key} kept changing")
     })
 }
+
+/// Writes mirror group `doc` in etcd itself, as `group add` and a group
+/// promotion will (the router contract: it routes the group by this
+/// document); returns the etcd revision of the write.
+pub fn put_group(endpoint: &str, doc: &cutover_model::MirrorGroup) -> Result<i64> {
+    let key = format!(
+        "/cutover/v1/{}",
+        cutover_model::keys::group(&doc.link, &doc.group)
+    );
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect([endpoint], None).await?;
+        let r = c.put(key.as_str(), serde_json::to_vec(doc)?, None).await?;
+        Ok(r.header().map(|h| h.revision()).unwrap_or(0))
+    })
+}

@@ -14,14 +14,15 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, ensure, Context as _, Result};
 use bytes::{BufMut, BytesMut};
 use cutover_integration_tests::cutover::{
-    routers_bootstrap, set_mirror_state, update_mirror, wait_until, Cutover, RouterProcess,
+    put_group, routers_bootstrap, set_mirror_state, update_mirror, wait_until, Cutover,
+    RouterProcess,
 };
 use cutover_integration_tests::*;
 use cutover_kafka::kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
 use cutover_kafka::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use cutover_model::MirrorState;
+use cutover_model::{MirrorGroup, MirrorState};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -705,7 +706,7 @@ fn router_fillers_never_reach_a_client_before_or_after_the_primary_moves() -> Re
     };
     poll_until(committed.len() / 2, &mut got)?;
 
-    promote(&bed, T, &[&r1, &r2])?;
+    promote(&bed, &mut cutover, T, &[&r1, &r2])?;
     // Writes through the routers now go to the target, at the offsets
     // after the mirrored ones; the source gets none of them.
     let later = produce(
@@ -780,7 +781,7 @@ fn router_idempotent_producer_goes_on_across_the_move() -> Result<()> {
     let mut writer = Writer::new(&via, T, 0, spec, None)?;
     writer.write(N)?;
     cutover.wait_in_sync("l1", WAIT)?;
-    promote(&bed, T, &[&r1, &r2])?;
+    promote(&bed, &mut cutover, T, &[&r1, &r2])?;
     writer.write(N)?;
 
     let written: Vec<ConsumedRecord> = writer.records().iter().map(|r| r.to_consumed()).collect();
@@ -1010,6 +1011,219 @@ fn router_one_group_across_a_rolling_move_consumes_every_record_once() -> Result
     Ok(())
 }
 
+/// The committed offsets of `group` on `topic`'s partitions `0..n` at
+/// `bootstrap` (-1: none).
+fn committed(bootstrap: &str, group: &str, topic: &str, n: i32) -> Result<Vec<i64>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..n {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10))?;
+    (0..n)
+        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+            Some(rdkafka::Offset::Offset(o)) => Ok(o),
+            Some(rdkafka::Offset::Invalid) | None => Ok(-1),
+            other => Err(anyhow!("{topic}/{p}: committed {other:?}")),
+        })
+        .collect()
+}
+
+/// The members of `group` at `bootstrap`'s coordinator.
+fn members_at(bootstrap: &str, group: &str) -> Result<usize> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let groups = c.fetch_group_list(Some(group), Duration::from_secs(10))?;
+    Ok(groups.groups().iter().map(|g| g.members().len()).sum())
+}
+
+/// JoinGroups of `group` the routers hold now.
+fn held_joins(routers: &[&RouterProcess], group: &str) -> Result<u64> {
+    let mut n = 0;
+    for r in routers {
+        n += router_api::state(r)?
+            .join_holds
+            .iter()
+            .filter(|h| h.key == group)
+            .map(|h| h.waiting)
+            .sum::<u64>();
+    }
+    Ok(n)
+}
+
+/// A group's home moves in one rebalance, on real Kafka, with the router
+/// doing its part as etcd says (the steps of a group promotion, each
+/// written here as the promotion will): two members through the routers
+/// consume under load from the source; in the barrier (PROMOTING) the
+/// routers answer their heartbeats REBALANCE_IN_PROGRESS and hold their
+/// JoinGroups, so nothing is consumed while the committed offsets are
+/// copied to the empty target group; at PROMOTED the held JoinGroups go
+/// to the target's coordinator (without the source's member ids), the
+/// group forms there and goes on at the copied offsets: every record
+/// consumed, none twice unless its commit failed, no member error, and
+/// from then on commits reach the target and not the source.
+#[test]
+fn router_group_moves_home_in_one_rebalance_and_goes_on_at_its_commits() -> Result<()> {
+    const T: &str = "routed-group-home";
+    const G: &str = "group-home";
+    const N: i32 = 4;
+    let (bed, mut cutover, r1, r2) = setup("router_group_home")?;
+    bed.kafka.create_topic(Side::Source, T, N, &[])?;
+    mirror_and_sync(&mut cutover, T)?;
+    let mut doc = MirrorGroup {
+        link: "l1".into(),
+        group: G.into(),
+        state: MirrorState::Mirroring,
+        auto_promote: false,
+        switches: 0,
+        created_at_ms: cutover_model::now_ms(),
+    };
+    put_group(bed.etcd_endpoint(), &doc)?;
+    let via = routers_bootstrap(&[&r1, &r2]);
+    let parts: Vec<(String, i32)> = (0..N).map(|p| (T.to_owned(), p)).collect();
+    let load = LoadGenerator::start(
+        bed.source_bootstrap(),
+        &parts,
+        300,
+        ProduceSpec {
+            mode: ProduceMode::Idempotent,
+            ..ProduceSpec::default()
+        },
+    )?;
+    let log = Arc::new(Mutex::new(GroupLog::default()));
+    let consumed_by = |name: &str| lock(&log).seen.iter().filter(|(_, _, m)| m == name).count();
+    let members = vec![
+        Member::start(&via, G, T, "routed-a", log.clone())?,
+        Member::start(&via, G, T, "routed-b", log.clone())?,
+    ];
+    wait_until("both members to consume from every partition", WAIT, || {
+        let parts: std::collections::BTreeSet<i32> =
+            lock(&log).seen.iter().map(|(p, _, _)| *p).collect();
+        Ok(consumed_by("routed-a") > 0 && consumed_by("routed-b") > 0 && parts.len() == N as usize)
+    })?;
+    ensure!(members_at(bed.source_bootstrap(), G)? == 2);
+
+    doc.state = MirrorState::Promoting;
+    put_group(bed.etcd_endpoint(), &doc)?;
+    wait_until("both members' JoinGroups held", WAIT, || {
+        Ok(held_joins(&[&r1, &r2], G)? == 2)
+    })?;
+    // Eager members gave up every partition before rejoining: nothing is
+    // consumed while they wait, so the source's commits are final.
+    let seen_held = lock(&log).seen.len();
+    let at_barrier = committed(bed.source_bootstrap(), G, T, N)?;
+    ensure!(
+        at_barrier.iter().all(|o| *o > 0),
+        "committed on the source: {at_barrier:?}"
+    );
+    ensure!(
+        committed(bed.target_bootstrap(), G, T, N)? == vec![-1; N as usize],
+        "the target group has commits before the copy"
+    );
+    {
+        // The copy a promotion makes: an admin commit (no member, no
+        // generation) into the empty target group, offsets unchanged.
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bed.target_bootstrap())
+            .set("group.id", G)
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in at_barrier.iter().enumerate() {
+            tpl.add_partition_offset(T, p as i32, rdkafka::Offset::Offset(*o))?;
+        }
+        c.commit(&tpl, CommitMode::Sync)?;
+    }
+    ensure!(
+        lock(&log).seen.len() == seen_held,
+        "records were consumed while the JoinGroups were held"
+    );
+
+    doc.state = MirrorState::Promoted;
+    doc.switches = 1;
+    put_group(bed.etcd_endpoint(), &doc)?;
+    wait_until("the group to form on the target", WAIT, || {
+        Ok(members_at(bed.target_bootstrap(), G)? == 2)
+    })?;
+    // The routers made the members rebalance, and the new home never had
+    // to refuse a member id of the old one.
+    ensure!(
+        router_metric(
+            &[&r1, &r2],
+            "cutover_router_errors_total",
+            ("error", "REBALANCE_IN_PROGRESS")
+        )? >= 2.0,
+        "the routers did not answer the heartbeats REBALANCE_IN_PROGRESS"
+    );
+    ensure!(
+        router_metric(
+            &[&r1, &r2],
+            "cutover_router_errors_total",
+            ("error", "UNKNOWN_MEMBER_ID")
+        )? == 0.0,
+        "a member id of the old home reached the new one"
+    );
+    let seen_moved = lock(&log).seen.len();
+    wait_until("the group to consume on after the move", WAIT, || {
+        Ok(lock(&log).seen.len() > seen_moved + 100)
+    })?;
+    let report = load.stop()?;
+    ensure!(report.total_failed() == 0, "the producer had failures");
+    let produced: BTreeMap<i32, i64> = report
+        .partitions
+        .iter()
+        .filter_map(|((_, p), l)| l.last_offset.map(|o| (*p, o)))
+        .collect();
+    let total: i64 = produced.values().map(|last| last + 1).sum();
+    wait_until("the group to consume every record", WAIT, || {
+        let log = lock(&log);
+        let distinct: std::collections::BTreeSet<(i32, i64)> =
+            log.seen.iter().map(|(p, o, _)| (*p, *o)).collect();
+        Ok(distinct.len() as i64 >= total)
+    })?;
+    for m in members {
+        m.stop()?;
+    }
+    let log = lock(&log);
+    let mut times: BTreeMap<(i32, i64), usize> = BTreeMap::new();
+    for (p, o, _) in &log.seen {
+        *times.entry((*p, *o)).or_default() += 1;
+    }
+    for (p, last) in &produced {
+        for o in 0..=*last {
+            ensure!(
+                times.contains_key(&(*p, o)),
+                "{T}/{p} offset {o} was never consumed"
+            );
+        }
+    }
+    let twice: Vec<_> = times
+        .iter()
+        .filter(|(k, n)| **n > 1 && !log.uncommitted.contains(k))
+        .collect();
+    ensure!(
+        twice.is_empty(),
+        "consumed twice although committed: {twice:?}"
+    );
+    // Every commit after the move went to the target; the source kept
+    // the offsets of the barrier.
+    let ends: Vec<i64> = (0..N)
+        .map(|p| produced.get(&p).map_or(0, |l| l + 1))
+        .collect();
+    ensure!(
+        committed(bed.target_bootstrap(), G, T, N)? == ends,
+        "the target group's commits are not the log ends {ends:?}"
+    );
+    ensure!(
+        committed(bed.source_bootstrap(), G, T, N)? == at_barrier,
+        "commits reached the source after the move"
+    );
+    Ok(())
+}
+
 /// Every record of `topic`'s first `partitions` partitions at `bootstrap`,
 /// as another client family reports them, sorted.
 fn records_on(
@@ -1071,9 +1285,27 @@ fn mirror(cutover: &mut Cutover, topic: &str) -> Result<()> {
     Ok(())
 }
 
-/// Flips `topic`'s primary to the target in etcd, as a promotion will, and
-/// waits until every router in `routers` sends it there.
-fn promote(bed: &RealBed, topic: &str, routers: &[&RouterProcess]) -> Result<()> {
+/// Stops every fetcher. These tests check where the routers send writes
+/// after a move; the reverse mirror a promotion starts would copy the
+/// target's records to the source too (`tests/promotion.rs` covers it).
+fn stop_fetchers(cutover: &mut Cutover) -> Result<()> {
+    for f in cutover.fetchers.drain(..) {
+        f.process.sigterm()?;
+        f.process.wait_exit(WAIT)?;
+    }
+    Ok(())
+}
+
+/// Flips `topic`'s primary to the target in etcd, as a promotion will
+/// (with the fetchers stopped first), and waits until every router in
+/// `routers` sends it there.
+fn promote(
+    bed: &RealBed,
+    cutover: &mut Cutover,
+    topic: &str,
+    routers: &[&RouterProcess],
+) -> Result<()> {
+    stop_fetchers(cutover)?;
     set_mirror_state(bed.etcd_endpoint(), "l1", topic, MirrorState::Promoted)?;
     wait_until("the routers to see the target as the primary", WAIT, || {
         Ok(router_metric(
@@ -1230,6 +1462,7 @@ fn router_holds_produce_for_a_promotion_and_releases_it_to_the_new_primary() -> 
     }
 
     cutover.wait_in_sync("l1", WAIT)?;
+    stop_fetchers(&mut cutover)?;
     let revision = set_mirror_state(bed.etcd_endpoint(), "l1", T, MirrorState::Promoted)?;
     for r in [&r1, &r2] {
         let h = router_api::release_produce(r, &[T], revision)?;
@@ -1526,7 +1759,7 @@ fn router_assigned_consumer_with_stored_offsets_resumes_across_the_move() -> Res
     drop(c1);
     ensure!(committed_on_source()? == 100);
 
-    promote(&bed, T, &[&r1, &r2])?;
+    promote(&bed, &mut cutover, T, &[&r1, &r2])?;
     let later = produce(
         &via,
         T,

@@ -20,6 +20,15 @@ pub fn mirror(link: &str, topic: &str) -> String {
     format!("mirrors/{link}/{topic}")
 }
 
+/// The mirror groups of `link` (`MirrorGroup`).
+pub fn groups_of(link: &str) -> String {
+    format!("groups/{link}/")
+}
+
+pub fn group(link: &str, group: &str) -> String {
+    format!("groups/{link}/{group}")
+}
+
 /// Producer ids the routers of `link` gave clients (`ProducerMapping`).
 pub fn producer(link: &str, client_producer_id: i64) -> String {
     format!("producers/{link}/ids/{client_producer_id}")

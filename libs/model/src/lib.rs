@@ -66,15 +66,16 @@ impl MirrorState {
         }
     }
 
-    /// The cluster that takes the topic's writes in this state. The
-    /// primary moves only when a barrier ends, never when it starts.
     /// Whether a promotion's (or rollback's) barrier runs: routers hold
-    /// the topic's writes while it does, also one that started (or came
-    /// back) during it and was never asked to.
+    /// the topic's writes (a group's joins) while it does, also one that
+    /// started (or came back) during it and was never asked to.
     pub fn in_barrier(self) -> bool {
         matches!(self, MirrorState::Promoting | MirrorState::Demoting)
     }
 
+    /// The cluster that takes the topic's writes (runs the group) in this
+    /// state. The primary moves only when a barrier ends, never when it
+    /// starts.
     pub fn primary(self) -> Side {
         match self {
             MirrorState::Promoted | MirrorState::Demoting => Side::Target,
@@ -363,6 +364,38 @@ pub struct MirrorTopic {
     /// while 0, so binaries from before it read a never-promoted topic.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub switches: u32,
+}
+
+/// A consumer group of a link whose home (the cluster whose coordinator
+/// runs it, for the clients behind the routers) Cutover moves. Stored at
+/// `groups/<link>/<group>`. Its state is a topic's without copying:
+/// MIRRORING (home: the source), PROMOTING, PROMOTED (home: the target),
+/// DEMOTING; PAUSED and FAILED are not used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorGroup {
+    pub link: String,
+    pub group: String,
+    pub state: MirrorState,
+    /// Promoted when every member comes through the routers (the
+    /// default); else only when asked.
+    #[serde(default = "yes")]
+    pub auto_promote: bool,
+    /// How many times its home moved (promotions and rollbacks).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub switches: u32,
+    pub created_at_ms: i64,
+}
+
+impl MirrorGroup {
+    /// The cluster whose coordinator runs the group for routed clients.
+    pub fn home(&self) -> Side {
+        self.state.primary()
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn is_forward(d: &CopyDirection) -> bool {

@@ -42,6 +42,10 @@ pub trait Coordinated: Encodable + Send + Sync {
     /// The response from `side`'s coordinator as a client may see it
     /// (committed epochs shown as `topics` says for each topic).
     fn to_client(_resp: &mut Self::Response, _side: Side, _topics: &Topics) {}
+    /// The group's home moved while the request waited: it is sent to the
+    /// new home without what only the old one knows (a JoinGroup's member
+    /// id).
+    fn home_moved(&mut self) {}
     /// How long the coordinator may hold the request beyond the usual
     /// timeout.
     fn broker_wait(&self) -> Duration {
@@ -90,6 +94,18 @@ macro_rules! top_level {
         );
     };
     ($req:ty, $resp:ty, $api:ident, $kind:ident, $key:ident, $wait:expr, $seen:expr) => {
+        top_level!(
+            $req,
+            $resp,
+            $api,
+            $kind,
+            $key,
+            $wait,
+            $seen,
+            |_r: &mut $req| ()
+        );
+    };
+    ($req:ty, $resp:ty, $api:ident, $kind:ident, $key:ident, $wait:expr, $seen:expr, $moved:expr) => {
         impl Coordinated for $req {
             type Response = $resp;
             const API: ApiKey = ApiKey::$api;
@@ -109,6 +125,9 @@ macro_rules! top_level {
             }
             fn seen(&self, resp: &$resp) -> Seen {
                 ($seen)(self, resp)
+            }
+            fn home_moved(&mut self) {
+                ($moved)(self)
             }
         }
     };
@@ -136,7 +155,10 @@ top_level!(
         a.error_code == 0,
         &a.member_id,
         &r.group_instance_id
-    )
+    ),
+    // The new home gives it a member id (MEMBER_ID_REQUIRED, v4+, or in
+    // the answer); a static member keeps its instance id.
+    |r: &mut JoinGroupRequest| r.member_id = StrBytes::default()
 );
 top_level!(
     SyncGroupRequest,

@@ -26,6 +26,10 @@ pub struct Metrics {
     pub mirrored_topics: IntGaugeVec,
     /// Topic primaries that changed while the router ran, by new primary.
     pub primary_changes: IntCounterVec,
+    /// The link's mirror groups, by home (source, target).
+    pub mirrored_groups: IntGaugeVec,
+    /// Group homes that changed while the router ran, by new home.
+    pub home_changes: IntCounterVec,
     /// Filler batches replaced by empty batches in fetch responses.
     pub fillers_removed: IntCounter,
     /// Produce batches the router rewrote that break a broker rule (must
@@ -92,6 +96,17 @@ impl Metrics {
             ),
             &["primary"],
         )?;
+        let mirrored_groups = IntGaugeVec::new(
+            Opts::new("mirrored_groups", "Mirror groups of the link, by home"),
+            &["home"],
+        )?;
+        let home_changes = IntCounterVec::new(
+            Opts::new(
+                "group_home_changes_total",
+                "Group homes that changed, by new home",
+            ),
+            &["home"],
+        )?;
         let fillers_removed = IntCounter::new(
             "fillers_removed_total",
             "Filler batches replaced by empty batches in fetch responses",
@@ -137,6 +152,8 @@ impl Metrics {
         registry.register(Box::new(producers_mapped.clone()))?;
         registry.register(Box::new(mirrored_topics.clone()))?;
         registry.register(Box::new(primary_changes.clone()))?;
+        registry.register(Box::new(mirrored_groups.clone()))?;
+        registry.register(Box::new(home_changes.clone()))?;
         registry.register(Box::new(fillers_removed.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(errors.clone()))?;
@@ -156,6 +173,8 @@ impl Metrics {
             closed,
             mirrored_topics,
             primary_changes,
+            mirrored_groups,
+            home_changes,
             fillers_removed,
             produce_rule_violations,
             producers_mapped,

@@ -1,8 +1,10 @@
 //! What the router answers, API by API. Per-partition requests go to the
 //! topic's primary (`topics`: the source until the topic is promoted),
 //! split per upstream leader and merged, with leader epochs translated
-//! (`epochs`) and filler batches removed from fetched records; group and
-//! transaction requests go to the source's coordinator of their key.
+//! (`epochs`) and filler batches removed from fetched records; group
+//! requests go to the coordinator of the group's home (`topics::Groups`:
+//! the source until the group is promoted), transaction requests to the
+//! source's.
 //! Clients only ever see routers: Metadata lists the live routers as the
 //! brokers, every partition led by one of them and every coordinator one
 //! of them (`assign`).
@@ -34,13 +36,14 @@ use crate::metrics::Metrics;
 use crate::partitioned::Partitioned;
 use crate::producers::{self, Producers};
 use crate::readahead::{self, FetchKey, ReadAhead};
-use crate::topics::{Side, Topics};
+use crate::topics::{Groups, Side, Topics};
 use crate::turn::Turn;
 
 /// What a router follows in etcd: the live routers and the topics' primaries.
 pub struct Watched {
     pub routers: Routers,
     pub topics: Topics,
+    pub groups: Groups,
 }
 
 /// The link's two clusters.
@@ -93,6 +96,7 @@ pub struct Router {
     pub(crate) node_id: i32,
     pub(crate) routers: Routers,
     pub(crate) topics: Topics,
+    pub(crate) groups: Groups,
     pub(crate) source: Cluster,
     pub(crate) target: Cluster,
     pub(crate) timeout: Duration,
@@ -101,8 +105,8 @@ pub struct Router {
     pub(crate) metrics: Metrics,
     pub(crate) producers: Producers,
     pub(crate) holding: Holding,
-    /// The source's coordinator per key, as FindCoordinator last said.
-    coordinators: Mutex<HashMap<(CoordinatorKind, String), i32>>,
+    /// Each cluster's coordinator per key, as FindCoordinator last said.
+    coordinators: Mutex<HashMap<(Side, CoordinatorKind, String), i32>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -162,7 +166,11 @@ impl Router {
         producers: Producers,
         holding: Holding,
     ) -> Router {
-        let Watched { routers, topics } = watched;
+        let Watched {
+            routers,
+            topics,
+            groups,
+        } = watched;
         let Clusters { source, target } = clusters;
         let Limits {
             timeout,
@@ -172,6 +180,7 @@ impl Router {
             node_id,
             routers,
             topics,
+            groups,
             source,
             target,
             timeout,
@@ -971,27 +980,27 @@ impl Router {
         resp
     }
 
-    /// The source's coordinator of `key`, from the cache or asked.
-    async fn source_coordinator(
+    /// `side`'s coordinator of `key`, from the cache or asked.
+    async fn coordinator(
         &self,
+        side: Side,
         kind: CoordinatorKind,
         key: &str,
     ) -> Result<i32, KafkaError> {
-        if let Some(id) = lock(&self.coordinators).get(&(kind, key.to_owned())) {
+        if let Some(id) = lock(&self.coordinators).get(&(side, kind, key.to_owned())) {
             return Ok(*id);
         }
-        let version = self
-            .source
+        let cluster = self.cluster(side);
+        let version = cluster
             .api_range(ApiKey::FindCoordinator)
             .map(|(_, max)| max.min(3))
             .ok_or_else(|| {
-                KafkaError::Protocol("the source does not offer FindCoordinator".into())
+                KafkaError::Protocol(format!("the {side} does not offer FindCoordinator"))
             })?;
         let mut req = FindCoordinatorRequest::default();
         req.key = StrBytes::from_string(key.to_owned());
         req.key_type = kind.key_type();
-        let resp: FindCoordinatorResponse = self
-            .source
+        let resp: FindCoordinatorResponse = cluster
             .forward(
                 Destination::Any,
                 ApiKey::FindCoordinator,
@@ -1007,13 +1016,18 @@ impl Router {
             ));
         }
         let id = resp.node_id.0;
-        lock(&self.coordinators).insert((kind, key.to_owned()), id);
+        lock(&self.coordinators).insert((side, kind, key.to_owned()), id);
         Ok(id)
     }
 
     /// A group or transaction request: answered NOT_COORDINATOR unless
     /// this router coordinates its key for clients; else sent to the
-    /// source's coordinator (found again once if that one moved).
+    /// coordinator of the group's home (a transaction's: the source's),
+    /// found again once if that one moved. A group in a promotion's
+    /// barrier rebalances: its heartbeats are answered
+    /// REBALANCE_IN_PROGRESS (members commit on revoke and rejoin) and its
+    /// JoinGroups wait for the barrier to end, then go to the home it
+    /// ended at.
     async fn coordinated<R: Coordinated>(
         &self,
         header: &Header,
@@ -1028,9 +1042,17 @@ impl Router {
             self.metrics.error(R::API, codes::NOT_COORDINATOR);
             return encode_response(header, &req.failed(codes::NOT_COORDINATOR)).map(Some);
         }
-        // Groups and transactions are the source's (a group's home moves
-        // with group promotion, not built yet).
-        req.to_upstream(Side::Source);
+        let home = |groups: &Groups| match (kind, R::API) {
+            // Offsets sent in a transaction go with the transaction, to
+            // the cluster of its coordinator.
+            (CoordinatorKind::Group, api) if api != ApiKey::TxnOffsetCommit => groups.primary(&key),
+            _ => Side::Source,
+        };
+        let before = home(&self.groups);
+        if R::API == ApiKey::Heartbeat && self.groups.in_barrier(&key) {
+            self.metrics.error(R::API, codes::REBALANCE_IN_PROGRESS);
+            return encode_response(header, &req.failed(codes::REBALANCE_IN_PROGRESS)).map(Some);
+        }
         // A group promotion holds the group's JoinGroups; in the
         // connection's order, as Produce.
         let _joining = if R::API == ApiKey::JoinGroup {
@@ -1039,13 +1061,20 @@ impl Router {
         } else {
             None
         };
+        let side = home(&self.groups);
+        if side != before {
+            // Its member id is the old home's: the new one would refuse it
+            // (UNKNOWN_MEMBER_ID); without one the member joins afresh.
+            req.home_moved();
+        }
+        req.to_upstream(side);
         let mut resp = None;
         for _ in 0..2 {
-            let result = match self.source_coordinator(kind, &key).await {
+            let result = match self.coordinator(side, kind, &key).await {
                 Ok(node) => {
                     turn.wait().await;
                     let queued = lanes
-                        .of(Side::Source)
+                        .of(side)
                         .send(Destination::Node(node), R::API, header.version, &req)
                         .await;
                     turn.done();
@@ -1062,7 +1091,7 @@ impl Router {
             };
             match result {
                 Ok(r) if is_coordinator_moved(R::error(&r)) => {
-                    lock(&self.coordinators).remove(&(kind, key.clone()));
+                    lock(&self.coordinators).remove(&(side, kind, key.clone()));
                     resp = Some(r);
                 }
                 Ok(r) => {
@@ -1070,8 +1099,8 @@ impl Router {
                     break;
                 }
                 Err(e) => {
-                    warn!(error = %e, api = ?R::API, key = %key, client = %header.client(), "request to the source's coordinator failed");
-                    lock(&self.coordinators).remove(&(kind, key.clone()));
+                    warn!(error = %e, api = ?R::API, key = %key, side = side.name(), client = %header.client(), "request to the coordinator failed");
+                    lock(&self.coordinators).remove(&(side, kind, key.clone()));
                 }
             }
         }
@@ -1088,7 +1117,7 @@ impl Router {
                 warn!(group = %key, client = %header.client(), "too many group members remembered; this one is not (a group promotion will not count it)");
             }
         }
-        R::to_client(&mut resp, Side::Source, &self.topics);
+        R::to_client(&mut resp, side, &self.topics);
         self.metrics.error(R::API, R::error(&resp));
         encode_response(header, &resp).map(Some)
     }
@@ -1115,7 +1144,7 @@ impl Router {
                     return failed(codes::NOT_COORDINATOR);
                 }
                 match self
-                    .source_coordinator(CoordinatorKind::Transaction, tid)
+                    .coordinator(Side::Source, CoordinatorKind::Transaction, tid)
                     .await
                 {
                     Ok(node) => Destination::Node(node),
@@ -1156,8 +1185,11 @@ impl Router {
                 if let (Some(tid), true) =
                     (&req.transactional_id, is_coordinator_moved(r.error_code))
                 {
-                    lock(&self.coordinators)
-                        .remove(&(CoordinatorKind::Transaction, tid.to_string()));
+                    lock(&self.coordinators).remove(&(
+                        Side::Source,
+                        CoordinatorKind::Transaction,
+                        tid.to_string(),
+                    ));
                 }
                 r
             }

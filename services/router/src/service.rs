@@ -162,6 +162,14 @@ pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), R
         internal.clone(),
     )
     .await?;
+    let (groups, groups_task) = topics::watch_groups(
+        &coord,
+        &link.name,
+        metrics.clone(),
+        holding.joins.clone(),
+        internal.clone(),
+    )
+    .await?;
     let api = RouterApi {
         node_id: cfg.node_id,
         link: link.name.clone(),
@@ -189,7 +197,11 @@ pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), R
     ));
     let router = Arc::new(Router::new(
         cfg.node_id,
-        Watched { routers, topics },
+        Watched {
+            routers,
+            topics,
+            groups,
+        },
         Clusters {
             source: source.clone(),
             target: target.clone(),
@@ -255,6 +267,7 @@ pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), R
     internal.cancel();
     let _ = watch_task.await;
     let _ = topics_task.await;
+    let _ = groups_task.await;
     let _ = http_task.await;
     let _ = grpc_task.await;
     let _ = forget_task.await;

@@ -7,6 +7,10 @@
 //! the moment the router sees it there until it leaves it, so that a
 //! router the promotion did not ask (started, or restarted, during it)
 //! does not write to the old primary after its quiet check.
+//!
+//! Mirror groups are followed the same way (`Groups`): a group's home is
+//! the cluster whose coordinator runs it, and a group in a barrier has its
+//! JoinGroups held.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -14,7 +18,9 @@ use std::time::Duration;
 
 use cutover_coord::{Coord, WatchEvent};
 pub use cutover_model::Side;
-use cutover_model::{keys, MirrorTopic};
+use cutover_model::{keys, MirrorGroup, MirrorTopic};
+use prometheus::{IntCounterVec, IntGaugeVec};
+use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +28,7 @@ use tracing::{info, warn};
 
 use crate::epochs::View;
 use crate::error::RouterError;
-use crate::grpc::MAX_PRODUCE_HOLD;
+use crate::grpc::{MAX_JOIN_HOLD, MAX_PRODUCE_HOLD};
 use crate::holds::Holds;
 use crate::metrics::Metrics;
 
@@ -44,8 +50,32 @@ impl Route {
     }
 }
 
-/// The primaries of the link's mirror topics, as last seen in etcd. Cheap
-/// to clone.
+/// A document under a watched prefix that says where something is routed.
+trait Routed: DeserializeOwned + Send + 'static {
+    fn route(&self) -> Route;
+}
+
+impl Routed for MirrorTopic {
+    fn route(&self) -> Route {
+        Route::of(self)
+    }
+}
+
+impl Routed for MirrorGroup {
+    fn route(&self) -> Route {
+        Route {
+            primary: self.home(),
+            switches: self.switches,
+            barrier: self.state.in_barrier(),
+        }
+    }
+}
+
+/// The homes of the link's mirror groups: the same view as the topics'.
+pub type Groups = Topics;
+
+/// The primaries of the link's mirror topics (or the homes of its mirror
+/// groups), as last seen in etcd. Cheap to clone.
 #[derive(Clone)]
 pub struct Topics {
     inner: Arc<RwLock<HashMap<String, Route>>>,
@@ -136,7 +166,8 @@ impl Topics {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn in_barrier(&self, topic: &str) -> bool {
+    /// Whether `name` is in a promotion's barrier.
+    pub fn in_barrier(&self, topic: &str) -> bool {
         self.read().get(topic).is_some_and(|r| r.barrier)
     }
 
@@ -153,14 +184,42 @@ impl Topics {
         (before != after).then_some(before)
     }
 
-    fn publish(&self, metrics: &Metrics) {
+    fn publish(&self, gauge: &IntGaugeVec) {
         let map = self.read();
         for side in [Side::Source, Side::Target] {
             let n = map.values().filter(|r| r.primary == side).count();
-            metrics
-                .mirrored_topics
-                .with_label_values(&[side.name()])
-                .set(n as i64);
+            gauge.with_label_values(&[side.name()]).set(n as i64);
+        }
+    }
+}
+
+/// What one watch follows: topics (their writes held in a barrier) or
+/// groups (their JoinGroups held).
+#[derive(Clone)]
+struct Followed {
+    noun: &'static str,
+    holds: Holds,
+    hold: Duration,
+    count: IntGaugeVec,
+    changes: IntCounterVec,
+}
+
+impl Followed {
+    /// Holds `name`'s requests as it enters a barrier, lets them go (to
+    /// the side now recorded) as it leaves it.
+    fn barrier(&self, name: &str, was: bool, is: bool) {
+        let keys = [name.to_owned()];
+        let noun = self.noun;
+        match (was, is) {
+            (false, true) => {
+                self.holds.hold(&keys, self.hold);
+                info!(name, noun, "in a promotion's barrier: held");
+            }
+            (true, false) => {
+                self.holds.release(&keys);
+                info!(name, noun, "out of the promotion's barrier: released");
+            }
+            _ => {}
         }
     }
 }
@@ -174,43 +233,62 @@ pub async fn watch(
     produce: Holds,
     cancel: CancellationToken,
 ) -> Result<(Topics, JoinHandle<()>), RouterError> {
-    let prefix = keys::mirrors_of(link);
+    let followed = Followed {
+        noun: "topic",
+        holds: produce,
+        hold: MAX_PRODUCE_HOLD,
+        count: metrics.mirrored_topics.clone(),
+        changes: metrics.primary_changes.clone(),
+    };
+    watch_routes::<MirrorTopic>(coord, keys::mirrors_of(link), followed, cancel).await
+}
+
+/// The link's group homes, as [`watch`] does for topics; a group in a
+/// barrier has its JoinGroups held in `joins`.
+pub async fn watch_groups(
+    coord: &Coord,
+    link: &str,
+    metrics: Metrics,
+    joins: Holds,
+    cancel: CancellationToken,
+) -> Result<(Groups, JoinHandle<()>), RouterError> {
+    let followed = Followed {
+        noun: "group",
+        holds: joins,
+        hold: MAX_JOIN_HOLD,
+        count: metrics.mirrored_groups.clone(),
+        changes: metrics.home_changes.clone(),
+    };
+    watch_routes::<MirrorGroup>(coord, keys::groups_of(link), followed, cancel).await
+}
+
+async fn watch_routes<D: Routed>(
+    coord: &Coord,
+    prefix: String,
+    followed: Followed,
+    cancel: CancellationToken,
+) -> Result<(Topics, JoinHandle<()>), RouterError> {
     let (snapshot, rx) = coord.watch_prefix(&prefix, cancel.clone()).await?;
     let topics = Topics::default();
-    for (_, v) in snapshot.decode::<MirrorTopic>()? {
-        let route = Route::of(&v.value);
-        topics.set(&v.value.topic, Some(route));
-        follow_barrier(&produce, &v.value.topic, false, route.barrier);
+    for (key, v) in snapshot.decode::<D>()? {
+        let Some(name) = key.strip_prefix(prefix.as_str()) else {
+            continue;
+        };
+        let route = v.value.route();
+        topics.set(name, Some(route));
+        followed.barrier(name, false, route.barrier);
     }
     topics.advance(snapshot.revision);
-    topics.publish(&metrics);
-    let task = tokio::spawn(follow(topics.clone(), prefix, rx, metrics, produce, cancel));
+    topics.publish(&followed.count);
+    let task = tokio::spawn(follow::<D>(topics.clone(), prefix, rx, followed, cancel));
     Ok((topics, task))
 }
 
-/// Holds `topic`'s writes as it enters a barrier, lets them go (to the
-/// primary now recorded) as it leaves it.
-fn follow_barrier(produce: &Holds, topic: &str, was: bool, is: bool) {
-    let keys = [topic.to_owned()];
-    match (was, is) {
-        (false, true) => {
-            produce.hold(&keys, MAX_PRODUCE_HOLD);
-            info!(topic, "in a promotion's barrier: writes held");
-        }
-        (true, false) => {
-            produce.release(&keys);
-            info!(topic, "out of the promotion's barrier: writes released");
-        }
-        _ => {}
-    }
-}
-
-async fn follow(
+async fn follow<D: Routed>(
     topics: Topics,
     prefix: String,
     mut rx: mpsc::Receiver<WatchEvent>,
-    metrics: Metrics,
-    produce: Holds,
+    followed: Followed,
     cancel: CancellationToken,
 ) {
     loop {
@@ -224,13 +302,14 @@ async fn follow(
         let Some(topic) = event.rel().strip_prefix(prefix.as_str()) else {
             continue;
         };
-        let route = match event.decode::<MirrorTopic>() {
-            Ok(Some(m)) => Some(Route::of(&m)),
+        let noun = followed.noun;
+        let route = match event.decode::<D>() {
+            Ok(Some(m)) => Some(m.route()),
             Ok(None) => None,
             Err(e) => {
-                // Keep the last known primary: guessing could send writes
-                // to the wrong cluster.
-                warn!(error = %e, key = %event.rel(), "unreadable mirror topic; its primary stays as it was");
+                // Keep the last known side: guessing could send writes
+                // (or a group) to the wrong cluster.
+                warn!(error = %e, key = %event.rel(), noun, "unreadable mirror document; its side stays as it was");
                 continue;
             }
         };
@@ -238,23 +317,16 @@ async fn follow(
         if let Some(before) = topics.set(topic, route) {
             let now = route.map_or(Side::Source, |r| r.primary);
             info!(
-                topic,
+                name = topic,
+                noun,
                 from = before.name(),
                 to = now.name(),
-                "topic primary changed"
+                "primary (a group's home) changed"
             );
-            metrics
-                .primary_changes
-                .with_label_values(&[now.name()])
-                .inc();
+            followed.changes.with_label_values(&[now.name()]).inc();
         }
-        topics.publish(&metrics);
-        follow_barrier(
-            &produce,
-            topic,
-            was_barrier,
-            route.is_some_and(|r| r.barrier),
-        );
+        topics.publish(&followed.count);
+        followed.barrier(topic, was_barrier, route.is_some_and(|r| r.barrier));
         // After the change is applied: a release waiting for this
         // revision then sees the new primary.
         if let WatchEvent::Put { mod_revision, .. } = &event {
@@ -333,18 +405,26 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_topic_in_a_barrier_has_its_writes_held_until_it_leaves_it() {
         let h = Holds::default();
+        let metrics = Metrics::new().unwrap();
+        let f = Followed {
+            noun: "topic",
+            holds: h.clone(),
+            hold: MAX_PRODUCE_HOLD,
+            count: metrics.mirrored_topics.clone(),
+            changes: metrics.primary_changes.clone(),
+        };
         let a = ["a".to_owned()];
         let remaining = |h: &Holds| h.view(Some(&a))[0].remaining;
-        follow_barrier(&h, "a", false, false);
+        f.barrier("a", false, false);
         assert!(remaining(&h).is_zero());
-        follow_barrier(&h, "a", false, true);
+        f.barrier("a", false, true);
         assert_eq!(remaining(&h), MAX_PRODUCE_HOLD);
         tokio::time::advance(Duration::from_secs(1)).await;
         // Still in it (another field of the document changed): the hold
         // is not lengthened.
-        follow_barrier(&h, "a", true, true);
+        f.barrier("a", true, true);
         assert_eq!(remaining(&h), MAX_PRODUCE_HOLD - Duration::from_secs(1));
-        follow_barrier(&h, "a", true, false);
+        f.barrier("a", true, false);
         assert!(remaining(&h).is_zero());
         for state in [MirrorState::Promoting, MirrorState::Demoting] {
             assert!(state.in_barrier(), "{state:?}");
