@@ -106,6 +106,38 @@ fn records_are_the_acked(
     Ok(())
 }
 
+/// `topic`-`part` holds every acknowledged record once, in order, at its
+/// offset on the target, and the source (brought up by the reverse
+/// mirror) ends at the same offset with the same records.
+fn on_both_clusters(
+    bed: &RealBed,
+    topic: &str,
+    part: i32,
+    l: &PartitionLoad,
+    spec: &ProduceSpec,
+) -> Result<()> {
+    ensure!(
+        l.in_order && l.acked == l.sent && l.first_offset == Some(0),
+        "{topic}/{part}: {l:?}"
+    );
+    let (_, target_end) = watermarks(bed.target_bootstrap(), topic, part)?;
+    ensure!(
+        target_end as u64 == l.acked,
+        "{topic}/{part}: {target_end} records on the target, {} acknowledged",
+        l.acked
+    );
+    records_are_the_acked(bed.target_bootstrap(), topic, part, target_end, l, spec)?;
+    wait_until("the reverse mirror to bring the source up", WAIT, || {
+        Ok(watermarks(bed.source_bootstrap(), topic, part)?.1 >= target_end)
+    })?;
+    let (_, source_end) = watermarks(bed.source_bootstrap(), topic, part)?;
+    ensure!(
+        source_end == target_end,
+        "{topic}/{part}: the source ends at {source_end}, the target at {target_end}"
+    );
+    records_are_the_acked(bed.source_bootstrap(), topic, part, source_end, l, spec)
+}
+
 /// The seed of issue 8's barrier, end to end: an idempotent librdkafka
 /// producer writes through both routers while `cutover promote` runs.
 /// The promotion ends DONE with every step timed and the produce stall
@@ -182,26 +214,7 @@ fn promotion_under_load_moves_writes_to_the_target_and_fails_none() -> Result<()
     );
 
     for ((topic, part), l) in &report.partitions {
-        ensure!(
-            l.in_order && l.acked == l.sent && l.first_offset == Some(0),
-            "{topic}/{part}: {l:?}"
-        );
-        let (_, target_end) = watermarks(bed.target_bootstrap(), topic, *part)?;
-        ensure!(
-            target_end as u64 == l.acked,
-            "{topic}/{part}: {target_end} records on the target, {} acknowledged",
-            l.acked
-        );
-        records_are_the_acked(bed.target_bootstrap(), topic, *part, target_end, l, &spec)?;
-        wait_until("the reverse mirror to bring the source up", WAIT, || {
-            Ok(watermarks(bed.source_bootstrap(), topic, *part)?.1 >= target_end)
-        })?;
-        let (_, source_end) = watermarks(bed.source_bootstrap(), topic, *part)?;
-        ensure!(
-            source_end == target_end,
-            "{topic}/{part}: the source ends at {source_end}, the target at {target_end}"
-        );
-        records_are_the_acked(bed.source_bootstrap(), topic, *part, source_end, l, &spec)?;
+        on_both_clusters(&bed, topic, *part, l, &spec)?;
         // Only the reverse mirror's writer wrote to the source after the
         // release: every other producer is where it was then.
         let reverse = reverse_writer_id(&bed, topic, *part)?;
@@ -384,27 +397,7 @@ fn rollback_under_load_and_promotion_again_keep_every_record_on_both_clusters() 
     ensure!(report.total_failed() == 0, "writes failed: {report:?}");
 
     for ((topic, part), l) in &report.partitions {
-        ensure!(
-            l.in_order && l.acked == l.sent && l.first_offset == Some(0),
-            "{topic}/{part}: {l:?}"
-        );
-        let (_, target_end) = watermarks(bed.target_bootstrap(), topic, *part)?;
-        ensure!(
-            target_end as u64 == l.acked,
-            "{topic}/{part}: {target_end} records on the target, {} acknowledged",
-            l.acked
-        );
-        records_are_the_acked(bed.target_bootstrap(), topic, *part, target_end, l, &spec)?;
-        // The reverse mirror brings the source up to the target's end.
-        wait_until("the source to hold every record", WAIT, || {
-            Ok(watermarks(bed.source_bootstrap(), topic, *part)?.1 >= target_end)
-        })?;
-        let (_, source_end) = watermarks(bed.source_bootstrap(), topic, *part)?;
-        ensure!(
-            source_end == target_end,
-            "{topic}/{part}: the source ends at {source_end}, the target at {target_end}"
-        );
-        records_are_the_acked(bed.source_bootstrap(), topic, *part, source_end, l, &spec)?;
+        on_both_clusters(&bed, topic, *part, l, &spec)?;
     }
     Ok(())
 }

@@ -912,6 +912,58 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Stops the load, waits until the group has consumed every record it
+/// acknowledged, stops the members, and checks that none was missed and
+/// none consumed twice unless its commit failed (what an ordinary
+/// rebalance may redeliver). Returns the last offset produced per
+/// partition.
+fn consumed_every_record_once(
+    load: LoadGenerator,
+    members: Vec<Member>,
+    log: &Arc<Mutex<GroupLog>>,
+    topic: &str,
+) -> Result<BTreeMap<i32, i64>> {
+    let report = load.stop()?;
+    ensure!(report.total_failed() == 0, "the producer had failures");
+    let produced: BTreeMap<i32, i64> = report
+        .partitions
+        .iter()
+        .filter_map(|((_, p), l)| l.last_offset.map(|o| (*p, o)))
+        .collect();
+    let total: i64 = produced.values().map(|last| last + 1).sum();
+    wait_until("the group to consume every record", WAIT, || {
+        let log = lock(log);
+        let distinct: std::collections::BTreeSet<(i32, i64)> =
+            log.seen.iter().map(|(p, o, _)| (*p, *o)).collect();
+        Ok(distinct.len() as i64 >= total)
+    })?;
+    for m in members {
+        m.stop()?;
+    }
+    let log = lock(log);
+    let mut times: BTreeMap<(i32, i64), usize> = BTreeMap::new();
+    for (p, o, _) in &log.seen {
+        *times.entry((*p, *o)).or_default() += 1;
+    }
+    for (p, last) in &produced {
+        for o in 0..=*last {
+            ensure!(
+                times.contains_key(&(*p, o)),
+                "{topic}/{p} offset {o} was never consumed"
+            );
+        }
+    }
+    let twice: Vec<_> = times
+        .iter()
+        .filter(|(k, n)| **n > 1 && !log.uncommitted.contains(k))
+        .collect();
+    ensure!(
+        twice.is_empty(),
+        "consumed twice although committed: {twice:?}"
+    );
+    Ok(produced)
+}
+
 /// Must-show 2, one group across the move: a group of three members on the
 /// source directly consumes six partitions under live produce load; one by
 /// one, each member is stopped and replaced by one pointed at the routers
@@ -965,44 +1017,8 @@ fn router_one_group_across_a_rolling_move_consumes_every_record_once() -> Result
             Ok(consumed_by(&name) > 0)
         })?;
     }
-    let report = load.stop()?;
-    ensure!(report.total_failed() == 0, "the producer had failures");
-    let produced: BTreeMap<i32, i64> = report
-        .partitions
-        .iter()
-        .filter_map(|((_, p), l)| l.last_offset.map(|o| (*p, o)))
-        .collect();
-    let total: i64 = produced.values().map(|last| last + 1).sum();
-    wait_until("the group to consume every record", WAIT, || {
-        let log = lock(&log);
-        let distinct: std::collections::BTreeSet<(i32, i64)> =
-            log.seen.iter().map(|(p, o, _)| (*p, *o)).collect();
-        Ok(distinct.len() as i64 >= total)
-    })?;
-    for m in members {
-        m.stop()?;
-    }
+    consumed_every_record_once(load, members, &log, T)?;
     let log = lock(&log);
-    let mut times: BTreeMap<(i32, i64), usize> = BTreeMap::new();
-    for (p, o, _) in &log.seen {
-        *times.entry((*p, *o)).or_default() += 1;
-    }
-    for (p, last) in &produced {
-        for o in 0..=*last {
-            ensure!(
-                times.contains_key(&(*p, o)),
-                "{T}/{p} offset {o} was never consumed"
-            );
-        }
-    }
-    let twice: Vec<_> = times
-        .iter()
-        .filter(|(k, n)| **n > 1 && !log.uncommitted.contains(k))
-        .collect();
-    ensure!(
-        twice.is_empty(),
-        "consumed twice although committed: {twice:?}"
-    );
     ensure!(
         log.seen.iter().any(|(_, _, m)| m.starts_with("routed-"))
             && log.seen.iter().any(|(_, _, m)| m.starts_with("direct-")),
@@ -1170,44 +1186,7 @@ fn router_group_moves_home_in_one_rebalance_and_goes_on_at_its_commits() -> Resu
     wait_until("the group to consume on after the move", WAIT, || {
         Ok(lock(&log).seen.len() > seen_moved + 100)
     })?;
-    let report = load.stop()?;
-    ensure!(report.total_failed() == 0, "the producer had failures");
-    let produced: BTreeMap<i32, i64> = report
-        .partitions
-        .iter()
-        .filter_map(|((_, p), l)| l.last_offset.map(|o| (*p, o)))
-        .collect();
-    let total: i64 = produced.values().map(|last| last + 1).sum();
-    wait_until("the group to consume every record", WAIT, || {
-        let log = lock(&log);
-        let distinct: std::collections::BTreeSet<(i32, i64)> =
-            log.seen.iter().map(|(p, o, _)| (*p, *o)).collect();
-        Ok(distinct.len() as i64 >= total)
-    })?;
-    for m in members {
-        m.stop()?;
-    }
-    let log = lock(&log);
-    let mut times: BTreeMap<(i32, i64), usize> = BTreeMap::new();
-    for (p, o, _) in &log.seen {
-        *times.entry((*p, *o)).or_default() += 1;
-    }
-    for (p, last) in &produced {
-        for o in 0..=*last {
-            ensure!(
-                times.contains_key(&(*p, o)),
-                "{T}/{p} offset {o} was never consumed"
-            );
-        }
-    }
-    let twice: Vec<_> = times
-        .iter()
-        .filter(|(k, n)| **n > 1 && !log.uncommitted.contains(k))
-        .collect();
-    ensure!(
-        twice.is_empty(),
-        "consumed twice although committed: {twice:?}"
-    );
+    let produced = consumed_every_record_once(load, members, &log, T)?;
     // Every commit after the move went to the target; the source kept
     // the offsets of the barrier.
     let ends: Vec<i64> = (0..N)

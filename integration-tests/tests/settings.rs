@@ -61,7 +61,7 @@ fn changed_target_settings_restart_partitions_with_them() -> Result<()> {
         Ok(fetcher
             .process
             .log_tail(400)
-            .matches("target topic settings changed; restarting the partition")
+            .matches("target topic settings or copy direction changed; restarting the partition")
             .count()
             >= 2)
     })?;
