@@ -138,6 +138,28 @@ fn on_both_clusters(
     records_are_the_acked(bed.source_bootstrap(), topic, part, source_end, l, spec)
 }
 
+/// An idempotent producer writing 500 records/s through both routers to
+/// both partitions of `topic`, once 300 were acknowledged; and its spec.
+fn routed_load(
+    r1: &RouterProcess,
+    r2: &RouterProcess,
+    topic: &str,
+) -> Result<(LoadGenerator, ProduceSpec)> {
+    let spec = ProduceSpec {
+        mode: ProduceMode::Idempotent,
+        ..ProduceSpec::default()
+    };
+    let partitions: Vec<(String, i32)> = (0..2).map(|p| (topic.to_owned(), p)).collect();
+    let load = LoadGenerator::start(
+        &routers_bootstrap(&[r1, r2]),
+        &partitions,
+        500,
+        spec.clone(),
+    )?;
+    load.wait_acked(300, WAIT)?;
+    Ok((load, spec))
+}
+
 /// The seed of issue 8's barrier, end to end: an idempotent librdkafka
 /// producer writes through both routers while `cutover promote` runs.
 /// The promotion ends DONE with every step timed and the produce stall
@@ -151,18 +173,7 @@ fn promotion_under_load_moves_writes_to_the_target_and_fails_none() -> Result<()
     const T: &str = "promoted-under-load";
     let (bed, cutover, r1, r2) = setup("promotion_load", T, 2)?;
     cutover.wait_in_sync("l1", WAIT)?;
-    let spec = ProduceSpec {
-        mode: ProduceMode::Idempotent,
-        ..ProduceSpec::default()
-    };
-    let partitions: Vec<(String, i32)> = (0..2).map(|p| (T.to_owned(), p)).collect();
-    let load = LoadGenerator::start(
-        &routers_bootstrap(&[&r1, &r2]),
-        &partitions,
-        500,
-        spec.clone(),
-    )?;
-    load.wait_acked(300, WAIT)?;
+    let (load, spec) = routed_load(&r1, &r2, T)?;
 
     let p = cutover.cli_json(&["promote", "--link", "l1", T])?;
     ensure!(p["step"] == "done" && p["outcome"] == "", "{p:#}");
@@ -352,18 +363,7 @@ fn rollback_under_load_and_promotion_again_keep_every_record_on_both_clusters() 
     const T: &str = "rolled-back-under-load";
     let (bed, cutover, r1, r2) = setup("promotion_rollback", T, 2)?;
     cutover.wait_in_sync("l1", WAIT)?;
-    let spec = ProduceSpec {
-        mode: ProduceMode::Idempotent,
-        ..ProduceSpec::default()
-    };
-    let partitions: Vec<(String, i32)> = (0..2).map(|p| (T.to_owned(), p)).collect();
-    let load = LoadGenerator::start(
-        &routers_bootstrap(&[&r1, &r2]),
-        &partitions,
-        500,
-        spec.clone(),
-    )?;
-    load.wait_acked(300, WAIT)?;
+    let (load, spec) = routed_load(&r1, &r2, T)?;
     let goes_on = |after: &str| {
         let acked = load.acked();
         load.wait_acked(acked + 300, WAIT)

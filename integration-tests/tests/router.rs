@@ -1059,16 +1059,7 @@ fn members_at(bootstrap: &str, group: &str) -> Result<usize> {
 
 /// JoinGroups of `group` the routers hold now.
 fn held_joins(routers: &[&RouterProcess], group: &str) -> Result<u64> {
-    let mut n = 0;
-    for r in routers {
-        n += router_api::state(r)?
-            .join_holds
-            .iter()
-            .filter(|h| h.key == group)
-            .map(|h| h.waiting)
-            .sum::<u64>();
-    }
-    Ok(n)
+    held(routers, |s| s.join_holds, Some(group))
 }
 
 /// A group's home moves in one rebalance, on real Kafka, with the router
@@ -1360,17 +1351,27 @@ fn check_family(
     Ok(())
 }
 
-/// Sum over the routers of what their produce holds count now.
-fn held_produce(routers: &[&RouterProcess]) -> Result<u64> {
+/// Sum over the routers of the requests waiting in the holds `of` their
+/// state picks (only `key`'s when given).
+fn held(
+    routers: &[&RouterProcess],
+    of: impl Fn(cutover_proto::router::v1::RouterState) -> Vec<cutover_proto::router::v1::Hold>,
+    key: Option<&str>,
+) -> Result<u64> {
     let mut n = 0;
     for r in routers {
-        n += router_api::state(r)?
-            .produce_holds
+        n += of(router_api::state(r)?)
             .iter()
+            .filter(|h| key.is_none_or(|k| h.key == k))
             .map(|h| h.waiting)
             .sum::<u64>();
     }
     Ok(n)
+}
+
+/// Sum over the routers of what their produce holds count now.
+fn held_produce(routers: &[&RouterProcess]) -> Result<u64> {
+    held(routers, |s| s.produce_holds, None)
 }
 
 /// The barrier a topic promotion puts up, on real Kafka: an idempotent

@@ -846,8 +846,7 @@ impl Router {
         drop(names);
         let mut failed: Vec<(TopicName, produce_response::PartitionProduceResponse)> = Vec::new();
         for t in &mut req.topic_data {
-            let side = self.topics.primary(t.name.as_str());
-            let view = self.topics.view(t.name.as_str(), side);
+            let view = self.topics.primary_view(t.name.as_str());
             let mut kept = Vec::with_capacity(t.partition_data.len());
             for mut p in std::mem::take(&mut t.partition_data) {
                 match self.map_producer(header, &t.name, view, &mut p).await {

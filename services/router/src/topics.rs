@@ -107,6 +107,16 @@ impl Topics {
         }
     }
 
+    /// How the epochs of `topic`'s primary are shown: the primary and the
+    /// switches read together, so they belong to one state of the topic.
+    pub fn primary_view(&self, topic: &str) -> View {
+        let route = self.read().get(topic).copied();
+        route.map_or(View::unswitched(Side::Source), |r| View {
+            side: r.primary,
+            switches: r.switches,
+        })
+    }
+
     /// The topics whose primary is the target.
     pub fn on_target(&self) -> Vec<String> {
         self.read()
@@ -396,6 +406,14 @@ mod tests {
         m.switches = 3;
         assert_eq!(t.set("a", Some(Route::of(&m))), Some(Side::Source));
         assert_eq!(t.view("a", Side::Target).switches, 3);
+        assert_eq!(
+            t.primary_view("a"),
+            View {
+                side: Side::Target,
+                switches: 3
+            }
+        );
+        assert_eq!(t.primary_view("other"), View::unswitched(Side::Source));
         assert_eq!(
             t.view("other", Side::Source),
             View::unswitched(Side::Source)
