@@ -51,6 +51,9 @@ pub enum Command {
     /// Mirror topics over a link.
     #[command(subcommand)]
     Mirror(MirrorCmd),
+    /// Mirror groups: consumer groups whose home moves with the routers.
+    #[command(subcommand)]
+    Group(GroupCmd),
     /// Progress per topic and partition.
     Status(StatusArgs),
     /// Compare source and target record by record.
@@ -72,8 +75,13 @@ pub struct PromoteArgs {
     #[arg(long)]
     pub link: String,
     /// The topics to move together (transactions across them stay whole).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "groups")]
     pub topics: Vec<String>,
+    /// Mirror groups to move in the same barrier (repeatable): their
+    /// members rebalance once and go on at their commits on the other
+    /// cluster. Alone, it moves only the groups.
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
     /// How long the old primary must take no write while the routers hold
     /// them (default 100); part of the produce stall.
     #[arg(long, default_value_t = 0)]
@@ -84,6 +92,9 @@ pub struct PromoteArgs {
     /// Longest wait for open transactions on the topics to end (default 5000).
     #[arg(long, default_value_t = 0)]
     pub transaction_wait_ms: u32,
+    /// Longest wait for the groups' members to rejoin (default 30000).
+    #[arg(long, default_value_t = 0)]
+    pub rejoin_timeout_ms: u32,
 }
 
 #[derive(Subcommand, Debug)]
@@ -144,6 +155,43 @@ pub enum MirrorCmd {
     Pause(Selection),
     Resume(Selection),
     Remove(Selection),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCmd {
+    /// Register consumer groups of the source (by name or regex).
+    Add {
+        #[arg(long)]
+        link: String,
+        /// Group ids.
+        groups: Vec<String>,
+        /// Regex matched against whole source group ids (repeatable).
+        #[arg(long = "include")]
+        include: Vec<String>,
+        /// Skip groups matching this regex (repeatable).
+        #[arg(long = "exclude")]
+        exclude: Vec<String>,
+        /// Promote only when asked (`cutover promote --group`), not as soon
+        /// as every member comes through the routers.
+        #[arg(long)]
+        manual: bool,
+        /// Show what would be registered; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    List {
+        #[arg(long)]
+        link: String,
+    },
+    /// Unregister groups at home on the source.
+    Remove {
+        #[arg(long)]
+        link: String,
+        groups: Vec<String>,
+        /// Every mirror group of the link.
+        #[arg(long, conflicts_with = "groups")]
+        all: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -412,6 +460,69 @@ async fn execute(cli: &Cli, trace: Option<&TraceParent>) -> Result<i32, CliError
                 ms.iter().for_each(|m| println!("{verb} {}", m.topic));
             }
         }
+        Command::Group(GroupCmd::Add {
+            link,
+            groups,
+            include,
+            exclude,
+            manual,
+            dry_run,
+        }) => {
+            let r = c
+                .add_groups(pb::AddGroupsRequest {
+                    link: link.clone(),
+                    groups: groups.clone(),
+                    include_regex: include.clone(),
+                    exclude_regex: exclude.clone(),
+                    manual: *manual,
+                    dry_run: *dry_run,
+                })
+                .await?
+                .into_inner();
+            if json {
+                print_json(
+                    &serde_json::json!({"dry_run": r.dry_run, "groups": r.added.iter().map(render::group_json).collect::<Vec<_>>()}),
+                )?
+            } else {
+                let verb = if r.dry_run { "would add" } else { "added" };
+                for g in &r.added {
+                    println!("{verb} {}", render::group_line(g));
+                }
+            }
+        }
+        Command::Group(GroupCmd::List { link }) => {
+            let gs = c
+                .list_groups(pb::ListGroupsRequest { link: link.clone() })
+                .await?
+                .into_inner()
+                .groups;
+            if json {
+                print_json(&gs.iter().map(render::group_json).collect::<Vec<_>>())?
+            } else if gs.is_empty() {
+                println!("no mirror groups on link {link}; add some with `cutover group add --link {link} GROUP`");
+            } else {
+                gs.iter()
+                    .for_each(|g| println!("{}", render::group_line(g)));
+            }
+        }
+        Command::Group(GroupCmd::Remove { link, groups, all }) => {
+            let gs = c
+                .remove_groups(pb::GroupSelection {
+                    link: link.clone(),
+                    groups: groups.clone(),
+                    all: *all,
+                })
+                .await?
+                .into_inner()
+                .groups;
+            if json {
+                print_json(
+                    &serde_json::json!({"removed": gs.iter().map(|g| g.group.clone()).collect::<Vec<_>>()}),
+                )?
+            } else {
+                gs.iter().for_each(|g| println!("removed {}", g.group));
+            }
+        }
         Command::Status(a) => {
             let Some(link) = &a.link else {
                 // Every link: one summary line per mirror topic.
@@ -541,6 +652,8 @@ async fn execute(cli: &Cli, trace: Option<&TraceParent>) -> Result<i32, CliError
                 quiet_ms: a.quiet_ms,
                 drain_timeout_ms: a.drain_timeout_ms,
                 transaction_wait_ms: a.transaction_wait_ms,
+                groups: a.groups.clone(),
+                rejoin_timeout_ms: a.rejoin_timeout_ms,
             };
             let p = match &cli.command {
                 Command::Promote(_) => c.promote(req).await?,

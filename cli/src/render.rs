@@ -70,15 +70,35 @@ pub fn mirror_json(m: &pb::MirrorTopic) -> Value {
     json!({"link": m.link, "topic": m.topic, "partitions": m.partitions, "state": mirror_state(m.state), "reason": m.reason})
 }
 
+pub fn group_line(g: &pb::MirrorGroup) -> String {
+    let mode = if g.auto_promote { "auto" } else { "manual" };
+    format!(
+        "{}  home={}  state={}  promotion={mode}  switches={}",
+        g.group,
+        g.home,
+        mirror_state(g.state),
+        g.switches
+    )
+}
+
+pub fn group_json(g: &pb::MirrorGroup) -> Value {
+    json!({"link": g.link, "group": g.group, "home": g.home, "state": mirror_state(g.state), "auto_promote": g.auto_promote, "switches": g.switches, "created_at_ms": g.created_at_ms})
+}
+
 /// A promotion as operators read it: what moved, its outcome, the
 /// produce stall, and each step with the time it took.
 pub fn promotion_text(p: &pb::Promotion) -> String {
     let mut out = format!(
-        "{} {}  link={}  topics={}  step={}  stall={} ms  by {}\n",
+        "{} {}  link={}  topics={}{}  step={}  stall={} ms  by {}\n",
         p.direction,
         p.id,
         p.link,
         p.topics.join(","),
+        if p.groups.is_empty() {
+            String::new()
+        } else {
+            format!("  groups={}", p.groups.join(","))
+        },
         p.step,
         p.stall_ms,
         p.leader
@@ -98,6 +118,7 @@ pub fn promotion_json(p: &pb::Promotion) -> Value {
         "link": p.link,
         "direction": p.direction,
         "topics": p.topics,
+        "groups": p.groups,
         "step": p.step,
         "steps": p.steps.iter().map(|s| json!({"step": s.step, "started_at_ms": s.started_at_ms, "took_ms": s.took_ms})).collect::<Vec<_>>(),
         "leader": p.leader,

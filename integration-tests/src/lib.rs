@@ -32,6 +32,7 @@ pub mod clients;
 pub mod clusters;
 pub mod cutover;
 pub mod go_clients;
+pub mod group;
 pub mod java_clients;
 pub mod js_clients;
 pub mod kafka;

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +15,9 @@ use bytes::{BufMut, BytesMut};
 use cutover_integration_tests::cutover::{
     put_group, routers_bootstrap, set_mirror_state, update_mirror, wait_until, Cutover,
     RouterProcess,
+};
+use cutover_integration_tests::group::{
+    committed, consumed_every_record_once, lock, members_at, GroupLog, Member,
 };
 use cutover_integration_tests::*;
 use cutover_kafka::kafka_protocol::messages::{
@@ -837,133 +839,6 @@ fn router_idempotent_producer_goes_on_across_the_move() -> Result<()> {
     Ok(())
 }
 
-/// One consumer group member in a thread: processes each record by noting
-/// it, then commits it synchronously. A record whose commit failed (a
-/// rebalance took its partition first) may come again to another member:
-/// it is noted as uncommitted.
-struct Member {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Result<()>>>,
-}
-
-#[derive(Default)]
-struct GroupLog {
-    /// (partition, offset, member) per record processed.
-    seen: Vec<(i32, i64, String)>,
-    /// (partition, offset) whose commit failed.
-    uncommitted: Vec<(i32, i64)>,
-}
-
-impl Member {
-    fn start(
-        bootstrap: &str,
-        group: &str,
-        topic: &str,
-        name: &str,
-        log: Arc<Mutex<GroupLog>>,
-    ) -> Result<Member> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("group.id", group)
-            .set("client.id", name)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("topic.metadata.refresh.interval.ms", "1000")
-            .create()?;
-        consumer.subscribe(&[topic])?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let name = name.to_owned();
-        let thread = std::thread::spawn(move || -> Result<()> {
-            while !flag.load(Ordering::Relaxed) {
-                match consumer.poll(Duration::from_millis(100)) {
-                    Some(Ok(m)) => {
-                        let key = (m.partition(), m.offset());
-                        lock(&log).seen.push((key.0, key.1, name.clone()));
-                        if consumer.commit_message(&m, CommitMode::Sync).is_err() {
-                            lock(&log).uncommitted.push(key);
-                        }
-                    }
-                    Some(Err(e)) => anyhow::bail!("member {name}: {e}"),
-                    None => {}
-                }
-            }
-            // Dropping the consumer leaves the group (LeaveGroup): the
-            // others rebalance at once.
-            Ok(())
-        });
-        Ok(Member {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    fn stop(mut self) -> Result<()> {
-        self.stop.store(true, Ordering::Relaxed);
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => anyhow::bail!("a member thread panicked"),
-            None => Ok(()),
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Stops the load, waits until the group has consumed every record it
-/// acknowledged, stops the members, and checks that none was missed and
-/// none consumed twice unless its commit failed (what an ordinary
-/// rebalance may redeliver). Returns the last offset produced per
-/// partition.
-fn consumed_every_record_once(
-    load: LoadGenerator,
-    members: Vec<Member>,
-    log: &Arc<Mutex<GroupLog>>,
-    topic: &str,
-) -> Result<BTreeMap<i32, i64>> {
-    let report = load.stop()?;
-    ensure!(report.total_failed() == 0, "the producer had failures");
-    let produced: BTreeMap<i32, i64> = report
-        .partitions
-        .iter()
-        .filter_map(|((_, p), l)| l.last_offset.map(|o| (*p, o)))
-        .collect();
-    let total: i64 = produced.values().map(|last| last + 1).sum();
-    wait_until("the group to consume every record", WAIT, || {
-        let log = lock(log);
-        let distinct: std::collections::BTreeSet<(i32, i64)> =
-            log.seen.iter().map(|(p, o, _)| (*p, *o)).collect();
-        Ok(distinct.len() as i64 >= total)
-    })?;
-    for m in members {
-        m.stop()?;
-    }
-    let log = lock(log);
-    let mut times: BTreeMap<(i32, i64), usize> = BTreeMap::new();
-    for (p, o, _) in &log.seen {
-        *times.entry((*p, *o)).or_default() += 1;
-    }
-    for (p, last) in &produced {
-        for o in 0..=*last {
-            ensure!(
-                times.contains_key(&(*p, o)),
-                "{topic}/{p} offset {o} was never consumed"
-            );
-        }
-    }
-    let twice: Vec<_> = times
-        .iter()
-        .filter(|(k, n)| **n > 1 && !log.uncommitted.contains(k))
-        .collect();
-    ensure!(
-        twice.is_empty(),
-        "consumed twice although committed: {twice:?}"
-    );
-    Ok(produced)
-}
-
 /// Must-show 2, one group across the move: a group of three members on the
 /// source directly consumes six partitions under live produce load; one by
 /// one, each member is stopped and replaced by one pointed at the routers
@@ -1025,36 +900,6 @@ fn router_one_group_across_a_rolling_move_consumes_every_record_once() -> Result
         "the group did not consume on both sides"
     );
     Ok(())
-}
-
-/// The committed offsets of `group` on `topic`'s partitions `0..n` at
-/// `bootstrap` (-1: none).
-fn committed(bootstrap: &str, group: &str, topic: &str, n: i32) -> Result<Vec<i64>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..n {
-        tpl.add_partition(topic, p);
-    }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10))?;
-    (0..n)
-        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
-            Some(rdkafka::Offset::Offset(o)) => Ok(o),
-            Some(rdkafka::Offset::Invalid) | None => Ok(-1),
-            other => Err(anyhow!("{topic}/{p}: committed {other:?}")),
-        })
-        .collect()
-}
-
-/// The members of `group` at `bootstrap`'s coordinator.
-fn members_at(bootstrap: &str, group: &str) -> Result<usize> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()?;
-    let groups = c.fetch_group_list(Some(group), Duration::from_secs(10))?;
-    Ok(groups.groups().iter().map(|g| g.members().len()).sum())
 }
 
 /// JoinGroups of `group` the routers hold now.

@@ -459,6 +459,23 @@ impl Inner {
     pub(crate) async fn retrying<T, F, Fut>(
         &self,
         what: &'static str,
+        op: F,
+    ) -> Result<T, KafkaError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, KafkaError>>,
+    {
+        self.retrying_if(what, KafkaError::needs_metadata_refresh, op)
+            .await
+    }
+
+    /// [`Self::retrying`] for errors (retriable ones) that `worth` says a
+    /// new attempt may cure: a group request retries a moved or loading
+    /// coordinator, which no metadata refresh cures.
+    pub(crate) async fn retrying_if<T, F, Fut>(
+        &self,
+        what: &'static str,
+        worth: fn(&KafkaError) -> bool,
         mut op: F,
     ) -> Result<T, KafkaError>
     where
@@ -469,11 +486,7 @@ impl Inner {
         loop {
             match op().await {
                 Ok(v) => return Ok(v),
-                Err(e)
-                    if attempt < self.config.retries
-                        && e.is_retriable()
-                        && e.needs_metadata_refresh() =>
-                {
+                Err(e) if attempt < self.config.retries && e.is_retriable() && worth(&e) => {
                     let delay = self.config.retry_policy().delay(attempt);
                     debug!(error = %e, attempt, ?delay, "{what} failed, retrying");
                     attempt += 1;

@@ -48,6 +48,7 @@ mod conn;
 mod data;
 mod error;
 mod forward;
+mod groups;
 pub mod pieces;
 mod producers;
 mod session;
@@ -59,6 +60,9 @@ pub use config::ClusterConfig;
 pub use data::ProduceHandle;
 pub use error::{codes, error_name, KafkaError};
 pub use forward::{Destination, Lane, Pending};
+pub use groups::{
+    CommitResults, CommittedOffset, GroupDescription, GroupMember, GroupOffsets, ListedGroup,
+};
 pub use kafka_protocol;
 pub use kafka_protocol::messages::ApiKey;
 pub use producers::ActiveProducer;

@@ -239,6 +239,10 @@ impl Direction {
 pub enum Step {
     /// The request checked against the topics' states (and `--verify`).
     Checking,
+    /// The set's groups rebalance: routers answer their heartbeats
+    /// REBALANCE_IN_PROGRESS, members commit on revoke and rejoin, and the
+    /// routers hold every member's JoinGroup.
+    Rejoining,
     /// Every live router holds new produce for the set and reports its
     /// in-flight writes answered.
     Holding,
@@ -246,6 +250,8 @@ pub enum Step {
     Quiet,
     /// Fetchers copy up to those log ends.
     Draining,
+    /// The groups' committed offsets copied, unchanged, to their new home.
+    Offsets,
     /// The primary moved in etcd (states and switch counts with this
     /// record, in one transaction): from here on the promotion finishes.
     Switched,
@@ -261,6 +267,8 @@ impl Step {
     pub fn name(self) -> &'static str {
         match self {
             Step::Checking => "checking",
+            Step::Rejoining => "rejoining",
+            Step::Offsets => "offsets",
             Step::Holding => "holding",
             Step::Quiet => "quiet",
             Step::Draining => "draining",

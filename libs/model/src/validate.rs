@@ -60,6 +60,30 @@ pub fn topic_name(name: &str) -> Result<(), InvalidInput> {
     }
 }
 
+/// Consumer group ids: Kafka takes any non-empty string; they become etcd
+/// key segments and log fields here, so control characters are refused
+/// and the length is bounded.
+pub fn group_name(name: &str) -> Result<(), InvalidInput> {
+    if name.is_empty() {
+        return Err(InvalidInput::Empty { what: "group id" });
+    }
+    let why = if name.len() > 255 {
+        Some("longer than 255 bytes")
+    } else if name.chars().any(char::is_control) {
+        Some("it has control characters")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(InvalidInput::Invalid {
+            what: "group id",
+            value: name.into(),
+            why: why.into(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// `host:port` with a non-zero port.
 pub fn bootstrap_server(addr: &str) -> Result<(), InvalidInput> {
     let invalid = |why: &str| InvalidInput::Invalid {
@@ -82,8 +106,17 @@ pub fn bootstrap_server(addr: &str) -> Result<(), InvalidInput> {
 /// Compiles a topic pattern anchored on the whole name, as operators expect
 /// from MirrorMaker's topic filters.
 pub fn topic_regex(pattern: &str) -> Result<regex::Regex, InvalidInput> {
+    whole_name_regex("topic regex", pattern)
+}
+
+/// [`topic_regex`] for group ids.
+pub fn group_regex(pattern: &str) -> Result<regex::Regex, InvalidInput> {
+    whole_name_regex("group regex", pattern)
+}
+
+fn whole_name_regex(what: &'static str, pattern: &str) -> Result<regex::Regex, InvalidInput> {
     regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| InvalidInput::Invalid {
-        what: "topic regex",
+        what,
         value: pattern.into(),
         why: e.to_string(),
     })
@@ -92,6 +125,22 @@ pub fn topic_regex(pattern: &str) -> Result<regex::Regex, InvalidInput> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_ids_are_anything_printable_and_bounded() {
+        assert!(group_name("orders-app.v2 / eu").is_ok());
+        assert_eq!(
+            group_name(""),
+            Err(InvalidInput::Empty { what: "group id" })
+        );
+        assert!(group_name("a\nb").is_err());
+        assert!(group_name(&"g".repeat(256)).is_err());
+        assert!(group_regex("orders-.*")
+            .expect("regex")
+            .is_match("orders-1"));
+        assert!(!group_regex("orders").expect("regex").is_match("orders-1"));
+        assert!(group_regex("(").is_err());
+    }
 
     #[test]
     fn link_names() {

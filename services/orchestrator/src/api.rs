@@ -9,7 +9,8 @@ use cutover_proto::v1 as pb;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::convert::{cluster_from_pb, link_to_pb, mirror_to_pb, promotion_to_pb};
+use crate::convert::{cluster_from_pb, group_to_pb, link_to_pb, mirror_to_pb, promotion_to_pb};
+use crate::groups::AddGroups;
 use crate::mirrors::AddMirrors;
 use crate::promote::PromoteOptions;
 use crate::Orchestrator;
@@ -146,6 +147,52 @@ impl pb::orchestrator_server::Orchestrator for Api {
         }))
     }
 
+    async fn add_groups(
+        &self,
+        req: Request<pb::AddGroupsRequest>,
+    ) -> Result<Response<pb::AddGroupsResponse>, Status> {
+        let r = req.into_inner();
+        let dry_run = r.dry_run;
+        let added = self
+            .0
+            .add_groups(AddGroups {
+                link: r.link,
+                groups: r.groups,
+                include_regex: r.include_regex,
+                exclude_regex: r.exclude_regex,
+                manual: r.manual,
+                dry_run,
+            })
+            .await?;
+        Ok(Response::new(pb::AddGroupsResponse {
+            added: added.iter().map(group_to_pb).collect(),
+            dry_run,
+        }))
+    }
+
+    async fn list_groups(
+        &self,
+        req: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let link = req.into_inner().link;
+        self.0.get_link(&link).await?;
+        let groups = self.0.groups_of(&link).await?;
+        Ok(Response::new(pb::ListGroupsResponse {
+            groups: groups.iter().map(group_to_pb).collect(),
+        }))
+    }
+
+    async fn remove_groups(
+        &self,
+        req: Request<pb::GroupSelection>,
+    ) -> Result<Response<pb::GroupsChanged>, Status> {
+        let r = req.into_inner();
+        let g = self.0.remove_groups(&r.link, &r.groups, r.all).await?;
+        Ok(Response::new(pb::GroupsChanged {
+            groups: g.iter().map(group_to_pb).collect(),
+        }))
+    }
+
     async fn get_status(
         &self,
         req: Request<pb::StatusRequest>,
@@ -238,8 +285,16 @@ impl Api {
         direction: Direction,
         r: pb::PromoteRequest,
     ) -> Result<Response<pb::Promotion>, Status> {
-        let opts = PromoteOptions::new(r.quiet_ms, r.drain_timeout_ms, r.transaction_wait_ms)?;
-        let p = self.0.promote(direction, r.link, r.topics, opts).await?;
+        let opts = PromoteOptions::new(
+            r.quiet_ms,
+            r.drain_timeout_ms,
+            r.transaction_wait_ms,
+            r.rejoin_timeout_ms,
+        )?;
+        let p = self
+            .0
+            .promote(direction, r.link, r.topics, r.groups, opts)
+            .await?;
         Ok(Response::new(promotion_to_pb(&p)))
     }
 }

@@ -67,6 +67,19 @@ pub fn promotion_to_pb(p: &m::Promotion) -> pb::Promotion {
         started_at_ms: p.started_at_ms,
         outcome: p.outcome.clone(),
         stall_ms: p.stall_ms,
+        groups: p.groups.clone(),
+    }
+}
+
+pub fn group_to_pb(g: &m::MirrorGroup) -> pb::MirrorGroup {
+    pb::MirrorGroup {
+        link: g.link.clone(),
+        group: g.group.clone(),
+        state: mirror_state_to_pb(g.state) as i32,
+        auto_promote: g.auto_promote,
+        switches: g.switches,
+        created_at_ms: g.created_at_ms,
+        home: g.home().name().into(),
     }
 }
 

@@ -27,6 +27,27 @@ pub fn store_mirrors_txn(
     link: &Versioned<Link>,
     mirrors: &[MirrorTopic],
 ) -> ApiResult<(Vec<Precondition>, Vec<WriteOp>)> {
+    let mut docs = Vec::with_capacity(mirrors.len());
+    for m in mirrors {
+        if m.link != link.value.name {
+            return Err(ApiError::BadRequest(format!(
+                "mirror topic {}/{} cannot be stored under link {:?}",
+                m.link, m.topic, link.value.name
+            )));
+        }
+        let doc = serde_json::to_value(m).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        docs.push((keys::mirror(&m.link, &m.topic), doc));
+    }
+    store_under_link_txn(link, docs)
+}
+
+/// Guards and writes that store new documents of a link (mirror topics,
+/// mirror groups) at once, each key absent before, under the link as
+/// read; `link delete` sees them (module doc).
+pub fn store_under_link_txn(
+    link: &Versioned<Link>,
+    docs: Vec<(String, serde_json::Value)>,
+) -> ApiResult<(Vec<Precondition>, Vec<WriteOp>)> {
     let link_key = keys::link(&link.value.name);
     let link_doc =
         serde_json::to_value(&link.value).map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -35,15 +56,7 @@ pub fn store_mirrors_txn(
         link.mod_revision,
     )];
     let mut writes = vec![WriteOp::Put(link_key, link_doc)];
-    for m in mirrors {
-        if m.link != link.value.name {
-            return Err(ApiError::BadRequest(format!(
-                "mirror topic {}/{} cannot be stored under link {:?}",
-                m.link, m.topic, link.value.name
-            )));
-        }
-        let key = keys::mirror(&m.link, &m.topic);
-        let doc = serde_json::to_value(m).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    for (key, doc) in docs {
         guards.push(Precondition::Absent(key.clone()));
         writes.push(WriteOp::Put(key, doc));
     }

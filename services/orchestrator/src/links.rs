@@ -141,6 +141,13 @@ impl Orchestrator {
                 mirrors.len()
             )));
         }
+        let groups = self.groups_of(name).await?;
+        if !groups.is_empty() {
+            return Err(ApiError::Precondition(format!(
+                "link {name:?} still has {} mirror group(s); remove them first (cutover group remove --link {name} --all)",
+                groups.len()
+            )));
+        }
         let (guards, writes) = delete_link_txn(name, link.mod_revision);
         if !self.coord.txn(&guards, &writes).await? {
             return Err(ApiError::Conflict(format!(

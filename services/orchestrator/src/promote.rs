@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use cutover_coord::{CancellationToken, Precondition, Session, Versioned, WriteOp};
 use cutover_kafka::{Cluster, OffsetSpec};
 use cutover_model::{
-    keys, now_ms, Direction, FetcherMember, Link, MirrorTopic, ProducerMapping, Promotion,
-    RouterMember, Side, Step,
+    keys, now_ms, Direction, FetcherMember, Link, MirrorGroup, MirrorTopic, ProducerMapping,
+    Promotion, RouterMember, Side, Step,
 };
 use cutover_proto::fetcher::v1 as fpb;
 use cutover_proto::router::v1 as rpb;
@@ -28,7 +28,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::links::connect;
 use crate::promotion::{
     barrier_doc, check_quiet, open_transactions, plan_start, recover, switched_doc, undone_doc,
-    Ends, PartitionProducers, Recovery,
+    Ends, Moved, PartitionProducers, Recovery,
 };
 use crate::Orchestrator;
 use crate::{peers, routers};
@@ -47,8 +47,12 @@ const ROUTER_CALL: Duration = Duration::from_secs(5);
 /// the router calls.
 const MAX_WAITS: Duration = Duration::from_secs(20);
 /// How often a wait that has no event to wait on looks again (open
-/// transactions, a drain no fetcher reports).
-const POLL: Duration = Duration::from_millis(20);
+/// transactions, a drain no fetcher reports, members rejoining).
+pub(crate) const POLL: Duration = Duration::from_millis(20);
+/// Longest wait for a group's members to rejoin that a request may ask
+/// for: the routers hold JoinGroups for 300 s at most, and the topics'
+/// barrier and the offset copy come after it.
+const MAX_REJOIN_WAIT: Duration = Duration::from_secs(240);
 
 /// What a promotion request may tune.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,12 +61,19 @@ pub struct PromoteOptions {
     pub quiet: Duration,
     pub drain_timeout: Duration,
     pub transaction_wait: Duration,
+    /// Longest wait for every member of the set's groups to rejoin.
+    pub rejoin_timeout: Duration,
 }
 
 impl PromoteOptions {
     /// From the request's fields (0: the default), refused when the waits
     /// together do not fit in the routers' hold.
-    pub fn new(quiet_ms: u32, drain_timeout_ms: u32, transaction_wait_ms: u32) -> ApiResult<Self> {
+    pub fn new(
+        quiet_ms: u32,
+        drain_timeout_ms: u32,
+        transaction_wait_ms: u32,
+        rejoin_timeout_ms: u32,
+    ) -> ApiResult<Self> {
         let ms = |v: u32, default: u64| {
             Duration::from_millis(if v == 0 { default } else { u64::from(v) })
         };
@@ -70,7 +81,16 @@ impl PromoteOptions {
             quiet: ms(quiet_ms, 100),
             drain_timeout: ms(drain_timeout_ms, 10_000),
             transaction_wait: ms(transaction_wait_ms, 5_000),
+            rejoin_timeout: ms(rejoin_timeout_ms, 30_000),
         };
+        if o.rejoin_timeout > MAX_REJOIN_WAIT {
+            return Err(ApiError::BadRequest(format!(
+                "rejoin_timeout_ms is {} ms; at most {} ms, so that the routers still hold the \
+                 groups' JoinGroups (300 s) when the barrier ends",
+                o.rejoin_timeout.as_millis(),
+                MAX_REJOIN_WAIT.as_millis()
+            )));
+        }
         let total = o.quiet + o.drain_timeout + o.transaction_wait;
         if total > MAX_WAITS {
             return Err(ApiError::BadRequest(format!(
@@ -86,7 +106,7 @@ impl PromoteOptions {
     }
 }
 
-fn cluster_of(link: &Link, side: Side) -> &cutover_model::ClusterSpec {
+pub(crate) fn cluster_of(link: &Link, side: Side) -> &cutover_model::ClusterSpec {
     match side {
         Side::Source => &link.source,
         Side::Target => &link.target,
@@ -149,16 +169,67 @@ async fn producers_on(
 }
 
 /// One running promotion, as this orchestrator carries it out.
-struct Barrier<'a> {
-    orch: &'a Orchestrator,
-    rec: Promotion,
+pub(crate) struct Barrier<'a> {
+    pub(crate) orch: &'a Orchestrator,
+    pub(crate) rec: Promotion,
     /// The owner key and its mod revision: every write is guarded by it.
     owner: (String, i64),
     /// The set's documents as stored now, with their revisions.
     docs: Vec<Versioned<MirrorTopic>>,
+    pub(crate) groups: Vec<Versioned<MirrorGroup>>,
     /// The routers asked to hold, and when the first was asked.
     held: Vec<RouterMember>,
     held_at: Option<Instant>,
+}
+
+/// New documents a write of the barrier stores with its record.
+#[derive(Default)]
+struct Docs {
+    topics: Option<Vec<MirrorTopic>>,
+    groups: Option<Vec<MirrorGroup>>,
+}
+
+impl Docs {
+    fn topics(topics: Vec<MirrorTopic>) -> Docs {
+        Docs {
+            topics: Some(topics),
+            groups: None,
+        }
+    }
+    fn groups(groups: Vec<MirrorGroup>) -> Docs {
+        Docs {
+            topics: None,
+            groups: Some(groups),
+        }
+    }
+}
+
+fn stored_at<D>(values: Vec<D>, revision: i64) -> Vec<Versioned<D>> {
+    values
+        .into_iter()
+        .map(|value| Versioned {
+            value,
+            mod_revision: revision,
+        })
+        .collect()
+}
+
+/// Guards and puts of `new` documents over `old` ones (same order): each
+/// must still be at the revision it was read at.
+fn doc_writes<D: Moved + serde::Serialize>(
+    old: &[Versioned<D>],
+    new: &[D],
+    guards: &mut Vec<Precondition>,
+    writes: &mut Vec<WriteOp>,
+) -> ApiResult<()> {
+    for (old, new) in old.iter().zip(new) {
+        let key = new.key();
+        guards.push(Precondition::ModRevision(key.clone(), old.mod_revision));
+        let doc = serde_json::to_value(new)
+            .map_err(|e| ApiError::BadRequest(format!("{} document: {e}", D::NOUN)))?;
+        writes.push(WriteOp::Put(key, doc));
+    }
+    Ok(())
 }
 
 impl Barrier<'_> {
@@ -177,53 +248,52 @@ impl Barrier<'_> {
 
     /// Moves the record to `step`, with `docs` (new documents of the set)
     /// in the same transaction; the store revision of the writes.
-    async fn save(&mut self, step: Step, docs: Option<Vec<MirrorTopic>>) -> ApiResult<i64> {
+    async fn save(&mut self, step: Step, docs: Docs) -> ApiResult<i64> {
         self.rec.enter(step, now_ms());
         self.write(None, docs).await
     }
 
     /// Stores the record as it is, with `docs` and under `extra` too when
     /// given; the store revision of the writes.
-    async fn write(
-        &mut self,
-        extra: Option<Precondition>,
-        docs: Option<Vec<MirrorTopic>>,
-    ) -> ApiResult<i64> {
+    async fn write(&mut self, extra: Option<Precondition>, docs: Docs) -> ApiResult<i64> {
         let mut guards = vec![self.guard()];
         guards.extend(extra);
         let mut writes = vec![self.record_write()?];
-        if let Some(docs) = &docs {
-            for (old, new) in self.docs.iter().zip(docs) {
-                let key = keys::mirror(&new.link, &new.topic);
-                guards.push(Precondition::ModRevision(key.clone(), old.mod_revision));
-                let doc = serde_json::to_value(new)
-                    .map_err(|e| ApiError::BadRequest(format!("mirror document: {e}")))?;
-                writes.push(WriteOp::Put(key, doc));
-            }
+        if let Some(topics) = &docs.topics {
+            doc_writes(&self.docs, topics, &mut guards, &mut writes)?;
         }
+        if let Some(groups) = &docs.groups {
+            doc_writes(&self.groups, groups, &mut guards, &mut writes)?;
+        }
+        let changes = docs.topics.is_some() || docs.groups.is_some();
         let Some(revision) = self.orch.coord.txn_at(&guards, &writes).await? else {
-            if docs.is_some()
-                && self.orch.coord.mod_revision(&self.owner.0).await? == Some(self.owner.1)
-            {
+            if changes && self.orch.coord.mod_revision(&self.owner.0).await? == Some(self.owner.1) {
                 return Err(ApiError::Conflict(format!(
-                    "the mirror topics {} (changed during {} {})",
-                    self.rec.topics.join(","),
+                    "the mirror topics and groups {} (changed during {} {})",
+                    self.rec
+                        .topics
+                        .iter()
+                        .chain(&self.rec.groups)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(","),
                     self.rec.direction.noun(),
                     self.rec.id
                 )));
             }
             return Err(lost(&self.rec));
         };
-        if let Some(docs) = docs {
-            self.docs = docs
-                .into_iter()
-                .map(|value| Versioned {
-                    value,
-                    mod_revision: revision,
-                })
-                .collect();
+        if let Some(topics) = docs.topics {
+            self.docs = stored_at(topics, revision);
+        }
+        if let Some(groups) = docs.groups {
+            self.groups = stored_at(groups, revision);
         }
         Ok(revision)
+    }
+
+    fn group_values(&self) -> Vec<MirrorGroup> {
+        self.groups.iter().map(|d| d.value.clone()).collect()
     }
 
     fn values(&self) -> Vec<MirrorTopic> {
@@ -486,25 +556,6 @@ impl Barrier<'_> {
         }
     }
 
-    /// Everything up to the switch; an error leaves the primary where it was.
-    async fn up_to_switch(&mut self, link: &Link, opts: PromoteOptions) -> ApiResult<()> {
-        let from = self.rec.direction.from_side();
-        let timeout = self.orch.cfg.kafka_timeout();
-        let old = connect(from.name(), cluster_of(link, from), timeout).await?;
-        let new = connect(from.other().name(), cluster_of(link, from.other()), timeout).await;
-        let new = match new {
-            Ok(c) => c,
-            Err(e) => {
-                old.close().await;
-                return Err(e);
-            }
-        };
-        let r = self.checks(&old, &new, opts).await;
-        old.close().await;
-        new.close().await;
-        r
-    }
-
     async fn checks(
         &mut self,
         old: &Cluster,
@@ -512,7 +563,7 @@ impl Barrier<'_> {
         opts: PromoteOptions,
     ) -> ApiResult<()> {
         self.hold().await?;
-        self.save(Step::Quiet, None).await?;
+        self.save(Step::Quiet, Docs::default()).await?;
         self.transactions(old, opts.transaction_wait).await?;
         let ends = self.quiet(old, opts.quiet).await?;
         self.rec.quiet_ends = BTreeMap::new();
@@ -523,7 +574,7 @@ impl Barrier<'_> {
                 .or_default()
                 .push(*end);
         }
-        self.save(Step::Draining, None).await?;
+        self.save(Step::Draining, Docs::default()).await?;
         self.drain(new, &ends, opts.drain_timeout).await?;
         if self.held_at.is_some_and(|at| at.elapsed() >= SWITCH_BY) {
             return Err(ApiError::TooSlow(format!(
@@ -536,20 +587,32 @@ impl Barrier<'_> {
     }
 
     /// Puts the set back as it was and lets the held writes go to the old
-    /// primary; the error the caller gets.
+    /// primary (the held JoinGroups go back to the old home as the routers
+    /// see the groups' documents); the error the caller gets.
     async fn undo(&mut self, cause: ApiError) -> ApiError {
         let direction = self.rec.direction;
         self.rec.outcome = cause.to_string();
-        let docs: Vec<MirrorTopic> = self
-            .values()
-            .iter()
-            .map(|m| undone_doc(m, direction))
-            .collect();
-        match self.save(Step::Undone, Some(docs)).await {
+        let docs = Docs {
+            topics: Some(
+                self.values()
+                    .iter()
+                    .map(|m| undone_doc(m, direction))
+                    .collect(),
+            ),
+            groups: Some(
+                self.group_values()
+                    .iter()
+                    .map(|g| undone_doc(g, direction))
+                    .collect(),
+            ),
+        };
+        match self.save(Step::Undone, docs).await {
             Ok(revision) => {
-                self.release(revision).await;
-                // The stall is known only now; the record says it too.
-                let _ = self.store_stall().await;
+                if !self.rec.topics.is_empty() {
+                    self.release(revision).await;
+                    // The stall is known only now; the record says it too.
+                    let _ = self.store_stall().await;
+                }
                 warn!(outcome = %self.rec.outcome, "undone");
                 ApiError::Undone {
                     what: direction.noun(),
@@ -565,7 +628,7 @@ impl Barrier<'_> {
     }
 
     async fn store_stall(&mut self) -> ApiResult<()> {
-        self.write(None, None).await.map(|_| ())
+        self.write(None, Docs::default()).await.map(|_| ())
     }
 }
 
@@ -578,14 +641,18 @@ impl Orchestrator {
         direction: Direction,
         link: String,
         topics: Vec<String>,
+        groups: Vec<String>,
         opts: PromoteOptions,
     ) -> ApiResult<Promotion> {
         let this = self.clone();
         let span = tracing::info_span!("promotion", link = %link, direction = direction.name(),
             id = tracing::field::Empty);
         let task = self.tasks.spawn(
-            async move { this.run_promotion(direction, &link, &topics, opts).await }
-                .instrument(span),
+            async move {
+                this.run_promotion(direction, &link, &topics, &groups, opts)
+                    .await
+            }
+            .instrument(span),
         );
         task.await.map_err(|e| {
             ApiError::Unavailable(format!(
@@ -599,6 +666,7 @@ impl Orchestrator {
         direction: Direction,
         link_name: &str,
         requested: &[String],
+        requested_groups: &[String],
         opts: PromoteOptions,
     ) -> ApiResult<Promotion> {
         let link = self.get_link(link_name).await?;
@@ -620,7 +688,81 @@ impl Orchestrator {
             .iter()
             .map(|(t, v)| (t.clone(), v.value.clone()))
             .collect();
-        let topics = plan_start(direction, link_name, requested, &plain, &running)?;
+        let mirror_groups: BTreeMap<String, Versioned<MirrorGroup>> = self
+            .coord
+            .list::<MirrorGroup>(&keys::groups_of(link_name))
+            .await?
+            .into_iter()
+            .map(|(_, v)| (v.value.group.clone(), v))
+            .collect();
+        let plain_groups: BTreeMap<String, MirrorGroup> = mirror_groups
+            .iter()
+            .map(|(g, v)| (g.clone(), v.value.clone()))
+            .collect();
+        let (topics, groups) = plan_start(
+            direction,
+            link_name,
+            requested,
+            requested_groups,
+            &plain,
+            &plain_groups,
+            &running,
+        )?;
+        // Both clusters are reached before anything changes: one that is
+        // not leaves the set as it is.
+        let from = direction.from_side();
+        let timeout = self.cfg.kafka_timeout();
+        let old = connect(from.name(), cluster_of(&link, from), timeout).await?;
+        let new = match connect(
+            from.other().name(),
+            cluster_of(&link, from.other()),
+            timeout,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                old.close().await;
+                return Err(e);
+            }
+        };
+        let clusters = Clusters { old, new };
+        let r = self
+            .claim_and_run(
+                direction,
+                &link,
+                topics,
+                groups,
+                &mirrors,
+                &mirror_groups,
+                &clusters,
+                opts,
+            )
+            .await;
+        clusters.old.close().await;
+        clusters.new.close().await;
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn claim_and_run(
+        &self,
+        direction: Direction,
+        link: &Link,
+        topics: Vec<String>,
+        groups: Vec<String>,
+        mirrors: &BTreeMap<String, Versioned<MirrorTopic>>,
+        mirror_groups: &BTreeMap<String, Versioned<MirrorGroup>>,
+        clusters: &Clusters,
+        opts: PromoteOptions,
+    ) -> ApiResult<Promotion> {
+        let link_name = link.name.as_str();
+        // Members connected to the old home directly would stay there:
+        // refused before anything changes.
+        for g in &groups {
+            self.direct_members(&clusters.old, direction.from_side(), link_name, g)
+                .await?;
+        }
 
         let started = now_ms();
         let id = format!(
@@ -653,7 +795,7 @@ impl Orchestrator {
             link: link_name.to_owned(),
             direction,
             topics: topics.clone(),
-            groups: Vec::new(),
+            groups: groups.clone(),
             step: Step::Checking,
             steps: Vec::new(),
             leader: self.id.clone(),
@@ -668,10 +810,11 @@ impl Orchestrator {
             rec,
             owner: (owner_key, owner_rev),
             docs: topics.iter().map(|t| mirrors[t].clone()).collect(),
+            groups: groups.iter().map(|g| mirror_groups[g].clone()).collect(),
             held: Vec::new(),
             held_at: None,
         };
-        let result = self.barrier(&mut barrier, &link, opts).await;
+        let result = self.barrier(&mut barrier, clusters, opts).await;
         let _ = cutover_coord::release(&self.coord, &resource, &self.id).await;
         let _ = session.revoke().await;
         result
@@ -680,42 +823,90 @@ impl Orchestrator {
     async fn barrier(
         &self,
         b: &mut Barrier<'_>,
-        link: &Link,
+        clusters: &Clusters,
         opts: PromoteOptions,
     ) -> ApiResult<Promotion> {
         let direction = b.rec.direction;
-        // The record and the barrier states in one transaction: a topic is
-        // in a barrier state exactly while a record says it is.
-        let held: Vec<MirrorTopic> = b
-            .values()
-            .iter()
-            .map(|m| barrier_doc(m, direction))
-            .collect();
-        let create = Precondition::Absent(keys::promotion(&b.rec.link, &b.rec.id));
-        b.rec.enter(Step::Holding, now_ms());
-        // Routers hold the set's writes from the moment they see the
-        // barrier states: the stall starts here.
-        b.held_at = Some(Instant::now());
-        b.write(Some(create), Some(held)).await?;
-        info!(topics = ?b.rec.topics, "barrier up");
-
-        if let Err(cause) = b.up_to_switch(link, opts).await {
-            return Err(b.undo(cause).await);
+        // The record and the barrier states in one transaction: a topic or
+        // group is in a barrier state exactly while a record says it is.
+        let mut create = Some(Precondition::Absent(keys::promotion(
+            &b.rec.link,
+            &b.rec.id,
+        )));
+        if !b.groups.is_empty() {
+            // The groups rebalance first, before any write is held: their
+            // members may take a while to rejoin.
+            let held: Vec<MirrorGroup> = b
+                .group_values()
+                .iter()
+                .map(|g| barrier_doc(g, direction))
+                .collect();
+            b.rec.enter(Step::Rejoining, now_ms());
+            b.write(create.take(), Docs::groups(held)).await?;
+            info!(groups = ?b.rec.groups, "groups rebalancing");
+            if let Err(cause) = b.rejoined(&clusters.old, opts.rejoin_timeout).await {
+                return Err(b.undo(cause).await);
+            }
         }
-        let docs: Vec<MirrorTopic> = b
-            .values()
-            .iter()
-            .map(|m| switched_doc(m, direction))
-            .collect();
-        let revision = match b.save(Step::Switched, Some(docs)).await {
+        if !b.docs.is_empty() {
+            let held: Vec<MirrorTopic> = b
+                .values()
+                .iter()
+                .map(|m| barrier_doc(m, direction))
+                .collect();
+            b.rec.enter(Step::Holding, now_ms());
+            // Routers hold the set's writes from the moment they see the
+            // barrier states: the stall starts here.
+            b.held_at = Some(Instant::now());
+            if let Err(e) = b.write(create.take(), Docs::topics(held)).await {
+                if b.groups.is_empty() {
+                    return Err(e);
+                }
+                return Err(b.undo(e).await);
+            }
+            info!(topics = ?b.rec.topics, "barrier up");
+            if let Err(cause) = b.checks(&clusters.old, &clusters.new, opts).await {
+                return Err(b.undo(cause).await);
+            }
+        }
+        if !b.groups.is_empty() {
+            let copied = match b.save(Step::Offsets, Docs::default()).await {
+                Ok(_) => b.copy_offsets(&clusters.old, &clusters.new).await,
+                Err(e) => Err(e),
+            };
+            if let Err(cause) = copied {
+                return Err(b.undo(cause).await);
+            }
+        }
+        let docs = Docs {
+            topics: Some(
+                b.values()
+                    .iter()
+                    .map(|m| switched_doc(m, direction))
+                    .collect(),
+            ),
+            groups: Some(
+                b.group_values()
+                    .iter()
+                    .map(|g| switched_doc(g, direction))
+                    .collect(),
+            ),
+        };
+        let revision = match b.save(Step::Switched, docs).await {
             Ok(r) => r,
             Err(e @ ApiError::Conflict(_)) => return Err(b.undo(e).await),
             Err(e) => return Err(e),
         };
         info!(revision, "primary switched");
-        b.save(Step::Releasing, None).await?;
-        b.release(revision).await;
-        b.save(Step::Done, None).await?;
+        b.save(Step::Releasing, Docs::default()).await?;
+        if !b.docs.is_empty() {
+            b.release(revision).await;
+        }
+        // The routers send the held JoinGroups to the new home as they see
+        // the groups' documents; the members the old home still lists are
+        // gone from there.
+        b.leave_old_home(&clusters.old).await;
+        b.save(Step::Done, Docs::default()).await?;
         info!(stall_ms = b.rec.stall_ms, "done");
         Ok(b.rec.clone())
     }
@@ -784,12 +975,23 @@ impl Orchestrator {
                 docs.push(d);
             }
         }
+        let mut groups = Vec::with_capacity(p.groups.len());
+        for g in &p.groups {
+            if let Some(d) = self
+                .coord
+                .get::<MirrorGroup>(&keys::group(&p.link, g))
+                .await?
+            {
+                groups.push(d);
+            }
+        }
         let previous = p.leader.clone();
         let mut b = Barrier {
             orch: self,
             rec: p,
             owner: (owner_key, owner_rev),
             docs,
+            groups,
             held: Vec::new(),
             held_at: None,
         };
@@ -800,6 +1002,8 @@ impl Orchestrator {
                 // Only the topics still in the barrier go back: a topic
                 // removed meanwhile has no document to put back.
                 b.docs
+                    .retain(|d| d.value.state == direction.barrier_state());
+                b.groups
                     .retain(|d| d.value.state == direction.barrier_state());
                 let cause = ApiError::Unavailable(format!(
                     "orchestrator {previous} stopped before the switch; {} undid it",
@@ -816,19 +1020,46 @@ impl Orchestrator {
                 // once they have seen it (its documents' revision).
                 let revision = b.docs.iter().map(|d| d.mod_revision).max().unwrap_or(0);
                 if b.rec.step < Step::Releasing {
-                    b.save(Step::Releasing, None).await?;
+                    b.save(Step::Releasing, Docs::default()).await?;
                 }
-                b.release(revision).await;
+                if !b.docs.is_empty() {
+                    b.release(revision).await;
+                }
+                if !b.groups.is_empty() {
+                    let from = direction.from_side();
+                    let link = self.get_link(&b.rec.link).await?;
+                    match connect(
+                        from.name(),
+                        cluster_of(&link, from),
+                        self.cfg.kafka_timeout(),
+                    )
+                    .await
+                    {
+                        Ok(old) => {
+                            b.leave_old_home(&old).await;
+                            old.close().await;
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "cannot reach the groups' old home; their members there expire after their session timeout")
+                        }
+                    }
+                }
                 b.rec.outcome = format!(
                     "orchestrator {previous} stopped after the switch; {} finished it",
                     self.id
                 );
-                b.save(Step::Done, None).await?;
+                b.save(Step::Done, Docs::default()).await?;
                 info!("finished a promotion whose orchestrator stopped");
                 Ok(())
             }
         }
     }
+}
+
+/// The clusters of a running barrier: the old primary (home) and the new.
+pub(crate) struct Clusters {
+    pub(crate) old: Cluster,
+    pub(crate) new: Cluster,
 }
 
 fn lost_early(id: &str) -> ApiError {
@@ -843,17 +1074,20 @@ mod tests {
 
     #[test]
     fn options_default_when_zero_and_must_fit_in_the_routers_hold() {
-        let o = PromoteOptions::new(0, 0, 0).expect("defaults fit");
+        let o = PromoteOptions::new(0, 0, 0, 0).expect("defaults fit");
         assert_eq!(
             o,
             PromoteOptions {
                 quiet: Duration::from_millis(100),
                 drain_timeout: Duration::from_secs(10),
                 transaction_wait: Duration::from_secs(5),
+                rejoin_timeout: Duration::from_secs(30),
             }
         );
-        assert!(PromoteOptions::new(15_000, 1_000, 1_000).is_ok());
-        let e = PromoteOptions::new(15_000, 0, 0).expect_err("too long");
+        assert!(PromoteOptions::new(15_000, 1_000, 1_000, 240_000).is_ok());
+        let e = PromoteOptions::new(0, 0, 0, 240_001).expect_err("too long");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        let e = PromoteOptions::new(15_000, 0, 0, 0).expect_err("too long");
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(e.to_string().contains("come to 30000 ms"), "{e}");
     }

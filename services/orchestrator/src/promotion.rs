@@ -6,47 +6,145 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use cutover_kafka::ActiveProducer;
-use cutover_model::{Direction, MirrorTopic, Promotion, MAX_PRIMARY_SWITCHES};
+use cutover_kafka::{ActiveProducer, CommittedOffset, GroupMember, GroupOffsets};
+use cutover_model::{
+    keys, Direction, MirrorGroup, MirrorState, MirrorTopic, Promotion, MAX_PRIMARY_SWITCHES,
+};
 
 use crate::error::{ApiError, ApiResult};
 
 /// Log end offsets of the set's partitions on one cluster.
 pub type Ends = BTreeMap<(String, i32), i64>;
 
-/// The topics a promotion (or rollback) of `requested` on `link` moves,
-/// sorted, once each; refused, naming every topic that stands in the way,
+/// What a promotion moves: mirror topics (their primary) and mirror
+/// groups (their home), each with a topic's states.
+pub trait Moved: Clone {
+    const NOUN: &'static str;
+    fn name(&self) -> &str;
+    /// Where it is stored.
+    fn key(&self) -> String;
+    fn state(&self) -> MirrorState;
+    fn switches(&self) -> u32;
+    /// The document in `state` after `switches` switches.
+    fn moved(&self, state: MirrorState, switches: u32) -> Self;
+    /// Whether `p` moves the one named `name`.
+    fn in_promotion(p: &Promotion, name: &str) -> bool;
+}
+
+impl Moved for MirrorTopic {
+    const NOUN: &'static str = "mirror topic";
+    fn name(&self) -> &str {
+        &self.topic
+    }
+    fn key(&self) -> String {
+        keys::mirror(&self.link, &self.topic)
+    }
+    fn state(&self) -> MirrorState {
+        self.state
+    }
+    fn switches(&self) -> u32 {
+        self.switches
+    }
+    fn moved(&self, state: MirrorState, switches: u32) -> Self {
+        MirrorTopic {
+            state,
+            switches,
+            reason: String::new(),
+            ..self.clone()
+        }
+    }
+    fn in_promotion(p: &Promotion, name: &str) -> bool {
+        p.topics.iter().any(|t| t == name)
+    }
+}
+
+impl Moved for MirrorGroup {
+    const NOUN: &'static str = "mirror group";
+    fn name(&self) -> &str {
+        &self.group
+    }
+    fn key(&self) -> String {
+        keys::group(&self.link, &self.group)
+    }
+    fn state(&self) -> MirrorState {
+        self.state
+    }
+    fn switches(&self) -> u32 {
+        self.switches
+    }
+    fn moved(&self, state: MirrorState, switches: u32) -> Self {
+        MirrorGroup {
+            state,
+            switches,
+            ..self.clone()
+        }
+    }
+    fn in_promotion(p: &Promotion, name: &str) -> bool {
+        p.groups.iter().any(|g| g == name)
+    }
+}
+
+/// The topics and groups a promotion (or rollback) on `link` moves, each
+/// sorted, once each; refused, naming every one that stands in the way,
 /// when one is unknown, in the wrong state, at its last switch, or in
 /// another running promotion.
 pub fn plan_start(
     direction: Direction,
     link: &str,
-    requested: &[String],
+    topics: &[String],
+    groups: &[String],
     mirrors: &BTreeMap<String, MirrorTopic>,
+    mirror_groups: &BTreeMap<String, MirrorGroup>,
     running: &[Promotion],
-) -> ApiResult<Vec<String>> {
-    let topics: BTreeSet<&String> = requested.iter().collect();
-    if topics.is_empty() {
+) -> ApiResult<(Vec<String>, Vec<String>)> {
+    if topics.is_empty() && groups.is_empty() {
         return Err(ApiError::BadRequest(
-            "name at least one mirror topic to move".into(),
+            "name at least one mirror topic or group to move".into(),
         ));
     }
-    let unknown: Vec<&str> = topics
+    let mut problems = Vec::new();
+    let topics = plan_names(direction, link, topics, mirrors, running, &mut problems)?;
+    let groups = plan_names(
+        direction,
+        link,
+        groups,
+        mirror_groups,
+        running,
+        &mut problems,
+    )?;
+    if !problems.is_empty() {
+        return Err(ApiError::Precondition(format!(
+            "nothing changed: {}",
+            problems.join("; ")
+        )));
+    }
+    Ok((topics, groups))
+}
+
+fn plan_names<D: Moved>(
+    direction: Direction,
+    link: &str,
+    requested: &[String],
+    docs: &BTreeMap<String, D>,
+    running: &[Promotion],
+    problems: &mut Vec<String>,
+) -> ApiResult<Vec<String>> {
+    let names: BTreeSet<&String> = requested.iter().collect();
+    let unknown: Vec<&str> = names
         .iter()
-        .filter(|t| !mirrors.contains_key(t.as_str()))
+        .filter(|t| !docs.contains_key(t.as_str()))
         .map(|t| t.as_str())
         .collect();
     if !unknown.is_empty() {
         return Err(ApiError::NotFound {
-            what: "mirror topic",
+            what: D::NOUN,
             name: format!("{link}/{}", unknown.join(",")),
         });
     }
-    let mut problems = Vec::new();
-    for t in &topics {
+    for t in &names {
         if let Some(p) = running
             .iter()
-            .find(|p| p.is_running() && p.topics.contains(t))
+            .find(|p| p.is_running() && D::in_promotion(p, t))
         {
             problems.push(format!(
                 "{t} is in {} {} (step {:?}); wait for it to end",
@@ -56,29 +154,25 @@ pub fn plan_start(
             ));
             continue;
         }
-        let m = &mirrors[t.as_str()];
+        let m = &docs[t.as_str()];
         let want = direction.from_state();
-        if m.state != want {
+        if m.state() != want {
             problems.push(format!(
-                "{t} is {:?}, and only {want:?} topics can be {}",
-                m.state,
+                "{t} is {:?}, and only {want:?} {}s can be {}",
+                m.state(),
+                D::NOUN,
                 past(direction)
             ));
-        } else if m.switches >= MAX_PRIMARY_SWITCHES {
+        } else if m.switches() >= MAX_PRIMARY_SWITCHES {
             problems.push(format!(
-                "{t} has switched its primary {} times, the most leader epochs can tell \
-                 apart; remove the mirror and mirror the topic afresh",
-                m.switches
+                "{t} has switched {} times, the most leader epochs can tell apart; remove the \
+                 {} and add it afresh",
+                m.switches(),
+                D::NOUN
             ));
         }
     }
-    if !problems.is_empty() {
-        return Err(ApiError::Precondition(format!(
-            "nothing changed: {}",
-            problems.join("; ")
-        )));
-    }
-    Ok(topics.into_iter().cloned().collect())
+    Ok(names.into_iter().cloned().collect())
 }
 
 fn past(d: Direction) -> &'static str {
@@ -88,32 +182,109 @@ fn past(d: Direction) -> &'static str {
     }
 }
 
-/// The topic's document during the barrier: the primary has not moved.
-pub fn barrier_doc(m: &MirrorTopic, direction: Direction) -> MirrorTopic {
-    MirrorTopic {
-        state: direction.barrier_state(),
-        reason: String::new(),
-        ..m.clone()
-    }
+/// The document during the barrier: the primary (home) has not moved.
+pub fn barrier_doc<D: Moved>(m: &D, direction: Direction) -> D {
+    m.moved(direction.barrier_state(), m.switches())
 }
 
-/// The topic's document once its primary has moved: one switch more, so
+/// The document once the primary (home) has moved: one switch more, so
 /// leader epochs through the routers go up.
-pub fn switched_doc(m: &MirrorTopic, direction: Direction) -> MirrorTopic {
-    MirrorTopic {
-        state: direction.to_state(),
-        switches: m.switches + 1,
-        reason: String::new(),
-        ..m.clone()
+pub fn switched_doc<D: Moved>(m: &D, direction: Direction) -> D {
+    m.moved(direction.to_state(), m.switches() + 1)
+}
+
+/// The document when the barrier is undone: as before it.
+pub fn undone_doc<D: Moved>(m: &D, direction: Direction) -> D {
+    m.moved(direction.from_state(), m.switches())
+}
+
+/// Where a group's rebalance stands, from its old home's members and the
+/// routers' answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejoin {
+    /// Every member's JoinGroup is held (or it has none): its commits are
+    /// final.
+    Rejoined,
+    /// So many JoinGroups held of so many members.
+    Waiting { held: u64, members: usize },
+    /// Members the routers never forwarded a request of: they are
+    /// connected to the cluster directly, and would stay in the old home.
+    Direct(Vec<String>),
+}
+
+/// `members` as the old home's coordinator describes the group, `routed`
+/// the member ids the routers forwarded requests of, `held` the
+/// JoinGroups of the group the routers hold now.
+pub fn rejoin(members: &[GroupMember], routed: &BTreeSet<String>, held: u64) -> Rejoin {
+    let direct: Vec<String> = members
+        .iter()
+        .filter(|m| !routed.contains(&m.member_id))
+        .map(|m| {
+            format!(
+                "{} (client id {:?} from {})",
+                m.member_id, m.client_id, m.client_host
+            )
+        })
+        .collect();
+    if !direct.is_empty() {
+        return Rejoin::Direct(direct);
+    }
+    if held >= members.len() as u64 {
+        Rejoin::Rejoined
+    } else {
+        Rejoin::Waiting {
+            held,
+            members: members.len(),
+        }
     }
 }
 
-/// The topic's document when the barrier is undone: as before it.
-pub fn undone_doc(m: &MirrorTopic, direction: Direction) -> MirrorTopic {
-    MirrorTopic {
-        state: direction.from_state(),
-        ..m.clone()
+/// The commits to write at the group's new home: the old home's, offsets
+/// and metadata unchanged (offsets are identical on both clusters), leader
+/// epochs left out (-1: the new home's epochs are its own). Refused when
+/// the group has commits for a topic that is not mirrored: the new home
+/// would not have its records at those offsets.
+pub fn offsets_to_copy(
+    group: &str,
+    old: &GroupOffsets,
+    mirrored: &BTreeSet<String>,
+) -> ApiResult<GroupOffsets> {
+    let unmirrored: BTreeSet<&str> = old
+        .keys()
+        .map(|(t, _)| t.as_str())
+        .filter(|t| !mirrored.contains(*t))
+        .collect();
+    if !unmirrored.is_empty() {
+        return Err(ApiError::Precondition(format!(
+            "nothing changed: group {group} has commits for topics that are not mirrored over \
+             the link ({}); mirror them first (cutover mirror add), or the group would find no \
+             records at its offsets",
+            unmirrored.into_iter().collect::<Vec<_>>().join(", ")
+        )));
     }
+    Ok(old
+        .iter()
+        .map(|(tp, c)| {
+            (
+                tp.clone(),
+                CommittedOffset {
+                    offset: c.offset,
+                    leader_epoch: -1,
+                    metadata: c.metadata.clone(),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Commits the new home holds beyond what was copied (left from an
+/// earlier stay there): deleted, so the group resumes only at what it
+/// committed last.
+pub fn stale_commits(new: &GroupOffsets, copied: &GroupOffsets) -> Vec<(String, i32)> {
+    new.keys()
+        .filter(|tp| !copied.contains_key(*tp))
+        .cloned()
+        .collect()
 }
 
 /// The producers the old primary knows on one partition of the set
@@ -265,6 +436,20 @@ mod tests {
         }
     }
 
+    /// A promotion of topics only.
+    fn plan(
+        d: Direction,
+        link: &str,
+        topics: &[String],
+        ms: &BTreeMap<String, MirrorTopic>,
+        running: &[Promotion],
+    ) -> ApiResult<Vec<String>> {
+        plan_start(d, link, topics, &[], ms, &BTreeMap::new(), running).map(|(t, g)| {
+            assert!(g.is_empty());
+            t
+        })
+    }
+
     fn refusal(r: ApiResult<Vec<String>>) -> String {
         match r {
             Err(e) => e.to_string(),
@@ -278,7 +463,7 @@ mod tests {
             mirror("b", MirrorState::Mirroring, 0),
             mirror("a", MirrorState::Mirroring, 2),
         ]);
-        let got = plan_start(Direction::Promote, "l", &names(&["b", "a", "b"]), &ms, &[]);
+        let got = plan(Direction::Promote, "l", &names(&["b", "a", "b"]), &ms, &[]);
         assert_eq!(got.expect("accepted"), names(&["a", "b"]));
     }
 
@@ -292,7 +477,7 @@ mod tests {
             mirror("busy", MirrorState::Mirroring, 0),
         ]);
         let running = [promotion(&["busy"], Step::Draining)];
-        let msg = refusal(plan_start(
+        let msg = refusal(plan(
             Direction::Promote,
             "l",
             &names(&["ok", "paused", "done", "worn", "busy"]),
@@ -303,7 +488,7 @@ mod tests {
         for part in [
             "paused is Paused",
             "done is Promoted",
-            "worn has switched its primary 126 times",
+            "worn has switched 126 times",
             "busy is in promotion p7 (step Draining)",
         ] {
             assert!(msg.contains(part), "{part:?} missing from: {msg}");
@@ -311,13 +496,13 @@ mod tests {
         assert!(!msg.contains("ok "), "{msg}");
         // An ended promotion is no obstacle.
         let ended = [promotion(&["busy"], Step::Done)];
-        assert!(plan_start(Direction::Promote, "l", &names(&["busy"]), &ms, &ended).is_ok());
+        assert!(plan(Direction::Promote, "l", &names(&["busy"]), &ms, &ended).is_ok());
     }
 
     #[test]
     fn unknown_topics_and_empty_requests_are_refused() {
         let ms = mirrors(&[mirror("a", MirrorState::Mirroring, 0)]);
-        let msg = refusal(plan_start(
+        let msg = refusal(plan(
             Direction::Promote,
             "l",
             &names(&["a", "x", "y"]),
@@ -328,7 +513,7 @@ mod tests {
             msg.contains("l/x,y") && msg.contains("does not exist"),
             "{msg}"
         );
-        let msg = refusal(plan_start(Direction::Promote, "l", &[], &ms, &[]));
+        let msg = refusal(plan(Direction::Promote, "l", &[], &ms, &[]));
         assert!(msg.contains("at least one"), "{msg}");
     }
 
@@ -338,8 +523,8 @@ mod tests {
             mirror("p", MirrorState::Promoted, 1),
             mirror("m", MirrorState::Mirroring, 0),
         ]);
-        assert!(plan_start(Direction::Rollback, "l", &names(&["p"]), &ms, &[]).is_ok());
-        let msg = refusal(plan_start(
+        assert!(plan(Direction::Rollback, "l", &names(&["p"]), &ms, &[]).is_ok());
+        let msg = refusal(plan(
             Direction::Rollback,
             "l",
             &names(&["p", "m"]),
@@ -347,7 +532,7 @@ mod tests {
             &[],
         ));
         assert!(
-            msg.contains("m is Mirroring, and only Promoted topics can be rolled back"),
+            msg.contains("m is Mirroring, and only Promoted mirror topics can be rolled back"),
             "{msg}"
         );
     }
@@ -470,5 +655,170 @@ mod tests {
                 "{step:?}"
             );
         }
+    }
+
+    fn group(name: &str, state: MirrorState) -> MirrorGroup {
+        MirrorGroup {
+            link: "l".into(),
+            group: name.into(),
+            state,
+            auto_promote: true,
+            switches: 0,
+            created_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn groups_start_with_topics_or_alone_and_are_refused_like_topics() {
+        let ms = mirrors(&[mirror("t", MirrorState::Mirroring, 0)]);
+        let gs: BTreeMap<String, MirrorGroup> = [
+            group("g", MirrorState::Mirroring),
+            group("away", MirrorState::Promoted),
+            group("busy", MirrorState::Mirroring),
+        ]
+        .into_iter()
+        .map(|g| (g.group.clone(), g))
+        .collect();
+        let got = plan_start(
+            Direction::Promote,
+            "l",
+            &names(&["t"]),
+            &names(&["g", "g"]),
+            &ms,
+            &gs,
+            &[],
+        );
+        assert_eq!(got.expect("accepted"), (names(&["t"]), names(&["g"])));
+        let alone = plan_start(Direction::Promote, "l", &[], &names(&["g"]), &ms, &gs, &[]);
+        assert_eq!(alone.expect("accepted"), (vec![], names(&["g"])));
+
+        let mut busy = promotion(&[], Step::Rejoining);
+        busy.groups = names(&["busy"]);
+        let msg = plan_start(
+            Direction::Promote,
+            "l",
+            &names(&["t"]),
+            &names(&["away", "busy"]),
+            &ms,
+            &gs,
+            &[busy],
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(
+            msg.contains("away is Promoted, and only Mirroring mirror groups can be promoted"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("busy is in promotion p7 (step Rejoining)"),
+            "{msg}"
+        );
+
+        let unknown = plan_start(
+            Direction::Promote,
+            "l",
+            &[],
+            &names(&["nope"]),
+            &ms,
+            &gs,
+            &[],
+        )
+        .expect_err("refused");
+        assert_eq!(unknown.code(), tonic::Code::NotFound);
+        assert!(
+            unknown.to_string().contains("mirror group \"l/nope\""),
+            "{unknown}"
+        );
+        let none =
+            plan_start(Direction::Promote, "l", &[], &[], &ms, &gs, &[]).expect_err("refused");
+        assert_eq!(none.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn group_documents_move_the_home_only_at_the_switch() {
+        let g = group("g", MirrorState::Mirroring);
+        let held = barrier_doc(&g, Direction::Promote);
+        assert_eq!(
+            (held.state, held.home()),
+            (MirrorState::Promoting, cutover_model::Side::Source)
+        );
+        let moved = switched_doc(&held, Direction::Promote);
+        assert_eq!(
+            (moved.home(), moved.switches),
+            (cutover_model::Side::Target, 1)
+        );
+        let back = barrier_doc(&moved, Direction::Rollback);
+        assert_eq!(
+            (back.state, back.home()),
+            (MirrorState::Demoting, cutover_model::Side::Target)
+        );
+        assert_eq!(undone_doc(&back, Direction::Rollback), moved);
+    }
+
+    fn member(id: &str) -> GroupMember {
+        GroupMember {
+            member_id: id.into(),
+            group_instance_id: None,
+            client_id: format!("client-{id}"),
+            client_host: "/10.0.0.9".into(),
+        }
+    }
+
+    #[test]
+    fn a_group_has_rejoined_once_the_routers_hold_a_join_per_member() {
+        let members = [member("m1"), member("m2")];
+        let routed = BTreeSet::from(["m1".to_string(), "m2".to_string(), "old".to_string()]);
+        assert_eq!(
+            rejoin(&members, &routed, 1),
+            Rejoin::Waiting {
+                held: 1,
+                members: 2
+            }
+        );
+        assert_eq!(rejoin(&members, &routed, 2), Rejoin::Rejoined);
+        // A group without members (stopped, or commits only) has nothing to wait for.
+        assert_eq!(rejoin(&[], &BTreeSet::new(), 0), Rejoin::Rejoined);
+        let only_m1 = BTreeSet::from(["m1".to_string()]);
+        assert_eq!(
+            rejoin(&members, &only_m1, 2),
+            Rejoin::Direct(vec!["m2 (client id \"client-m2\" from /10.0.0.9)".into()])
+        );
+    }
+
+    fn commit(offset: i64, epoch: i32, metadata: Option<&str>) -> CommittedOffset {
+        CommittedOffset {
+            offset,
+            leader_epoch: epoch,
+            metadata: metadata.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn commits_are_copied_unchanged_but_for_the_epoch_and_only_of_mirrored_topics() {
+        let old: GroupOffsets = [
+            (("a".to_string(), 0), commit(17, 4, Some("m"))),
+            (("a".to_string(), 1), commit(0, -1, None)),
+        ]
+        .into_iter()
+        .collect();
+        let mirrored = BTreeSet::from(["a".to_string()]);
+        let copy = offsets_to_copy("g", &old, &mirrored).expect("copied");
+        assert_eq!(copy[&("a".to_string(), 0)], commit(17, -1, Some("m")));
+        assert_eq!(copy[&("a".to_string(), 1)], commit(0, -1, None));
+
+        let mut more = old.clone();
+        more.insert(("elsewhere".into(), 0), commit(3, 0, None));
+        let e = offsets_to_copy("g", &more, &mirrored).expect_err("refused");
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            e.to_string()
+                .contains("not mirrored over the link (elsewhere)"),
+            "{e}"
+        );
+
+        let mut there = copy.clone();
+        there.insert(("a".into(), 2), commit(5, -1, None));
+        assert_eq!(stale_commits(&there, &copy), vec![("a".to_string(), 2)]);
+        assert!(stale_commits(&copy, &copy).is_empty());
     }
 }

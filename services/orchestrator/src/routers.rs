@@ -3,6 +3,7 @@
 //! answer is listed with the reason, never left out (a promotion cannot
 //! pass a router it cannot reach).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use cutover_model::{keys, RouterMember};
@@ -72,6 +73,64 @@ where
                 .map(|e| format!("router {} ({}:{}): {e}", m.node_id, m.host, m.port))
         })
         .collect()
+}
+
+/// What the routers of a link know of one group: the member ids they
+/// forwarded requests of, and how many of its JoinGroups they hold now.
+#[derive(Debug, Default)]
+pub struct GroupView {
+    pub routed: BTreeSet<String>,
+    pub held: u64,
+}
+
+/// Asks every router in `members` about `group`; `Err` names the routers
+/// that did not answer (a member could be behind one of them).
+pub async fn group_view(members: &[RouterMember], group: &str) -> Result<GroupView, String> {
+    let asks = members.iter().map(|m| async move {
+        let mut c = client(m, ASK_TIMEOUT).await?;
+        let failed = |s: tonic::Status| format!("answered {:?}: {}", s.code(), s.message());
+        let listed = c
+            .list_group_members(rpb::ListGroupMembersRequest {
+                group: group.to_owned(),
+            })
+            .await
+            .map_err(failed)?
+            .into_inner();
+        let state = c
+            .get_state(rpb::GetStateRequest {})
+            .await
+            .map_err(failed)?
+            .into_inner();
+        Ok::<_, String>((listed, state))
+    });
+    let mut view = GroupView::default();
+    let mut failed = Vec::new();
+    for (m, r) in members.iter().zip(join_all(asks).await) {
+        match r {
+            Ok((listed, state)) => {
+                view.routed.extend(
+                    listed
+                        .groups
+                        .into_iter()
+                        .filter(|g| g.group == group)
+                        .flat_map(|g| g.members)
+                        .map(|m| m.member_id),
+                );
+                view.held += state
+                    .join_holds
+                    .iter()
+                    .filter(|h| h.key == group)
+                    .map(|h| h.waiting)
+                    .sum::<u64>();
+            }
+            Err(e) => failed.push(format!("router {} ({}:{}): {e}", m.node_id, m.host, m.port)),
+        }
+    }
+    if failed.is_empty() {
+        Ok(view)
+    } else {
+        Err(failed.join("; "))
+    }
 }
 
 /// The routers registered for `link`.

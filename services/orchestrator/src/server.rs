@@ -59,6 +59,9 @@ pub const METHODS: &[(&str, Kind)] = &[
     ("Promote", Kind::Unary),
     ("Rollback", Kind::Unary),
     ("ListPromotions", Kind::Unary),
+    ("AddGroups", Kind::Unary),
+    ("ListGroups", Kind::Unary),
+    ("RemoveGroups", Kind::Unary),
 ];
 
 /// The kind of the method a request path (`/package.Service/Method`) names;
