@@ -63,6 +63,16 @@ pub enum Command {
     Promote(PromoteArgs),
     /// Move the primary of promoted topics back to the source.
     Rollback(PromoteArgs),
+    /// End the reverse mirror of promoted topics once the source can go
+    /// (no rollback after it); refused while clients write to the source.
+    Detach {
+        #[command(flatten)]
+        selection: Selection,
+        /// How long the source is watched for writers other than the
+        /// reverse mirror (default 2000).
+        #[arg(long, default_value_t = 0)]
+        watch_ms: u32,
+    },
     /// Promotions and rollbacks of a link, newest first, with their steps.
     Promotions {
         #[arg(long)]
@@ -95,6 +105,10 @@ pub struct PromoteArgs {
     /// Longest wait for the groups' members to rejoin (default 30000).
     #[arg(long, default_value_t = 0)]
     pub rejoin_timeout_ms: u32,
+    /// Compare the topics record by record first (`cutover verify`); any
+    /// difference refuses the promotion, with nothing changed.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -654,6 +668,7 @@ async fn execute(cli: &Cli, trace: Option<&TraceParent>) -> Result<i32, CliError
                 transaction_wait_ms: a.transaction_wait_ms,
                 groups: a.groups.clone(),
                 rejoin_timeout_ms: a.rejoin_timeout_ms,
+                verify: a.verify,
             };
             let p = match &cli.command {
                 Command::Promote(_) => c.promote(req).await?,
@@ -664,6 +679,35 @@ async fn execute(cli: &Cli, trace: Option<&TraceParent>) -> Result<i32, CliError
                 print_json(&render::promotion_json(&p))?
             } else {
                 print!("{}", render::promotion_text(&p))
+            }
+        }
+        Command::Detach {
+            selection: s,
+            watch_ms,
+        } => {
+            let ms = c
+                .detach(pb::DetachRequest {
+                    selection: Some(pb::MirrorSelection {
+                        link: s.link.clone(),
+                        topics: s.topics.clone(),
+                        all: s.all,
+                    }),
+                    watch_ms: *watch_ms,
+                })
+                .await?
+                .into_inner()
+                .mirrors;
+            if json {
+                print_json(
+                    &serde_json::json!({"detached": ms.iter().map(|m| m.topic.clone()).collect::<Vec<_>>()}),
+                )?
+            } else {
+                ms.iter().for_each(|m| {
+                    println!(
+                        "detached {}: the source is no longer kept complete",
+                        m.topic
+                    )
+                });
             }
         }
         Command::Promotions { link } => {

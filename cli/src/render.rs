@@ -72,28 +72,62 @@ pub fn mirror_json(m: &pb::MirrorTopic) -> Value {
 
 pub fn group_line(g: &pb::MirrorGroup) -> String {
     let mode = if g.auto_promote { "auto" } else { "manual" };
-    format!(
+    let mut out = format!(
         "{}  home={}  state={}  promotion={mode}  switches={}",
         g.group,
         g.home,
         mirror_state(g.state),
         g.switches
-    )
+    );
+    if !g.owner.is_empty() {
+        out.push_str(&format!("  owner={}", g.owner));
+    }
+    if !g.decision.is_empty() {
+        out.push_str(&format!("\n  {}", g.decision));
+    }
+    for m in &g.members {
+        let via = if m.through_router {
+            "through a router"
+        } else {
+            "DIRECT"
+        };
+        out.push_str(&format!(
+            "\n  member {}  client={}  host={}  {via}",
+            m.member_id, m.client_id, m.client_host
+        ));
+    }
+    out
 }
 
 pub fn group_json(g: &pb::MirrorGroup) -> Value {
-    json!({"link": g.link, "group": g.group, "home": g.home, "state": mirror_state(g.state), "auto_promote": g.auto_promote, "switches": g.switches, "created_at_ms": g.created_at_ms})
+    json!({
+        "link": g.link,
+        "group": g.group,
+        "home": g.home,
+        "state": mirror_state(g.state),
+        "auto_promote": g.auto_promote,
+        "switches": g.switches,
+        "created_at_ms": g.created_at_ms,
+        "members": g.members.iter().map(|m| json!({"member_id": m.member_id, "client_id": m.client_id, "client_host": m.client_host, "through_router": m.through_router})).collect::<Vec<_>>(),
+        "decision": g.decision,
+        "ready": g.ready,
+        "owner": g.owner,
+    })
 }
 
 /// A promotion as operators read it: what moved, its outcome, the
 /// produce stall, and each step with the time it took.
 pub fn promotion_text(p: &pb::Promotion) -> String {
     let mut out = format!(
-        "{} {}  link={}  topics={}{}  step={}  stall={} ms  by {}\n",
+        "{} {}  link={}{}{}  step={}  stall={} ms  by {}\n",
         p.direction,
         p.id,
         p.link,
-        p.topics.join(","),
+        if p.topics.is_empty() {
+            String::new()
+        } else {
+            format!("  topics={}", p.topics.join(","))
+        },
         if p.groups.is_empty() {
             String::new()
         } else {

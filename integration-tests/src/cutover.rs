@@ -518,6 +518,54 @@ impl Cutover {
     }
 }
 
+/// A running group-coordinator.
+pub struct GroupCoordinatorProcess {
+    pub id: String,
+    pub process: ServiceProcess,
+    /// `/metrics` and `/healthz`.
+    pub http: String,
+}
+
+impl Cutover {
+    /// Starts a group-coordinator (id `id`) using this orchestrator, with
+    /// a short lease and interval, and waits until it is ready.
+    pub fn start_group_coordinator(&self, id: &str) -> Result<GroupCoordinatorProcess> {
+        let http = format!("127.0.0.1:{}", free_port()?);
+        let args: Vec<String> = [
+            "--id",
+            id,
+            "--etcd",
+            &self.etcd,
+            "--orchestrator",
+            &self.server,
+            "--http-addr",
+            &http,
+            "--lease-ttl-secs",
+            "3",
+            "--interval-ms",
+            "300",
+            "--retry-secs",
+            "2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let process = spawn_service(
+            id,
+            "cutover-group-coordinator",
+            &args,
+            self.otlp.as_ref(),
+            &self.log_dir,
+        )?;
+        process.wait_http_ok(&format!("http://{http}/healthz"), READY)?;
+        Ok(GroupCoordinatorProcess {
+            id: id.to_owned(),
+            process,
+            http,
+        })
+    }
+}
+
 /// The progress documents fetchers published for `topic` of `link` (under
 /// the default prefix), by partition, read from etcd itself rather than
 /// through `status` (which lists every partition, reported or not).

@@ -43,14 +43,29 @@ impl Member {
         name: &str,
         log: Arc<Mutex<GroupLog>>,
     ) -> Result<Member> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
+        Self::start_with(bootstrap, group, topic, name, log, &[])
+    }
+
+    /// [`Member::start`] with more librdkafka settings.
+    pub fn start_with(
+        bootstrap: &str,
+        group: &str,
+        topic: &str,
+        name: &str,
+        log: Arc<Mutex<GroupLog>>,
+        extra: &[(&str, &str)],
+    ) -> Result<Member> {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", bootstrap)
             .set("group.id", group)
             .set("client.id", name)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
-            .set("topic.metadata.refresh.interval.ms", "1000")
-            .create()?;
+            .set("topic.metadata.refresh.interval.ms", "1000");
+        for (k, v) in extra {
+            cfg.set(*k, *v);
+        }
+        let consumer: BaseConsumer = cfg.create()?;
         consumer.subscribe(&[topic])?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -112,12 +127,33 @@ pub fn consumed_every_record_once(
         .filter_map(|((_, p), l)| l.last_offset.map(|o| (*p, o)))
         .collect();
     let total: i64 = produced.values().map(|last| last + 1).sum();
-    wait_until("the group to consume every record", WAIT, || {
+    let consumed_all = wait_until("the group to consume every record", WAIT, || {
         let log = lock(log);
         let distinct: std::collections::BTreeSet<(i32, i64)> =
             log.seen.iter().map(|(p, o, _)| (*p, *o)).collect();
         Ok(distinct.len() as i64 >= total)
-    })?;
+    });
+    if let Err(e) = consumed_all {
+        let log = lock(log);
+        let mut missing = Vec::new();
+        for (p, last) in &produced {
+            let seen: std::collections::BTreeSet<i64> = log
+                .seen
+                .iter()
+                .filter(|(q, _, _)| q == p)
+                .map(|(_, o, _)| *o)
+                .collect();
+            let lacking: Vec<i64> = (0..=*last).filter(|o| !seen.contains(o)).collect();
+            if let (Some(first), Some(end)) = (lacking.first(), lacking.last()) {
+                missing.push(format!(
+                    "{topic}/{p}: {} of {} missing, {first}..={end}",
+                    lacking.len(),
+                    last + 1
+                ));
+            }
+        }
+        return Err(e.context(format!("not consumed: {}", missing.join("; "))));
+    }
     for m in members {
         m.stop()?;
     }

@@ -667,3 +667,341 @@ fn group_promotion_and_rollback_move_a_group_in_one_rebalance_each() -> Result<(
     );
     Ok(())
 }
+
+/// Issue 8's automatic group promotion, and group-coordinators killed
+/// with -9 (must-show 1, the group part, and 4): two group-coordinators
+/// share the mirror groups through etcd leases. While one member of the
+/// group is connected to the source directly, `cutover group list` shows
+/// the group's owner and the decision with its evidence (that member
+/// named, DIRECT) and the group stays at home on the source. The owner is
+/// killed with -9: the other takes the group over once the lease is gone.
+/// The direct member is replaced by one through the routers; the group
+/// coordinator starts the promotion, and is killed with -9 while the
+/// members rejoin: the promotion still ends DONE (one promotion, the
+/// group's), the group forms on the target and consumes every record once.
+#[test]
+fn group_coordinator_promotes_a_group_once_every_member_comes_through_the_routers() -> Result<()> {
+    use cutover_integration_tests::group::{
+        consumed_every_record_once, lock, members_at, GroupLog, Member,
+    };
+    use std::sync::{Arc, Mutex};
+    const T: &str = "auto-group-input";
+    const G: &str = "auto-group";
+    const N: i32 = 2;
+    let (bed, cutover, r1, r2) = setup("promotion_auto_group", T, N)?;
+    cutover.wait_in_sync("l1", WAIT)?;
+    let via = routers_bootstrap(&[&r1, &r2]);
+    let parts: Vec<(String, i32)> = (0..N).map(|p| (T.to_owned(), p)).collect();
+    let load = LoadGenerator::start(
+        &via,
+        &parts,
+        200,
+        ProduceSpec {
+            mode: ProduceMode::Idempotent,
+            ..ProduceSpec::default()
+        },
+    )?;
+    let log = Arc::new(Mutex::new(GroupLog::default()));
+    // Members learn of a rebalance at their next heartbeat: a long
+    // interval keeps the promotion's rejoin step up while the test kills
+    // the group-coordinator that started it.
+    const SLOW: &[(&str, &str)] = &[("heartbeat.interval.ms", "10000")];
+    let mut members = vec![
+        Member::start_with(&via, G, T, "routed-a", log.clone(), SLOW)?,
+        Member::start_with(bed.source_bootstrap(), G, T, "direct-b", log.clone(), SLOW)?,
+    ];
+    wait_until("both members to join", WAIT, || {
+        Ok(members_at(bed.source_bootstrap(), G)? == 2)
+    })?;
+    cutover.cli_json(&["group", "add", "--link", "l1", G])?;
+    let gc1 = cutover.start_group_coordinator("gc-1")?;
+    let gc2 = cutover.start_group_coordinator("gc-2")?;
+
+    let mut shown = serde_json::Value::Null;
+    wait_until("an owner deciding on the group's evidence", WAIT, || {
+        shown = group_of(&cutover, G)?;
+        Ok(shown["owner"] != "" && shown["members"].as_array().is_some_and(|m| m.len() == 2))
+    })?;
+    let decision = shown["decision"].as_str().unwrap_or_default();
+    ensure!(
+        shown["ready"] == false
+            && decision.contains("1 of 2 members connected to the source directly")
+            && decision.contains("direct-b"),
+        "{shown:#}"
+    );
+    let direct: Vec<&serde_json::Value> = shown["members"]
+        .as_array()
+        .map(|ms| ms.iter().filter(|m| m["through_router"] == false).collect())
+        .unwrap_or_default();
+    ensure!(
+        direct.len() == 1 && direct[0]["client_id"] == "direct-b",
+        "{shown:#}"
+    );
+    ensure!(
+        shown["state"] == "MIRRORING",
+        "promoted with a direct member: {shown:#}"
+    );
+
+    let (dead, alive) = if shown["owner"] == gc1.id.as_str() {
+        (gc1, gc2)
+    } else {
+        (gc2, gc1)
+    };
+    dead.process.kill9()?;
+    wait_until(
+        "the other group-coordinator to take the group over",
+        WAIT,
+        || Ok(group_of(&cutover, G)?["owner"] == alive.id.as_str()),
+    )?;
+    ensure!(group_of(&cutover, G)?["state"] == "MIRRORING");
+
+    members.remove(1).stop()?;
+    members.push(Member::start_with(
+        &via,
+        G,
+        T,
+        "routed-c",
+        log.clone(),
+        SLOW,
+    )?);
+    wait_until("the group-coordinator to start the promotion", WAIT, || {
+        let ps = cutover.cli_json(&["promotions", "--link", "l1"])?;
+        Ok(ps[0]["step"] == "rejoining")
+    })?;
+    // Killed while its Promote call runs: the orchestrator carries the
+    // promotion on to its end.
+    alive.process.kill9()?;
+    wait_until("the group to be promoted", WAIT, || {
+        Ok(group_of(&cutover, G)?["state"] == "PROMOTED")
+    })?;
+    let ps = cutover.cli_json(&["promotions", "--link", "l1"])?;
+    ensure!(
+        ps.as_array().is_some_and(|ps| ps.len() == 1)
+            && ps[0]["groups"] == serde_json::json!([G])
+            && ps[0]["step"] == "done",
+        "{ps:#}"
+    );
+    wait_until("the group to form on the target", WAIT, || {
+        Ok(members_at(bed.target_bootstrap(), G)? == 2)
+    })?;
+    let at = lock(&log).seen.len();
+    wait_until("the group to consume on the target", WAIT, || {
+        Ok(lock(&log).seen.len() > at + 100)
+    })?;
+    consumed_every_record_once(load, members, &log, T)?;
+    Ok(())
+}
+
+/// Issue 8's must-show 4, a router and a fetcher: kill -9 of a router that
+/// holds the set's writes and of a fetcher that owns a partition, both in
+/// the barrier (its quiet period made long), before the drain asks the
+/// fetchers. The drain finds the dead fetcher's partition at its new
+/// owner once the lease is gone; the dead router's clients go on through
+/// the other one (their retries de-duplicated by the broker). The
+/// promotion ends DONE; no write failed; every acknowledged record is once
+/// at its offset on both clusters.
+#[test]
+fn promotion_completes_when_a_holding_router_and_a_fetcher_are_killed() -> Result<()> {
+    const T: &str = "promotion-kills";
+    let (bed, mut cutover, r1, r2) = setup("promotion_kills", T, 2)?;
+    cutover.add_fetcher()?;
+    cutover.wait_in_sync("l1", WAIT)?;
+    let (load, spec) = routed_load(&r1, &r2, T)?;
+
+    let cli = cutover_integration_tests::process::bin_path("cutover")?;
+    let server = cutover.server.clone();
+    let promoting = std::thread::spawn(move || {
+        std::process::Command::new(cli)
+            .args(["--server", &server, "--json", "promote", "--link", "l1", T])
+            .args(["--quiet-ms", "4000", "--drain-timeout-ms", "15000"])
+            .args(["--transaction-wait-ms", "1000"])
+            .output()
+    });
+    wait_until("the promotion to reach its quiet check", WAIT, || {
+        let ps = cutover.cli_json(&["promotions", "--link", "l1"])?;
+        Ok(ps[0]["step"] == "quiet")
+    })?;
+    let holds = router_api::state(&r2)?.produce_holds;
+    ensure!(
+        holds.iter().any(|h| h.key == T && h.remaining_ms > 0),
+        "router 2 does not hold {T}: {holds:?}"
+    );
+    r2.process.kill9()?;
+    let victim = cutover.fetchers.remove(0);
+    victim.process.kill9()?;
+
+    let out = promoting
+        .join()
+        .map_err(|_| anyhow!("the CLI thread panicked"))??;
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
+    ensure!(p["step"] == "done" && p["outcome"] == "", "{p:#}");
+    println!(
+        "promotion with a router and a fetcher killed: produce stall {} ms; steps: {}",
+        p["stall_ms"], p["steps"]
+    );
+    ensure!(state_of(&cutover, T)? == "PROMOTED");
+    let acked = load.acked();
+    load.wait_acked(acked + 300, WAIT)
+        .context("the producer did not go on after the promotion")?;
+    let report = load.stop()?;
+    ensure!(report.total_failed() == 0, "writes failed: {report:?}");
+    for ((topic, part), l) in &report.partitions {
+        on_both_clusters(&bed, topic, *part, l, &spec)?;
+    }
+    Ok(())
+}
+
+/// `cutover promote --verify`: the record-by-record proof runs first and a
+/// difference refuses the promotion, with nothing changed. The difference
+/// is made as an operator could by mistake: while the mirror is paused,
+/// one record is written to the source and another straight to the
+/// target, at the same offset; the resumed mirror has nothing left to
+/// copy, and the drain's log-end check alone would pass.
+#[test]
+fn promotion_with_verify_is_refused_when_the_clusters_differ() -> Result<()> {
+    const T: &str = "promotion-verify";
+    let (bed, cutover, _r1, _r2) = setup("promotion_verify", T, 1)?;
+    let spec = ProduceSpec::default();
+    produce(bed.source_bootstrap(), T, 0, 10, &spec)?;
+    cutover.wait_in_sync("l1", WAIT)?;
+    cutover.cli_json(&["mirror", "pause", "--link", "l1", T])?;
+    wait_until("the partition to be paused", WAIT, || {
+        let s = cutover.cli_json(&["status", "--link", "l1"])?;
+        Ok(s["topics"][0]["partitions"][0]["state"] == "PAUSED")
+    })?;
+    let other = ProduceSpec {
+        first_seq: 1_000,
+        ..ProduceSpec::default()
+    };
+    produce(bed.target_bootstrap(), T, 0, 1, &other)?;
+    produce(bed.source_bootstrap(), T, 0, 1, &spec)?;
+    cutover.cli_json(&["mirror", "resume", "--link", "l1", T])?;
+    wait_until("the mirror to run again", WAIT, || {
+        let s = cutover.cli_json(&["status", "--link", "l1"])?;
+        Ok(s["topics"][0]["partitions"][0]["state"] == "IN_SYNC")
+    })?;
+
+    let (code, out, err) =
+        cutover.cli_raw(&["--json", "promote", "--link", "l1", T, "--verify"])?;
+    ensure!(code == 2, "the promotion exited {code}: {out}{err}");
+    let e: serde_json::Value = serde_json::from_str(&out).context(out.clone())?;
+    let msg = e["error"].as_str().unwrap_or_default();
+    ensure!(
+        e["code"] == "FailedPrecondition"
+            && msg.contains(&format!("--verify found {T}-0 different"))
+            && msg.contains("offset 10"),
+        "{e}"
+    );
+    ensure!(state_of(&cutover, T)? == "MIRRORING");
+    ensure!(
+        cutover.cli_json(&["promotions", "--link", "l1"])? == serde_json::json!([]),
+        "a refused promotion left a record"
+    );
+    Ok(())
+}
+
+/// `cutover detach` (issue 8): refused for a topic not promoted; after a
+/// promotion, refused while a producer other than the reverse mirror
+/// writes to the source (named by its producer id), and accepted once it
+/// stopped. A detached topic's reverse
+/// mirror ends (its partitions released by the fetchers; records written
+/// through the routers afterwards stay on the target only), and it cannot
+/// be rolled back.
+#[test]
+fn detach_ends_the_reverse_mirror_once_no_producer_writes_to_the_source() -> Result<()> {
+    const T: &str = "promotion-detach";
+    const D: &str = "promotion-detach-direct";
+    let (bed, cutover, r1, r2) = setup("promotion_detach", T, 1)?;
+    bed.kafka.create_topic(Side::Source, D, 1, &[])?;
+    cutover.cli_json(&["mirror", "add", "--link", "l1", D])?;
+    let spec = ProduceSpec {
+        mode: ProduceMode::Idempotent,
+        ..ProduceSpec::default()
+    };
+    for t in [T, D] {
+        produce(bed.source_bootstrap(), t, 0, 20, &spec)?;
+    }
+    cutover.wait_in_sync("l1", WAIT)?;
+    let (code, out, err) = cutover.cli_raw(&["detach", "--link", "l1", T])?;
+    ensure!(
+        code == 2 && err.contains("only PROMOTED topics"),
+        "detach of a mirroring topic exited {code}: {out}{err}"
+    );
+    moved(&cutover, "promote", T)?;
+    moved(&cutover, "promote", D)?;
+
+    let before = producer_ids(bed.source_bootstrap(), D, 0)?;
+    let direct_load = LoadGenerator::start(
+        bed.source_bootstrap(),
+        &[(D.to_owned(), 0)],
+        100,
+        ProduceSpec {
+            first_seq: 1_000_000,
+            ..spec.clone()
+        },
+    )?;
+    direct_load.wait_acked(20, WAIT)?;
+    let direct: Vec<i64> = producer_ids(bed.source_bootstrap(), D, 0)?
+        .difference(&before)
+        .copied()
+        .filter(|id| reverse_writer_id(&bed, D, 0).ok() != Some(*id))
+        .collect();
+    ensure!(direct.len() == 1, "one direct producer on {D}: {direct:?}");
+    let (code, out, err) = cutover.cli_raw(&["detach", "--link", "l1", D])?;
+    ensure!(
+        code == 2
+            && err.contains("clients write to it directly")
+            && err.contains(&format!("{D}-0: producer id {}", direct[0])),
+        "detach with a direct producer exited {code}: {out}{err}"
+    );
+    ensure!(state_of(&cutover, D)? == "PROMOTED");
+    let report = direct_load.stop()?;
+    ensure!(
+        report.total_failed() == 0,
+        "direct writes failed: {report:?}"
+    );
+    cutover.cli_json(&["detach", "--link", "l1", D])?;
+    ensure!(state_of(&cutover, D)? == "DETACHED");
+
+    let detached = cutover.cli_json(&["detach", "--link", "l1", T])?;
+    ensure!(detached["detached"] == serde_json::json!([T]), "{detached}");
+    ensure!(state_of(&cutover, T)? == "DETACHED");
+    wait_until(
+        "the fetchers to release the detached partitions",
+        WAIT,
+        || {
+            let s = cutover.cli_json(&["status", "--link", "l1", T])?;
+            Ok(s["topics"][0]["partitions"][0]["owner"] == "")
+        },
+    )?;
+    let (_, source_end) = watermarks(bed.source_bootstrap(), T, 0)?;
+    let (_, target_end) = watermarks(bed.target_bootstrap(), T, 0)?;
+    let after = LoadGenerator::start(
+        &routers_bootstrap(&[&r1, &r2]),
+        &[(T.to_owned(), 0)],
+        200,
+        ProduceSpec {
+            first_seq: 2_000_000,
+            ..spec.clone()
+        },
+    )?;
+    after.wait_acked(100, WAIT)?;
+    let report = after.stop()?;
+    ensure!(report.total_failed() == 0, "writes failed: {report:?}");
+    ensure!(
+        watermarks(bed.target_bootstrap(), T, 0)?.1 as u64
+            == target_end as u64 + report.total_acked(),
+        "the writes after detach are not on the target"
+    );
+    ensure!(
+        watermarks(bed.source_bootstrap(), T, 0)?.1 == source_end,
+        "the source took records after detach"
+    );
+    let (code, out, err) = cutover.cli_raw(&["rollback", "--link", "l1", T])?;
+    ensure!(
+        code == 2 && err.contains("is Detached"),
+        "rollback of a detached topic exited {code}: {out}{err}"
+    );
+    Ok(())
+}

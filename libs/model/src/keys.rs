@@ -7,6 +7,7 @@ pub const PROGRESS: &str = "progress/";
 pub const FAILURES: &str = "failures/";
 pub const FETCHER_KIND: &str = "fetcher";
 pub const ROUTER_KIND: &str = "router";
+pub const GROUP_COORDINATOR_KIND: &str = "group-coordinator";
 
 pub fn link(name: &str) -> String {
     format!("links/{name}")
@@ -27,6 +28,12 @@ pub fn groups_of(link: &str) -> String {
 
 pub fn group(link: &str, group: &str) -> String {
     format!("groups/{link}/{group}")
+}
+
+/// The resource a group-coordinator owns to automate a mirror group
+/// (its owner key is `owners/` + this).
+pub fn group_resource(link: &str, group: &str) -> String {
+    format!("group/{link}/{group}")
 }
 
 /// Producer ids the routers of `link` gave clients (`ProducerMapping`).

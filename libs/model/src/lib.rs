@@ -51,6 +51,10 @@ pub enum MirrorState {
     /// A rollback's barrier: the target is still the primary.
     Demoting,
     Failed,
+    /// Promoted, and the reverse mirror ended (`cutover detach`): the
+    /// target is the primary and the source is no longer kept complete,
+    /// so there is no way back.
+    Detached,
 }
 
 impl MirrorState {
@@ -62,7 +66,7 @@ impl MirrorState {
         match self {
             MirrorState::Mirroring | MirrorState::Promoting => Some(CopyDirection::Forward),
             MirrorState::Promoted | MirrorState::Demoting => Some(CopyDirection::Reverse),
-            MirrorState::Paused | MirrorState::Failed => None,
+            MirrorState::Paused | MirrorState::Failed | MirrorState::Detached => None,
         }
     }
 
@@ -78,7 +82,7 @@ impl MirrorState {
     /// starts.
     pub fn primary(self) -> Side {
         match self {
-            MirrorState::Promoted | MirrorState::Demoting => Side::Target,
+            MirrorState::Promoted | MirrorState::Demoting | MirrorState::Detached => Side::Target,
             MirrorState::Mirroring
             | MirrorState::Paused
             | MirrorState::Promoting
@@ -501,6 +505,14 @@ pub struct FetcherMember {
     pub id: String,
     /// gRPC address of its internal API.
     pub grpc_addr: String,
+    pub started_at_ms: i64,
+}
+
+/// Registration of a running group-coordinator at
+/// `members/group-coordinator/<id>` (under its lease).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCoordinatorMember {
+    pub id: String,
     pub started_at_ms: i64,
 }
 

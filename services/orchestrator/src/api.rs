@@ -9,7 +9,9 @@ use cutover_proto::v1 as pb;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::convert::{cluster_from_pb, group_to_pb, link_to_pb, mirror_to_pb, promotion_to_pb};
+use crate::convert::{
+    cluster_from_pb, group_evidence_to_pb, group_to_pb, link_to_pb, mirror_to_pb, promotion_to_pb,
+};
 use crate::groups::AddGroups;
 use crate::mirrors::AddMirrors;
 use crate::promote::PromoteOptions;
@@ -174,11 +176,13 @@ impl pb::orchestrator_server::Orchestrator for Api {
         &self,
         req: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
-        let link = req.into_inner().link;
-        self.0.get_link(&link).await?;
-        let groups = self.0.groups_of(&link).await?;
+        let link = self.0.get_link(&req.into_inner().link).await?;
+        let groups = self.0.groups_with_evidence(&link).await?;
         Ok(Response::new(pb::ListGroupsResponse {
-            groups: groups.iter().map(group_to_pb).collect(),
+            groups: groups
+                .into_iter()
+                .map(|(g, e, owner)| group_evidence_to_pb(&g, &e, owner))
+                .collect(),
         }))
     }
 
@@ -268,6 +272,29 @@ impl pb::orchestrator_server::Orchestrator for Api {
         self.moved(Direction::Rollback, req.into_inner()).await
     }
 
+    async fn detach(
+        &self,
+        req: Request<pb::DetachRequest>,
+    ) -> Result<Response<pb::MirrorsChanged>, Status> {
+        let r = req.into_inner();
+        if r.watch_ms > 30_000 {
+            return Err(Status::invalid_argument(format!(
+                "watch_ms is {}; at most 30000",
+                r.watch_ms
+            )));
+        }
+        let watch = Duration::from_millis(if r.watch_ms == 0 {
+            2_000
+        } else {
+            u64::from(r.watch_ms)
+        });
+        let s = r.selection.unwrap_or_default();
+        let m = self.0.detach(&s.link, &s.topics, s.all, watch).await?;
+        Ok(Response::new(pb::MirrorsChanged {
+            mirrors: m.iter().map(mirror_to_pb).collect(),
+        }))
+    }
+
     async fn list_promotions(
         &self,
         req: Request<pb::ListPromotionsRequest>,
@@ -285,12 +312,13 @@ impl Api {
         direction: Direction,
         r: pb::PromoteRequest,
     ) -> Result<Response<pb::Promotion>, Status> {
-        let opts = PromoteOptions::new(
+        let mut opts = PromoteOptions::new(
             r.quiet_ms,
             r.drain_timeout_ms,
             r.transaction_wait_ms,
             r.rejoin_timeout_ms,
         )?;
+        opts.verify = r.verify;
         let p = self
             .0
             .promote(direction, r.link, r.topics, r.groups, opts)

@@ -44,6 +44,7 @@ pub fn mirror_state_to_pb(s: m::MirrorState) -> pb::MirrorState {
         m::MirrorState::Promoted => pb::MirrorState::Promoted,
         m::MirrorState::Demoting => pb::MirrorState::Demoting,
         m::MirrorState::Failed => pb::MirrorState::Failed,
+        m::MirrorState::Detached => pb::MirrorState::Detached,
     }
 }
 
@@ -80,6 +81,31 @@ pub fn group_to_pb(g: &m::MirrorGroup) -> pb::MirrorGroup {
         switches: g.switches,
         created_at_ms: g.created_at_ms,
         home: g.home().name().into(),
+        ..Default::default()
+    }
+}
+
+/// A group with what a promotion of it would meet now.
+pub fn group_evidence_to_pb(
+    g: &m::MirrorGroup,
+    e: &crate::groups::Evidence,
+    owner: Option<String>,
+) -> pb::MirrorGroup {
+    pb::MirrorGroup {
+        members: e
+            .members
+            .iter()
+            .map(|(m, through_router)| pb::GroupMemberStatus {
+                member_id: m.member_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                through_router: *through_router,
+            })
+            .collect(),
+        decision: e.decision.clone(),
+        ready: e.ready,
+        owner: owner.unwrap_or_default(),
+        ..group_to_pb(g)
     }
 }
 

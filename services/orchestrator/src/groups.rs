@@ -5,13 +5,15 @@
 use std::collections::BTreeSet;
 
 use cutover_coord::{Precondition, WriteOp};
-use cutover_kafka::ListedGroup;
-use cutover_model::{keys, now_ms, validate, MirrorGroup, MirrorState};
+use cutover_kafka::{Cluster, GroupMember, ListedGroup};
+use cutover_model::{keys, now_ms, validate, Link, MirrorGroup, MirrorState, Side};
 use regex::Regex;
 
 use crate::error::{ApiError, ApiResult};
 use crate::guards::store_under_link_txn;
 use crate::links::connect;
+use crate::promote::cluster_of;
+use crate::routers::{self, group_view};
 use crate::Orchestrator;
 
 /// One request's groups (and its link) are written in one etcd
@@ -100,7 +102,143 @@ pub fn select_groups(
     Ok(selected.into_iter().collect())
 }
 
+/// What a promotion of a group would meet now, from its members at home
+/// and the member ids the routers forwarded requests of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    /// Each member at home, and whether it comes through a router.
+    pub members: Vec<(GroupMember, bool)>,
+    pub decision: String,
+    /// At home on the source, with every member (at least one) routed.
+    pub ready: bool,
+}
+
+impl Evidence {
+    fn unknown(why: String) -> Evidence {
+        Evidence {
+            members: Vec::new(),
+            decision: format!("cannot tell: {why}"),
+            ready: false,
+        }
+    }
+}
+
+pub fn decide(g: &MirrorGroup, members: &[GroupMember], routed: &BTreeSet<String>) -> Evidence {
+    let members: Vec<(GroupMember, bool)> = members
+        .iter()
+        .map(|m| (m.clone(), routed.contains(&m.member_id)))
+        .collect();
+    let direct: Vec<String> = members
+        .iter()
+        .filter(|(_, through)| !through)
+        .map(|(m, _)| {
+            format!(
+                "{} (client id {:?} from {})",
+                m.member_id, m.client_id, m.client_host
+            )
+        })
+        .collect();
+    let (decision, ready) = match g.state {
+        MirrorState::Promoting | MirrorState::Demoting => (
+            "moving: a promotion or rollback of it is running".to_string(),
+            false,
+        ),
+        MirrorState::Promoted => (
+            format!(
+                "at home on the target; `cutover rollback --link {} --group {}` moves it back",
+                g.link, g.group
+            ),
+            false,
+        ),
+        _ if members.is_empty() => (
+            "no member at the source: promoted once its members come through the routers"
+                .to_string(),
+            false,
+        ),
+        _ if !direct.is_empty() => (
+            format!(
+                "{} of {} members connected to the source directly, not through a router: {}",
+                direct.len(),
+                members.len(),
+                direct.join(", ")
+            ),
+            false,
+        ),
+        _ if g.auto_promote => (
+            format!(
+                "every member ({}) comes through the routers: promoted automatically",
+                members.len()
+            ),
+            true,
+        ),
+        _ => (
+            format!(
+                "every member ({}) comes through the routers; promotion is manual: `cutover \
+                 promote --link {} --group {}`",
+                members.len(),
+                g.link,
+                g.group
+            ),
+            true,
+        ),
+    };
+    Evidence {
+        members,
+        decision,
+        ready,
+    }
+}
+
 impl Orchestrator {
+    /// The link's mirror groups with the evidence of each (members at
+    /// home, through routers or not) and its owning group-coordinator.
+    pub async fn groups_with_evidence(
+        &self,
+        link: &Link,
+    ) -> ApiResult<Vec<(MirrorGroup, Evidence, Option<String>)>> {
+        let groups = self.groups_of(&link.name).await?;
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let routers = routers::members_of(&self.coord, &link.name).await?;
+        let mut clusters: Vec<(Side, Result<Cluster, String>)> = Vec::new();
+        let mut out = Vec::with_capacity(groups.len());
+        for g in groups {
+            let home = g.home();
+            if !clusters.iter().any(|(s, _)| *s == home) {
+                let c = connect(
+                    home.name(),
+                    cluster_of(link, home),
+                    self.cfg.kafka_timeout(),
+                )
+                .await
+                .map_err(|e| e.to_string());
+                clusters.push((home, c));
+            }
+            let owner =
+                cutover_coord::owner_of(&self.coord, &keys::group_resource(&link.name, &g.group))
+                    .await?;
+            let evidence = match clusters.iter().find(|(s, _)| *s == home) {
+                Some((_, Ok(cluster))) => match cluster.describe_group(&g.group).await {
+                    Ok(d) => match group_view(&routers, &g.group).await {
+                        Ok(view) => decide(&g, &d.members, &view.routed),
+                        Err(e) => Evidence::unknown(format!("not every router answered: {e}")),
+                    },
+                    Err(e) => Evidence::unknown(format!("the {home} cluster: {e}")),
+                },
+                Some((_, Err(e))) => Evidence::unknown(e.clone()),
+                None => Evidence::unknown("no cluster".into()),
+            };
+            out.push((g, evidence, owner));
+        }
+        for (_, c) in clusters {
+            if let Ok(c) = c {
+                c.close().await;
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn groups_of(&self, link: &str) -> ApiResult<Vec<MirrorGroup>> {
         let mut v: Vec<MirrorGroup> = self
             .coord
@@ -341,6 +479,74 @@ mod tests {
         let none = select_groups(&source(), &[], &[re("nothing")], &[], &BTreeSet::new(), "l")
             .unwrap_err();
         assert_eq!(none.code(), tonic::Code::FailedPrecondition);
+    }
+
+    fn doc(state: MirrorState, auto_promote: bool) -> MirrorGroup {
+        MirrorGroup {
+            link: "l".into(),
+            group: "g".into(),
+            state,
+            auto_promote,
+            switches: 0,
+            created_at_ms: 1,
+        }
+    }
+
+    fn member(id: &str) -> GroupMember {
+        GroupMember {
+            member_id: id.into(),
+            group_instance_id: None,
+            client_id: format!("c-{id}"),
+            client_host: "/10.1.1.1".into(),
+        }
+    }
+
+    #[test]
+    fn a_group_is_ready_once_every_member_comes_through_the_routers() {
+        let members = [member("a"), member("b")];
+        let routed = BTreeSet::from(["a".to_string()]);
+        let e = decide(&doc(MirrorState::Mirroring, true), &members, &routed);
+        assert!(!e.ready);
+        assert_eq!(
+            e.members.iter().map(|(_, t)| *t).collect::<Vec<_>>(),
+            [true, false]
+        );
+        assert!(
+            e.decision
+                .contains("1 of 2 members connected to the source directly"),
+            "{}",
+            e.decision
+        );
+        assert!(
+            e.decision.contains("b (client id \"c-b\" from /10.1.1.1)"),
+            "{}",
+            e.decision
+        );
+
+        let all = BTreeSet::from(["a".to_string(), "b".to_string()]);
+        let e = decide(&doc(MirrorState::Mirroring, true), &members, &all);
+        assert!(
+            e.ready && e.decision.contains("promoted automatically"),
+            "{e:?}"
+        );
+        let e = decide(&doc(MirrorState::Mirroring, false), &members, &all);
+        assert!(
+            e.ready && e.decision.contains("promotion is manual"),
+            "{e:?}"
+        );
+
+        let e = decide(&doc(MirrorState::Mirroring, true), &[], &all);
+        assert!(!e.ready && e.decision.contains("no member"), "{e:?}");
+        for state in [
+            MirrorState::Promoting,
+            MirrorState::Promoted,
+            MirrorState::Demoting,
+        ] {
+            assert!(
+                !decide(&doc(state, true), &members, &all).ready,
+                "{state:?}"
+            );
+        }
     }
 
     #[test]

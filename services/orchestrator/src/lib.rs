@@ -5,6 +5,7 @@
 pub mod api;
 pub mod background;
 pub mod convert;
+pub mod detach;
 pub mod error;
 pub mod groups;
 pub mod guards;

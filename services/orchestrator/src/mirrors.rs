@@ -376,7 +376,10 @@ impl Orchestrator {
             let mut m = current.value;
             if matches!(
                 m.state,
-                MirrorState::Promoting | MirrorState::Promoted | MirrorState::Demoting
+                MirrorState::Promoting
+                    | MirrorState::Promoted
+                    | MirrorState::Demoting
+                    | MirrorState::Detached
             ) {
                 return Err(ApiError::Precondition(format!(
                     "mirror topic {link}/{name} is {:?}; it cannot be paused or resumed",
@@ -434,7 +437,12 @@ impl Orchestrator {
         Ok(removed)
     }
 
-    async fn select(&self, link: &str, topics: &[String], all: bool) -> ApiResult<Vec<String>> {
+    pub(crate) async fn select(
+        &self,
+        link: &str,
+        topics: &[String],
+        all: bool,
+    ) -> ApiResult<Vec<String>> {
         self.get_link(link).await?;
         let existing: Vec<String> = self
             .mirrors_of(link)

@@ -21,14 +21,15 @@ use cutover_model::{
 };
 use cutover_proto::fetcher::v1 as fpb;
 use cutover_proto::router::v1 as rpb;
+use cutover_proto::v1 as pb;
 use futures::future::join_all;
 use tracing::{info, warn, Instrument as _};
 
 use crate::error::{ApiError, ApiResult};
 use crate::links::connect;
 use crate::promotion::{
-    barrier_doc, check_quiet, open_transactions, plan_start, recover, switched_doc, undone_doc,
-    Ends, Moved, PartitionProducers, Recovery,
+    barrier_doc, check_quiet, open_transactions, plan_start, recover, switched_doc, switched_group,
+    undone_doc, Ends, Moved, PartitionProducers, Recovery,
 };
 use crate::Orchestrator;
 use crate::{peers, routers};
@@ -63,6 +64,9 @@ pub struct PromoteOptions {
     pub transaction_wait: Duration,
     /// Longest wait for every member of the set's groups to rejoin.
     pub rejoin_timeout: Duration,
+    /// Compare the set's topics record by record first (`cutover verify`);
+    /// a difference refuses the promotion.
+    pub verify: bool,
 }
 
 impl PromoteOptions {
@@ -82,6 +86,7 @@ impl PromoteOptions {
             drain_timeout: ms(drain_timeout_ms, 10_000),
             transaction_wait: ms(transaction_wait_ms, 5_000),
             rejoin_timeout: ms(rejoin_timeout_ms, 30_000),
+            verify: false,
         };
         if o.rejoin_timeout > MAX_REJOIN_WAIT {
             return Err(ApiError::BadRequest(format!(
@@ -145,7 +150,7 @@ async fn log_ends(cluster: &Cluster, side: Side, docs: &[MirrorTopic]) -> ApiRes
     Ok(ends)
 }
 
-async fn producers_on(
+pub(crate) async fn producers_on(
     cluster: &Cluster,
     side: Side,
     partitions: impl IntoIterator<Item = (String, i32)>,
@@ -708,6 +713,11 @@ impl Orchestrator {
             &plain_groups,
             &running,
         )?;
+        if opts.verify {
+            for t in &topics {
+                self.verified(link_name, t).await?;
+            }
+        }
         // Both clusters are reached before anything changes: one that is
         // not leaves the set as it is.
         let from = direction.from_side();
@@ -888,7 +898,7 @@ impl Orchestrator {
             groups: Some(
                 b.group_values()
                     .iter()
-                    .map(|g| switched_doc(g, direction))
+                    .map(|g| switched_group(g, direction))
                     .collect(),
             ),
         };
@@ -909,6 +919,28 @@ impl Orchestrator {
         b.save(Step::Done, Docs::default()).await?;
         info!(stall_ms = b.rec.stall_ms, "done");
         Ok(b.rec.clone())
+    }
+
+    /// `--verify`: refused unless `topic` is identical on both clusters, up
+    /// to the shorter log of each partition.
+    async fn verified(&self, link: &str, topic: &str) -> ApiResult<()> {
+        let r = self
+            .verify(pb::VerifyRequest {
+                link: link.to_owned(),
+                topic: topic.to_owned(),
+                ..Default::default()
+            })
+            .await?;
+        if let Some(p) = r.partitions.iter().find(|p| !p.first_difference.is_empty()) {
+            return Err(ApiError::Precondition(format!(
+                "nothing changed: --verify found {topic}-{} different on the two clusters ({}); \
+                 find out why (`cutover verify --link {link} --topic {topic}`) before promoting",
+                p.partition, p.first_difference
+            )));
+        }
+        let records: u64 = r.partitions.iter().map(|p| p.records_identical).sum();
+        info!(topic, records, "verified identical before the promotion");
+        Ok(())
     }
 
     /// Promotions and rollbacks of `link`, newest first.
@@ -1082,6 +1114,7 @@ mod tests {
                 drain_timeout: Duration::from_secs(10),
                 transaction_wait: Duration::from_secs(5),
                 rejoin_timeout: Duration::from_secs(30),
+                verify: false,
             }
         );
         assert!(PromoteOptions::new(15_000, 1_000, 1_000, 240_000).is_ok());

@@ -193,6 +193,17 @@ pub fn switched_doc<D: Moved>(m: &D, direction: Direction) -> D {
     m.moved(direction.to_state(), m.switches() + 1)
 }
 
+/// A group's document once its home moved: as [`switched_doc`], and a
+/// group rolled back is no longer promoted automatically (the operator
+/// moved it back for a reason; `promote --group` moves it again).
+pub fn switched_group(g: &MirrorGroup, direction: Direction) -> MirrorGroup {
+    let mut doc = switched_doc(g, direction);
+    if direction == Direction::Rollback {
+        doc.auto_promote = false;
+    }
+    doc
+}
+
 /// The document when the barrier is undone: as before it.
 pub fn undone_doc<D: Moved>(m: &D, direction: Direction) -> D {
     m.moved(direction.from_state(), m.switches())
@@ -747,6 +758,20 @@ mod tests {
             (moved.home(), moved.switches),
             (cutover_model::Side::Target, 1)
         );
+        assert!(moved.auto_promote);
+        let home_again = switched_group(
+            &barrier_doc(&moved, Direction::Rollback),
+            Direction::Rollback,
+        );
+        assert_eq!(
+            (home_again.home(), home_again.switches),
+            (cutover_model::Side::Source, 2)
+        );
+        assert!(
+            !home_again.auto_promote,
+            "a rolled back group is promoted again automatically"
+        );
+        assert!(switched_group(&held, Direction::Promote).auto_promote);
         let back = barrier_doc(&moved, Direction::Rollback);
         assert_eq!(
             (back.state, back.home()),

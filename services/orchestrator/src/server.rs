@@ -39,6 +39,10 @@ pub enum Kind {
     Verify,
     /// A stream that lasts until the client goes away: no timeout.
     Stream,
+    /// A promotion or rollback: runs to its end (members rejoining for up
+    /// to 240 s, `--verify` reading whole partitions), so it has
+    /// `--verify-timeout-secs` rather than the unary timeout.
+    Promotion,
 }
 
 /// Every method of the public API (a test checks this list against the
@@ -56,9 +60,10 @@ pub const METHODS: &[(&str, Kind)] = &[
     ("GetStatus", Kind::Unary),
     ("WatchStatus", Kind::Stream),
     ("Verify", Kind::Verify),
-    ("Promote", Kind::Unary),
-    ("Rollback", Kind::Unary),
+    ("Promote", Kind::Promotion),
+    ("Rollback", Kind::Promotion),
     ("ListPromotions", Kind::Unary),
+    ("Detach", Kind::Unary),
     ("AddGroups", Kind::Unary),
     ("ListGroups", Kind::Unary),
     ("RemoveGroups", Kind::Unary),
@@ -103,7 +108,7 @@ impl Limits {
     fn timeout(&self, kind: Kind) -> Option<Duration> {
         match kind {
             Kind::Unary => self.request_timeout,
-            Kind::Verify => self.verify_timeout,
+            Kind::Verify | Kind::Promotion => self.verify_timeout,
             Kind::Stream => None,
         }
     }
@@ -276,15 +281,19 @@ where
             match tokio::time::timeout(timeout, call).await {
                 Ok(answered) => answered,
                 Err(_) => {
-                    let flag = if kind == Kind::Verify {
-                        "--verify-timeout-secs"
-                    } else {
-                        "--request-timeout-ms"
-                    };
-                    let hint = if kind == Kind::Verify {
-                        "verify fewer partitions or a range of offsets at a time, or raise the limit"
-                    } else {
-                        "a cluster or etcd may be slow to answer; retry, or raise the limit"
+                    let (flag, hint) = match kind {
+                        Kind::Verify => (
+                            "--verify-timeout-secs",
+                            "verify fewer partitions or a range of offsets at a time, or raise the limit",
+                        ),
+                        Kind::Promotion => (
+                            "--verify-timeout-secs",
+                            "the promotion goes on to its end (see `cutover promotions`)",
+                        ),
+                        _ => (
+                            "--request-timeout-ms",
+                            "a cluster or etcd may be slow to answer; retry, or raise the limit",
+                        ),
                     };
                     Ok(tonic::Status::deadline_exceeded(format!(
                         "{method} did not finish within {timeout:?} ({flag}) and was stopped; {hint}"
@@ -449,6 +458,11 @@ mod tests {
             (64, 2)
         );
         assert_eq!(defaults.timeout(Kind::Stream), None);
+        assert_eq!(
+            defaults.timeout(Kind::Promotion),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(kind_of("/cutover.v1.Orchestrator/Promote"), Kind::Promotion);
     }
 
     #[tokio::test(start_paused = true)]

@@ -360,7 +360,11 @@ mod tests {
         ] {
             assert_eq!(state.primary(), Side::Source, "{state:?}");
         }
-        for state in [MirrorState::Promoted, MirrorState::Demoting] {
+        for state in [
+            MirrorState::Promoted,
+            MirrorState::Demoting,
+            MirrorState::Detached,
+        ] {
             assert_eq!(state.primary(), Side::Target, "{state:?}");
         }
         let t = Topics::fixed(&[("a", Side::Target), ("b", Side::Source)]);
@@ -452,6 +456,7 @@ mod tests {
             MirrorState::Paused,
             MirrorState::Promoted,
             MirrorState::Failed,
+            MirrorState::Detached,
         ] {
             assert!(!state.in_barrier(), "{state:?}");
         }
