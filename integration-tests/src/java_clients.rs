@@ -69,6 +69,19 @@ pub fn verifiable_producer(
     n: usize,
     log_dir: &Path,
 ) -> Result<Vec<JavaRecord>> {
+    verifiable_producer_at(dist, bootstrap, topic, n, -1, log_dir)
+}
+
+/// [`verifiable_producer`] at `per_sec` records a second (-1: as fast as
+/// it can), so that it keeps writing while a test acts.
+pub fn verifiable_producer_at(
+    dist: &KafkaDist,
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+    per_sec: i64,
+    log_dir: &Path,
+) -> Result<Vec<JavaRecord>> {
     let args: Vec<String> = [
         "--bootstrap-server",
         bootstrap,
@@ -77,7 +90,7 @@ pub fn verifiable_producer(
         "--max-messages",
         &n.to_string(),
         "--throughput",
-        "-1",
+        &per_sec.to_string(),
         "--acks",
         "-1",
         "--repeating-keys",
@@ -157,4 +170,23 @@ pub fn verifiable_consumer(
         .filter(|e| e["name"] == "record_data")
         .filter_map(record)
         .collect())
+}
+
+/// Every record of `topic`'s first `partitions` partitions at `bootstrap`,
+/// as the Java clients report them, sorted.
+pub fn java_records_on(bootstrap: &str, topic: &str, partitions: i32) -> Result<Vec<JavaRecord>> {
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        let (_, high) = crate::clients::watermarks(bootstrap, topic, p)?;
+        for r in crate::clients::read_partition(bootstrap, topic, p, 0, high)? {
+            out.push(JavaRecord {
+                partition: p,
+                offset: r.offset,
+                key: r.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
+                value: r.value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+            });
+        }
+    }
+    out.sort();
+    Ok(out)
 }

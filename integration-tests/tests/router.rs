@@ -466,7 +466,7 @@ fn router_java_clients_produce_and_consume_as_with_the_source() -> Result<()> {
     let dist = bed.kafka.target.dist().clone();
     let mut acked = java_clients::verifiable_producer(&dist, &via, T, N, bed.log_dir())?;
     acked.sort();
-    let on_source = java_records_on(bed.source_bootstrap(), T, 3)?;
+    let on_source = java_clients::java_records_on(bed.source_bootstrap(), T, 3)?;
     ensure!(
         on_source == acked,
         "the source holds {} records, the Java producer had {} acknowledged through the router; \
@@ -486,7 +486,7 @@ fn router_java_clients_produce_and_consume_as_with_the_source() -> Result<()> {
     );
     mirror_and_sync(&mut cutover, T)?;
     ensure!(
-        java_records_on(bed.target_bootstrap(), T, 3)? == acked,
+        java_clients::java_records_on(bed.target_bootstrap(), T, 3)? == acked,
         "the target does not hold the acknowledged records at their offsets"
     );
     Ok(())
@@ -1129,29 +1129,6 @@ fn promote(
             ("primary", "target"),
         )? == routers.len() as f64)
     })
-}
-
-/// Every record of `topic`'s first `partitions` partitions at `bootstrap`,
-/// as the Java clients report them, sorted.
-fn java_records_on(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-) -> Result<Vec<java_clients::JavaRecord>> {
-    let mut out = Vec::new();
-    for p in 0..partitions {
-        let (_, high) = watermarks(bootstrap, topic, p)?;
-        for r in read_partition(bootstrap, topic, p, 0, high)? {
-            out.push(java_clients::JavaRecord {
-                partition: p,
-                offset: r.offset,
-                key: r.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
-                value: r.value.map(|v| String::from_utf8_lossy(&v).into_owned()),
-            });
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// What every client family through the routers must show: `n` records

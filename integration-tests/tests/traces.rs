@@ -1,17 +1,19 @@
-//! Traces end to end: the services export OTLP spans to a collector, and one
-//! CLI command is one trace across the gRPC hop to the orchestrator.
+//! Traces end to end: the services export OTLP spans to a collector, one
+//! CLI command is one trace across the gRPC hop to the orchestrator, and
+//! one promotion is one trace across every service it involves.
 //!
 //! The collector is an OTLP/gRPC trace receiver inside the test (the
 //! `opentelemetry-proto` generated server); everything else is the real bed.
 //!
-//! Today the only hop of an operator action between our processes is
-//! CLI → orchestrator: the orchestrator does not call fetchers over gRPC
-//! (fetchers learn about new mirrors from etcd), so the fetchers' partition
-//! spans start their own traces. The fetcher's server side of trace
-//! propagation is checked with a call from the test, the way a future
-//! caller of its API (topic promotion) will make it.
+//! Mirroring itself has one hop of an operator action between our
+//! processes, CLI → orchestrator: fetchers learn about new mirrors from
+//! etcd, so their partition spans start their own traces. A promotion has
+//! more: the orchestrator calls every router and the fetchers (and a
+//! group-coordinator calls the orchestrator).
 //!
-//! Broker: librdkafka's mock cluster, because span export, not broker behaviour.
+//! Broker: librdkafka's mock cluster for the commands (span export, not
+//! broker behaviour); real Kafka for the promotion, which needs a real
+//! broker's admin and group APIs.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -370,5 +372,126 @@ fn cli_commands_are_traces_and_services_export_spans() -> Result<()> {
             assert_eq!(s.str_attr("topic"), Some(T), "{s:?}");
         }
     }
+    Ok(())
+}
+
+const ROUTER: &str = "cutover-router";
+const GROUP_COORDINATOR: &str = "cutover-group-coordinator";
+
+/// Issue 8: one promotion is one trace across the services, on real Kafka.
+/// A group-coordinator's automatic promotion of a group starts a trace
+/// (`auto_promotion`) that the orchestrator's Promote continues and that
+/// reaches the routers it asks about the group's members; a topic
+/// promotion run with `cutover --trace` is one trace through the
+/// orchestrator's Promote, every router's HoldProduce and ReleaseProduce,
+/// and the fetcher's WaitForOffset.
+#[test]
+fn a_promotion_is_one_trace_across_orchestrator_routers_fetchers_and_group_coordinator(
+) -> Result<()> {
+    use cutover_integration_tests::cutover::{routers_bootstrap, wait_until};
+    use cutover_integration_tests::group::{members_at, GroupLog, Member};
+    const T: &str = "traced-promotion";
+    const G: &str = "traced-group";
+    const WAIT: Duration = Duration::from_secs(60);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let received = Arc::new(Received::default());
+    let endpoint = start_receiver(&rt, received.clone())?;
+    let bed = RealBed::start("traces_promotion")?;
+    bed.kafka.create_topic(Side::Source, T, 1, &[])?;
+    let mut cutover = Cutover::start_with_otlp(
+        &bed,
+        Some(Otlp {
+            endpoint,
+            batch_delay: Duration::from_millis(100),
+        }),
+    )?;
+    cutover.create_link(&bed, "l1", &[])?;
+    let r1 = cutover.start_router(1, "l1")?;
+    let r2 = cutover.start_router(2, "l1")?;
+    cutover.add_fetcher()?;
+    cutover.cli_json(&["mirror", "add", "--link", "l1", T])?;
+    produce(bed.source_bootstrap(), T, 0, 50, &ProduceSpec::default())?;
+    cutover.wait_in_sync("l1", WAIT)?;
+
+    let via = routers_bootstrap(&[&r1, &r2]);
+    let log = Arc::new(Mutex::new(GroupLog::default()));
+    let member = Member::start(&via, G, T, "traced-member", log)?;
+    wait_until("the member to join", WAIT, || {
+        Ok(members_at(bed.source_bootstrap(), G)? == 1)
+    })?;
+    cutover.cli_json(&["group", "add", "--link", "l1", G])?;
+    let _gc = cutover.start_group_coordinator("gc-traced")?;
+    let auto = received.wait_for("of an automatic promotion", WAIT, |s| {
+        s.service == GROUP_COORDINATOR && s.name == "auto_promotion"
+    })?;
+    assert_eq!(auto.str_attr("group"), Some(G), "{auto:?}");
+    let promote = received.wait_for(
+        "of Promote in the automatic promotion's trace",
+        ARRIVAL,
+        |s| s.trace_id == auto.trace_id && s.service == ORCHESTRATOR && is_server(s),
+    )?;
+    assert_eq!(
+        promote.name, "cutover.v1.Orchestrator/Promote",
+        "{promote:?}"
+    );
+    let asked = received.wait_for(
+        "of a router asked about the group's members",
+        ARRIVAL,
+        |s| s.trace_id == auto.trace_id && s.service == ROUTER && is_server(s),
+    )?;
+    assert!(
+        asked.name.ends_with("/ListGroupMembers") || asked.name.ends_with("/GetState"),
+        "{asked:?}"
+    );
+    member.stop()?;
+
+    let (_, err) = run_ok(
+        "promote",
+        cutover.cli_raw(&["--trace", "--json", "promote", "--link", "l1", T])?,
+    )?;
+    let trace = printed_trace_id(&err)?;
+    let promote = received.wait_for("of Promote in the CLI's trace", ARRIVAL, |s| {
+        s.trace_id == trace && s.service == ORCHESTRATOR && is_server(s)
+    })?;
+    assert_eq!(
+        promote.name, "cutover.v1.Orchestrator/Promote",
+        "{promote:?}"
+    );
+    for method in ["HoldProduce", "ReleaseProduce"] {
+        let spans = {
+            received.wait_for(
+                &format!("of {method} in the promotion's trace"),
+                ARRIVAL,
+                |s| {
+                    s.trace_id == trace
+                        && s.service == ROUTER
+                        && is_server(s)
+                        && s.name == format!("cutover.router.v1.Router/{method}")
+                },
+            )?;
+            received
+                .lock()
+                .iter()
+                .filter(|s| {
+                    s.trace_id == trace
+                        && s.service == ROUTER
+                        && s.name == format!("cutover.router.v1.Router/{method}")
+                })
+                .count()
+        };
+        assert!(
+            spans >= 2,
+            "{method}: {spans} router spans in the trace, 2 routers"
+        );
+    }
+    received.wait_for("of WaitForOffset in the promotion's trace", ARRIVAL, |s| {
+        s.trace_id == trace
+            && s.service == FETCHER
+            && is_server(s)
+            && s.name == "cutover.fetcher.v1.Fetcher/WaitForOffset"
+    })?;
     Ok(())
 }

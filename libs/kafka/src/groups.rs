@@ -72,6 +72,12 @@ pub struct GroupDescription {
 }
 
 impl GroupDescription {
+    /// Whether no rebalance is under way: every member's JoinGroup and
+    /// SyncGroup was answered (or it has no member).
+    pub fn is_settled(&self) -> bool {
+        matches!(self.state.as_str(), "Stable" | "Empty" | "Dead")
+    }
+
     /// Whether no member is in it (an admin commit is accepted then).
     pub fn is_empty(&self) -> bool {
         self.members.is_empty() && matches!(self.state.as_str(), "Empty" | "Dead")

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use cutover_coord::{Precondition, WriteOp};
-use cutover_kafka::{Cluster, GroupMember, ListedGroup};
+use cutover_kafka::{Cluster, GroupDescription, GroupMember, ListedGroup};
 use cutover_model::{keys, now_ms, validate, Link, MirrorGroup, MirrorState, Side};
 use regex::Regex;
 
@@ -123,8 +123,9 @@ impl Evidence {
     }
 }
 
-pub fn decide(g: &MirrorGroup, members: &[GroupMember], routed: &BTreeSet<String>) -> Evidence {
-    let members: Vec<(GroupMember, bool)> = members
+pub fn decide(g: &MirrorGroup, home: &GroupDescription, routed: &BTreeSet<String>) -> Evidence {
+    let members: Vec<(GroupMember, bool)> = home
+        .members
         .iter()
         .map(|m| (m.clone(), routed.contains(&m.member_id)))
         .collect();
@@ -155,9 +156,18 @@ pub fn decide(g: &MirrorGroup, members: &[GroupMember], routed: &BTreeSet<String
                 .to_string(),
             false,
         ),
+        _ if !home.is_settled() => (
+            format!(
+                "rebalancing at the source ({}): waiting for it to settle, so that no member's \
+                 JoinGroup is under way there",
+                home.state
+            ),
+            false,
+        ),
         _ if !direct.is_empty() => (
             format!(
-                "{} of {} members connected to the source directly, not through a router: {}",
+                "{} of {} members connected to the source directly, not through a router (or \
+                 still joining through one): {}",
                 direct.len(),
                 members.len(),
                 direct.join(", ")
@@ -221,7 +231,7 @@ impl Orchestrator {
             let evidence = match clusters.iter().find(|(s, _)| *s == home) {
                 Some((_, Ok(cluster))) => match cluster.describe_group(&g.group).await {
                     Ok(d) => match group_view(&routers, &g.group).await {
-                        Ok(view) => decide(&g, &d.members, &view.routed),
+                        Ok(view) => decide(&g, &d, &view.routed),
                         Err(e) => Evidence::unknown(format!("not every router answered: {e}")),
                     },
                     Err(e) => Evidence::unknown(format!("the {home} cluster: {e}")),
@@ -501,11 +511,30 @@ mod tests {
         }
     }
 
+    fn stable(members: &[GroupMember]) -> GroupDescription {
+        GroupDescription {
+            group_id: "g".into(),
+            state: if members.is_empty() {
+                "Empty"
+            } else {
+                "Stable"
+            }
+            .into(),
+            protocol_type: "consumer".into(),
+            protocol: "range".into(),
+            members: members.to_vec(),
+        }
+    }
+
     #[test]
     fn a_group_is_ready_once_every_member_comes_through_the_routers() {
         let members = [member("a"), member("b")];
         let routed = BTreeSet::from(["a".to_string()]);
-        let e = decide(&doc(MirrorState::Mirroring, true), &members, &routed);
+        let e = decide(
+            &doc(MirrorState::Mirroring, true),
+            &stable(&members),
+            &routed,
+        );
         assert!(!e.ready);
         assert_eq!(
             e.members.iter().map(|(_, t)| *t).collect::<Vec<_>>(),
@@ -524,18 +553,25 @@ mod tests {
         );
 
         let all = BTreeSet::from(["a".to_string(), "b".to_string()]);
-        let e = decide(&doc(MirrorState::Mirroring, true), &members, &all);
+        let e = decide(&doc(MirrorState::Mirroring, true), &stable(&members), &all);
         assert!(
             e.ready && e.decision.contains("promoted automatically"),
             "{e:?}"
         );
-        let e = decide(&doc(MirrorState::Mirroring, false), &members, &all);
+        let e = decide(&doc(MirrorState::Mirroring, false), &stable(&members), &all);
         assert!(
             e.ready && e.decision.contains("promotion is manual"),
             "{e:?}"
         );
 
-        let e = decide(&doc(MirrorState::Mirroring, true), &[], &all);
+        let mut joining = stable(&members);
+        joining.state = "PreparingRebalance".into();
+        let e = decide(&doc(MirrorState::Mirroring, true), &joining, &all);
+        assert!(
+            !e.ready && e.decision.contains("rebalancing at the source"),
+            "{e:?}"
+        );
+        let e = decide(&doc(MirrorState::Mirroring, true), &stable(&[]), &all);
         assert!(!e.ready && e.decision.contains("no member"), "{e:?}");
         for state in [
             MirrorState::Promoting,
@@ -543,7 +579,7 @@ mod tests {
             MirrorState::Demoting,
         ] {
             assert!(
-                !decide(&doc(state, true), &members, &all).ready,
+                !decide(&doc(state, true), &stable(&members), &all).ready,
                 "{state:?}"
             );
         }

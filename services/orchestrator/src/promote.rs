@@ -770,8 +770,14 @@ impl Orchestrator {
         // Members connected to the old home directly would stay there:
         // refused before anything changes.
         for g in &groups {
-            self.direct_members(&clusters.old, direction.from_side(), link_name, g)
-                .await?;
+            self.direct_members(
+                &clusters.old,
+                direction.from_side(),
+                link_name,
+                g,
+                opts.rejoin_timeout,
+            )
+            .await?;
         }
 
         let started = now_ms();

@@ -31,22 +31,40 @@ impl Orchestrator {
     }
 
     /// Refused when a member of `group` at its home `side` never came
-    /// through a router.
+    /// through a router. A rebalance under way there is waited out first
+    /// (up to `settle`): a member's JoinGroup sent before the routers hold
+    /// would be answered by the old home after the switch.
     pub(crate) async fn direct_members(
         &self,
         home: &Cluster,
         side: Side,
         link: &str,
         group: &str,
+        settle: Duration,
     ) -> ApiResult<()> {
-        let described = home
-            .describe_group(group)
-            .await
-            .map_err(ApiError::kafka_doing(
-                side.name(),
-                home,
-                format!("describing group {group}"),
-            ))?;
+        let deadline = Instant::now() + settle;
+        let described = loop {
+            let d = home
+                .describe_group(group)
+                .await
+                .map_err(ApiError::kafka_doing(
+                    side.name(),
+                    home,
+                    format!("describing group {group}"),
+                ))?;
+            if d.is_settled() {
+                break d;
+            }
+            if Instant::now() >= deadline {
+                return Err(ApiError::Unavailable(format!(
+                    "nothing changed: group {group} is still rebalancing at the {side} cluster \
+                     ({}) after {} ms; retry once it is Stable",
+                    d.state,
+                    settle.as_millis()
+                )));
+            }
+            tokio::time::sleep(POLL * 5).await;
+        };
         let view = self.routed(link, group).await?;
         match rejoin(&described.members, &view.routed, u64::MAX) {
             Rejoin::Direct(direct) => Err(direct_refusal(group, side, &direct)),
