@@ -15,8 +15,29 @@ use rdkafka::TopicPartitionList;
 
 use crate::clients::LoadGenerator;
 use crate::cutover::wait_until;
+use crate::records::{ProduceMode, ProduceSpec};
 
 const WAIT: Duration = Duration::from_secs(60);
+
+/// An idempotent producer writing `rate` records a second to partitions
+/// `0..partitions` of `topic` at `bootstrap`: the load a group consumes.
+pub fn idempotent_load(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    rate: u64,
+) -> Result<LoadGenerator> {
+    let parts: Vec<(String, i32)> = (0..partitions).map(|p| (topic.to_owned(), p)).collect();
+    LoadGenerator::start(
+        bootstrap,
+        &parts,
+        rate,
+        ProduceSpec {
+            mode: ProduceMode::Idempotent,
+            ..ProduceSpec::default()
+        },
+    )
+}
 
 /// One consumer group member in a thread: processes each record by noting
 /// it, then commits it synchronously. A record whose commit failed (a
@@ -134,6 +155,10 @@ pub fn consumed_every_record_once(
         Ok(distinct.len() as i64 >= total)
     });
     if let Err(e) = consumed_all {
+        let ended: Vec<String> = members
+            .into_iter()
+            .filter_map(|m| m.stop().err().map(|e| format!("{e:#}")))
+            .collect();
         let log = lock(log);
         let mut missing = Vec::new();
         for (p, last) in &produced {
@@ -152,7 +177,15 @@ pub fn consumed_every_record_once(
                 ));
             }
         }
-        return Err(e.context(format!("not consumed: {}", missing.join("; "))));
+        return Err(e.context(format!(
+            "not consumed: {}; members that failed: {}",
+            missing.join("; "),
+            if ended.is_empty() {
+                "none".to_string()
+            } else {
+                ended.join("; ")
+            }
+        )));
     }
     for m in members {
         m.stop()?;

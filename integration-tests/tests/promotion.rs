@@ -541,7 +541,7 @@ fn group_moved(cutover: &Cutover, args: &[&str]) -> Result<serde_json::Value> {
 #[test]
 fn group_promotion_and_rollback_move_a_group_in_one_rebalance_each() -> Result<()> {
     use cutover_integration_tests::group::{
-        committed, consumed_every_record_once, lock, members_at, GroupLog, Member,
+        committed, consumed_every_record_once, idempotent_load, lock, members_at, GroupLog, Member,
     };
     use std::sync::{Arc, Mutex};
     const T: &str = "promoted-group-input";
@@ -550,16 +550,7 @@ fn group_promotion_and_rollback_move_a_group_in_one_rebalance_each() -> Result<(
     let (bed, cutover, r1, r2) = setup("promotion_group", T, N)?;
     cutover.wait_in_sync("l1", WAIT)?;
     let via = routers_bootstrap(&[&r1, &r2]);
-    let parts: Vec<(String, i32)> = (0..N).map(|p| (T.to_owned(), p)).collect();
-    let load = LoadGenerator::start(
-        &via,
-        &parts,
-        300,
-        ProduceSpec {
-            mode: ProduceMode::Idempotent,
-            ..ProduceSpec::default()
-        },
-    )?;
+    let load = idempotent_load(&via, T, N, 300)?;
     let log = Arc::new(Mutex::new(GroupLog::default()));
     let members = vec![
         Member::start(&via, G, T, "routed-a", log.clone())?,
@@ -686,7 +677,7 @@ fn group_promotion_and_rollback_move_a_group_in_one_rebalance_each() -> Result<(
 #[test]
 fn group_coordinator_promotes_a_group_once_every_member_comes_through_the_routers() -> Result<()> {
     use cutover_integration_tests::group::{
-        consumed_every_record_once, lock, members_at, GroupLog, Member,
+        consumed_every_record_once, idempotent_load, lock, members_at, GroupLog, Member,
     };
     use std::sync::{Arc, Mutex};
     const T: &str = "auto-group-input";
@@ -695,24 +686,22 @@ fn group_coordinator_promotes_a_group_once_every_member_comes_through_the_router
     let (bed, cutover, r1, r2) = setup("promotion_auto_group", T, N)?;
     cutover.wait_in_sync("l1", WAIT)?;
     let via = routers_bootstrap(&[&r1, &r2]);
-    let parts: Vec<(String, i32)> = (0..N).map(|p| (T.to_owned(), p)).collect();
-    let load = LoadGenerator::start(
-        &via,
-        &parts,
-        200,
-        ProduceSpec {
-            mode: ProduceMode::Idempotent,
-            ..ProduceSpec::default()
-        },
-    )?;
+    let load = idempotent_load(&via, T, N, 200)?;
     let log = Arc::new(Mutex::new(GroupLog::default()));
     // Members learn of a rebalance at their next heartbeat: a long
     // interval keeps the promotion's rejoin step up while the test kills
     // the group-coordinator that started it.
     const SLOW: &[(&str, &str)] = &[("heartbeat.interval.ms", "10000")];
     let mut members = vec![
-        Member::start_with(&via, G, T, "routed-a", log.clone(), SLOW)?,
-        Member::start_with(bed.source_bootstrap(), G, T, "direct-b", log.clone(), SLOW)?,
+        Member::start_with(&via, G, T, "auto-routed-a", log.clone(), SLOW)?,
+        Member::start_with(
+            bed.source_bootstrap(),
+            G,
+            T,
+            "auto-direct-b",
+            log.clone(),
+            SLOW,
+        )?,
     ];
     wait_until("both members to join", WAIT, || {
         Ok(members_at(bed.source_bootstrap(), G)? == 2)
@@ -732,13 +721,16 @@ fn group_coordinator_promotes_a_group_once_every_member_comes_through_the_router
                 ms.iter().filter(|m| m["through_router"] == true).count(),
             )
         });
-        Ok(shown["owner"] != "" && routed == Some((2, 1)))
+        let settled = shown["decision"]
+            .as_str()
+            .is_some_and(|d| d.contains("connected to the source directly"));
+        Ok(shown["owner"] != "" && routed == Some((2, 1)) && settled)
     })?;
     let decision = shown["decision"].as_str().unwrap_or_default();
     ensure!(
         shown["ready"] == false
             && decision.contains("1 of 2 members connected to the source directly")
-            && decision.contains("direct-b"),
+            && decision.contains("auto-direct-b"),
         "{shown:#}"
     );
     let direct: Vec<&serde_json::Value> = shown["members"]
@@ -746,7 +738,7 @@ fn group_coordinator_promotes_a_group_once_every_member_comes_through_the_router
         .map(|ms| ms.iter().filter(|m| m["through_router"] == false).collect())
         .unwrap_or_default();
     ensure!(
-        direct.len() == 1 && direct[0]["client_id"] == "direct-b",
+        direct.len() == 1 && direct[0]["client_id"] == "auto-direct-b",
         "{shown:#}"
     );
     ensure!(
@@ -772,7 +764,7 @@ fn group_coordinator_promotes_a_group_once_every_member_comes_through_the_router
         &via,
         G,
         T,
-        "routed-c",
+        "auto-routed-c",
         log.clone(),
         SLOW,
     )?);
@@ -1097,6 +1089,81 @@ fn java_clients_move_with_their_topic_and_group_in_one_promotion() -> Result<()>
         consumed.len(),
         distinct,
         consumed.len() - distinct
+    );
+    Ok(())
+}
+
+/// Issue 8's must-show 5: a consumer that keeps its offsets outside Kafka
+/// (assign and seek, as Flink does) reads part of a topic on the source
+/// directly; the topic is promoted, and records written through the
+/// routers land on the target; the same consumer, restarted against the
+/// routers at the offset it stored (auto.offset.reset=error, so a reset
+/// would fail it), reads on from exactly there: every later record once,
+/// in order, none skipped, none twice.
+#[test]
+fn assigned_consumer_with_its_own_offsets_resumes_through_the_routers_after_promotion() -> Result<()>
+{
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::TopicPartitionList;
+    const T: &str = "promotion-assigned";
+    let (bed, cutover, r1, r2) = setup("promotion_assigned", T, 1)?;
+    let spec = ProduceSpec {
+        batch_records: 10,
+        ..ProduceSpec::default()
+    };
+    let first = produce(bed.source_bootstrap(), T, 0, 200, &spec)?;
+    cutover.wait_in_sync("l1", WAIT)?;
+    let assigned_at = |bootstrap: &str, offset: i64| -> Result<BaseConsumer> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "assigned-own-offsets")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "error")
+            .set("topic.metadata.refresh.interval.ms", "500")
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(T, 0, rdkafka::Offset::Offset(offset))?;
+        c.assign(&tpl)?;
+        Ok(c)
+    };
+    let direct = assigned_at(bed.source_bootstrap(), 0)?;
+    ensure!(poll_values(&direct, 100, WAIT)? == produced_values(&first.records[..100]));
+    // The consumer's own checkpoint: the next offset to read.
+    let stored = 100;
+    drop(direct);
+
+    moved(&cutover, "promote", T)?;
+    let via = routers_bootstrap(&[&r1, &r2]);
+    let later = produce(
+        &via,
+        T,
+        0,
+        100,
+        &ProduceSpec {
+            first_seq: 10_000,
+            ..spec.clone()
+        },
+    )?;
+    ensure!(
+        later.first_offset() == Some(200),
+        "{:?}",
+        later.first_offset()
+    );
+    ensure!(
+        watermarks(bed.target_bootstrap(), T, 0)?.1 == 300,
+        "the later records are not on the target"
+    );
+    let resumed = assigned_at(&via, stored)?;
+    let mut want = produced_values(&first.records[100..]);
+    want.extend(produced_values(&later.records));
+    let got = poll_values(&resumed, want.len(), WAIT)?;
+    ensure!(
+        got == want,
+        "resumed at {stored}: got offsets {:?}..{:?}, {} records, want 100..299",
+        got.first().map(|r| r.0),
+        got.last().map(|r| r.0),
+        got.len()
     );
     Ok(())
 }

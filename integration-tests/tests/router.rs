@@ -17,7 +17,7 @@ use cutover_integration_tests::cutover::{
     RouterProcess,
 };
 use cutover_integration_tests::group::{
-    committed, consumed_every_record_once, lock, members_at, GroupLog, Member,
+    committed, consumed_every_record_once, idempotent_load, lock, members_at, GroupLog, Member,
 };
 use cutover_integration_tests::*;
 use cutover_kafka::kafka_protocol::messages::{
@@ -853,16 +853,7 @@ fn router_one_group_across_a_rolling_move_consumes_every_record_once() -> Result
     let (bed, _cutover, r1, r2) = setup("router_group_move")?;
     bed.kafka.create_topic(Side::Source, T, 6, &[])?;
     let via = routers_bootstrap(&[&r1, &r2]);
-    let parts: Vec<(String, i32)> = (0..6).map(|p| (T.to_owned(), p)).collect();
-    let load = LoadGenerator::start(
-        bed.source_bootstrap(),
-        &parts,
-        300,
-        ProduceSpec {
-            mode: ProduceMode::Idempotent,
-            ..ProduceSpec::default()
-        },
-    )?;
+    let load = idempotent_load(bed.source_bootstrap(), T, 6, 300)?;
     let log = Arc::new(Mutex::new(GroupLog::default()));
     let consumed_by = |prefix: &str| {
         lock(&log)
@@ -936,16 +927,7 @@ fn router_group_moves_home_in_one_rebalance_and_goes_on_at_its_commits() -> Resu
     };
     put_group(bed.etcd_endpoint(), &doc)?;
     let via = routers_bootstrap(&[&r1, &r2]);
-    let parts: Vec<(String, i32)> = (0..N).map(|p| (T.to_owned(), p)).collect();
-    let load = LoadGenerator::start(
-        bed.source_bootstrap(),
-        &parts,
-        300,
-        ProduceSpec {
-            mode: ProduceMode::Idempotent,
-            ..ProduceSpec::default()
-        },
-    )?;
+    let load = idempotent_load(bed.source_bootstrap(), T, N, 300)?;
     let log = Arc::new(Mutex::new(GroupLog::default()));
     let consumed_by = |name: &str| lock(&log).seen.iter().filter(|(_, _, m)| m == name).count();
     let members = vec![

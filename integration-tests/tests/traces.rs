@@ -169,6 +169,18 @@ fn start_receiver(rt: &tokio::runtime::Runtime, received: Arc<Received>) -> Resu
     Ok(format!("http://{addr}"))
 }
 
+/// A receiver on a runtime of its own (kept alive by the caller), the
+/// spans it got, and its endpoint.
+fn receiver() -> Result<(tokio::runtime::Runtime, Arc<Received>, String)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let received = Arc::new(Received::default());
+    let endpoint = start_receiver(&rt, received.clone())?;
+    Ok((rt, received, endpoint))
+}
+
 /// The trace id from the CLI's `trace_id=<hex>` line on stderr.
 fn printed_trace_id(stderr: &str) -> Result<String> {
     let id = stderr
@@ -196,12 +208,7 @@ const ARRIVAL: Duration = Duration::from_secs(10);
 fn cli_commands_are_traces_and_services_export_spans() -> Result<()> {
     const T: &str = "traced";
     const LINK: &str = "t1";
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    let received = Arc::new(Received::default());
-    let endpoint = start_receiver(&rt, received.clone())?;
+    let (rt, received, endpoint) = receiver()?;
 
     let bed = Bed::start("traces")?;
     bed.clusters.create_topic_both(T, 2)?;
@@ -393,12 +400,7 @@ fn a_promotion_is_one_trace_across_orchestrator_routers_fetchers_and_group_coord
     const T: &str = "traced-promotion";
     const G: &str = "traced-group";
     const WAIT: Duration = Duration::from_secs(60);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    let received = Arc::new(Received::default());
-    let endpoint = start_receiver(&rt, received.clone())?;
+    let (_rt, received, endpoint) = receiver()?;
     let bed = RealBed::start("traces_promotion")?;
     bed.kafka.create_topic(Side::Source, T, 1, &[])?;
     let mut cutover = Cutover::start_with_otlp(
