@@ -58,6 +58,17 @@ pub struct GroupMember {
     pub client_host: String,
 }
 
+/// How operators read a member in a message: its id, client id and host.
+impl std::fmt::Display for GroupMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (client id {:?} from {})",
+            self.member_id, self.client_id, self.client_host
+        )
+    }
+}
+
 /// A group as its coordinator describes it (DescribeGroups).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupDescription {

@@ -132,12 +132,7 @@ pub fn decide(g: &MirrorGroup, home: &GroupDescription, routed: &BTreeSet<String
     let direct: Vec<String> = members
         .iter()
         .filter(|(_, through)| !through)
-        .map(|(m, _)| {
-            format!(
-                "{} (client id {:?} from {})",
-                m.member_id, m.client_id, m.client_host
-            )
-        })
+        .map(|(m, _)| m.to_string())
         .collect();
     let (decision, ready) = match g.state {
         MirrorState::Promoting | MirrorState::Demoting => (

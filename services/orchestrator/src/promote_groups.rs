@@ -159,16 +159,7 @@ impl Barrier<'_> {
                     doing("describing group"),
                 ))?;
             if !there.is_empty() {
-                let members: Vec<String> = there
-                    .members
-                    .iter()
-                    .map(|m| {
-                        format!(
-                            "{} (client id {:?} from {})",
-                            m.member_id, m.client_id, m.client_host
-                        )
-                    })
-                    .collect();
+                let members: Vec<String> = there.members.iter().map(|m| m.to_string()).collect();
                 return Err(ApiError::Precondition(format!(
                     "nothing changed: group {group} already has members on the {to} cluster \
                      ({}; state {}), connected to it directly; a group must be whole on one \

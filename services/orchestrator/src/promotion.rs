@@ -230,12 +230,7 @@ pub fn rejoin(members: &[GroupMember], routed: &BTreeSet<String>, held: u64) -> 
     let direct: Vec<String> = members
         .iter()
         .filter(|m| !routed.contains(&m.member_id))
-        .map(|m| {
-            format!(
-                "{} (client id {:?} from {})",
-                m.member_id, m.client_id, m.client_host
-            )
-        })
+        .map(|m| m.to_string())
         .collect();
     if !direct.is_empty() {
         return Rejoin::Direct(direct);

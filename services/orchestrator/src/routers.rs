@@ -44,6 +44,11 @@ pub async fn client(member: &RouterMember, timeout: Duration) -> Result<Client, 
     Ok(RouterClient::new(channel))
 }
 
+/// A router as messages name it: `router N (host:port)`.
+fn named(m: &RouterMember) -> String {
+    format!("router {} ({}:{})", m.node_id, m.host, m.port)
+}
+
 /// Makes one call of every router in `members` at once; what failed, as
 /// `router N (host:port): why`, in `members`' order.
 pub async fn call_all<F, Fut, T>(
@@ -68,10 +73,7 @@ where
     members
         .iter()
         .zip(join_all(calls).await)
-        .filter_map(|(m, r)| {
-            r.err()
-                .map(|e| format!("router {} ({}:{}): {e}", m.node_id, m.host, m.port))
-        })
+        .filter_map(|(m, r)| r.err().map(|e| format!("{}: {e}", named(m))))
         .collect()
 }
 
@@ -123,7 +125,7 @@ pub async fn group_view(members: &[RouterMember], group: &str) -> Result<GroupVi
                     .map(|h| h.waiting)
                     .sum::<u64>();
             }
-            Err(e) => failed.push(format!("router {} ({}:{}): {e}", m.node_id, m.host, m.port)),
+            Err(e) => failed.push(format!("{}: {e}", named(m))),
         }
     }
     if failed.is_empty() {
