@@ -93,11 +93,38 @@ impl Received {
         timeout: Duration,
         pred: impl Fn(&ReceivedSpan) -> bool,
     ) -> Result<ReceivedSpan> {
+        self.wait_until(what, timeout, |spans| {
+            spans.iter().find(|s| pred(s)).cloned()
+        })
+    }
+
+    /// Waits until at least `n` spans match `pred` (each service exports
+    /// on its own schedule, so the first one to arrive says nothing of the
+    /// others).
+    fn wait_for_count(
+        &self,
+        what: &str,
+        timeout: Duration,
+        n: usize,
+        pred: impl Fn(&ReceivedSpan) -> bool,
+    ) -> Result<usize> {
+        self.wait_until(what, timeout, |spans| {
+            let count = spans.iter().filter(|s| pred(s)).count();
+            (count >= n).then_some(count)
+        })
+    }
+
+    fn wait_until<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        found: impl Fn(&[ReceivedSpan]) -> Option<T>,
+    ) -> Result<T> {
         let deadline = Instant::now() + timeout;
         let mut spans = self.lock();
         loop {
-            if let Some(s) = spans.iter().find(|s| pred(s)) {
-                return Ok(s.clone());
+            if let Some(t) = found(&spans) {
+                return Ok(t);
             }
             let now = Instant::now();
             if now >= deadline {
@@ -463,31 +490,13 @@ fn a_promotion_is_one_trace_across_orchestrator_routers_fetchers_and_group_coord
         "{promote:?}"
     );
     for method in ["HoldProduce", "ReleaseProduce"] {
-        let spans = {
-            received.wait_for(
-                &format!("of {method} in the promotion's trace"),
-                ARRIVAL,
-                |s| {
-                    s.trace_id == trace
-                        && s.service == ROUTER
-                        && is_server(s)
-                        && s.name == format!("cutover.router.v1.Router/{method}")
-                },
-            )?;
-            received
-                .lock()
-                .iter()
-                .filter(|s| {
-                    s.trace_id == trace
-                        && s.service == ROUTER
-                        && s.name == format!("cutover.router.v1.Router/{method}")
-                })
-                .count()
-        };
-        assert!(
-            spans >= 2,
-            "{method}: {spans} router spans in the trace, 2 routers"
-        );
+        let name = format!("cutover.router.v1.Router/{method}");
+        received.wait_for_count(
+            &format!("of {method} from both routers in the promotion's trace"),
+            ARRIVAL,
+            2,
+            |s| s.trace_id == trace && s.service == ROUTER && is_server(s) && s.name == name,
+        )?;
     }
     received.wait_for("of WaitForOffset in the promotion's trace", ARRIVAL, |s| {
         s.trace_id == trace
