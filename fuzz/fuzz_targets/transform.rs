@@ -67,6 +67,7 @@ fuzz_target!(|data: &[u8]| {
         max_message_bytes: config.max_batch_bytes,
         topic_codec: config.topic_codec,
         produce_version: 9,
+        transactional: false,
     };
     let mut records = records.to_vec();
     // Most inputs get valid checksums: the interesting code is behind them.

@@ -462,6 +462,18 @@ pub struct RouterProcess {
     pub grpc: String,
 }
 
+impl RouterProcess {
+    /// Sum of one of its metrics over all label sets (0 when absent).
+    pub fn metric_sum(&self, name: &str) -> Result<f64> {
+        let text = crate::process::http_get(
+            &format!("http://{}/metrics", self.http),
+            Duration::from_secs(5),
+        )?
+        .body;
+        Ok(sum_metric(&text, name))
+    }
+}
+
 impl Cutover {
     /// Starts a router with `node_id` in front of `link`'s clusters and
     /// waits until it is ready (registered and listening).

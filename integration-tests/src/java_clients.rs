@@ -1,6 +1,8 @@
 //! Kafka's own test clients from `kafka-tools` (the Java client most users
 //! run): `VerifiableProducer` and `VerifiableConsumer`, which print one JSON
-//! event per acknowledged or (with `--verbose`) consumed record.
+//! event per acknowledged or (with `--verbose`) consumed record, and
+//! `TransactionalMessageCopier`, Kafka's consume-transform-produce
+//! application of its system tests.
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,21 +22,26 @@ pub struct JavaRecord {
     pub value: Option<String>,
 }
 
+/// Runs a tool to its end; its JSON events. `config`: client properties
+/// given with `--command-config` (a tool without the option: `None`).
 fn run(
     dist: &KafkaDist,
     main_class: &str,
     name: &str,
     args: &[String],
-    config: &str,
+    config: Option<&str>,
     log_dir: &Path,
     timeout: Duration,
 ) -> Result<Vec<Value>> {
     let conf_dir = log_dir.join(format!("{name}-conf"));
     let mut cmd = dist.java(main_class, 256, true, &conf_dir)?;
-    let config_path = conf_dir.join("client.properties");
-    std::fs::write(&config_path, config)
-        .with_context(|| format!("writing {}", config_path.display()))?;
-    cmd.args(args).arg("--command-config").arg(&config_path);
+    cmd.args(args);
+    if let Some(config) = config {
+        let config_path = conf_dir.join("client.properties");
+        std::fs::write(&config_path, config)
+            .with_context(|| format!("writing {}", config_path.display()))?;
+        cmd.arg("--command-config").arg(&config_path);
+    }
     let process = ServiceProcess::spawn_tethered(name, cmd, log_dir)?;
     let status = process.wait_exit(timeout)?;
     let text = std::fs::read_to_string(process.log_path())
@@ -106,7 +113,7 @@ pub fn verifiable_producer_at(
         "org.apache.kafka.tools.VerifiableProducer",
         &format!("verifiable-producer-{topic}"),
         &args,
-        config,
+        Some(config),
         log_dir,
         Duration::from_secs(120),
     )?;
@@ -161,7 +168,7 @@ pub fn verifiable_consumer(
         "org.apache.kafka.tools.VerifiableConsumer",
         &format!("verifiable-consumer-{group}"),
         &args,
-        "isolation.level=read_committed\n",
+        Some("isolation.level=read_committed\n"),
         log_dir,
         Duration::from_secs(120),
     )?;
@@ -170,6 +177,58 @@ pub fn verifiable_consumer(
         .filter(|e| e["name"] == "record_data")
         .filter_map(record)
         .collect())
+}
+
+/// `TransactionalMessageCopier` in group mode: member of `group`, it reads
+/// `input` (read_committed) and writes each record to `output` in
+/// transactions of up to `per_transaction` records, each with its
+/// consumed offsets (KIP-447, the group's metadata), until it has copied
+/// what partition 0 of `input` held when it was last assigned it, at most
+/// `n`. Returns its status events; fails if it exited with an error.
+#[allow(clippy::too_many_arguments)]
+pub fn transactional_copier(
+    dist: &KafkaDist,
+    bootstrap: &str,
+    input: &str,
+    output: &str,
+    group: &str,
+    transactional_id: &str,
+    n: usize,
+    per_transaction: usize,
+    log_dir: &Path,
+) -> Result<Vec<Value>> {
+    let args: Vec<String> = [
+        "--broker-list",
+        bootstrap,
+        "--input-topic",
+        input,
+        "--input-partition",
+        "0",
+        "--output-topic",
+        output,
+        "--consumer-group",
+        group,
+        "--transactional-id",
+        transactional_id,
+        "--max-messages",
+        &n.to_string(),
+        "--transaction-size",
+        &per_transaction.to_string(),
+        "--group-mode",
+        "--use-group-metadata",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    run(
+        dist,
+        "org.apache.kafka.tools.TransactionalMessageCopier",
+        &format!("transactional-copier-{transactional_id}"),
+        &args,
+        None,
+        log_dir,
+        Duration::from_secs(180),
+    )
 }
 
 /// Every record of `topic`'s first `partitions` partitions at `bootstrap`,

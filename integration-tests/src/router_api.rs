@@ -49,6 +49,7 @@ pub fn hold_produce(
         topics: topics.iter().map(|t| (*t).to_owned()).collect(),
         hold_ms,
         drain_timeout_ms: 0,
+        groups: Vec::new(),
     };
     call(router, |mut c| async move { c.hold_produce(req).await })
 }
@@ -63,6 +64,7 @@ pub fn release_produce(
         topics: topics.iter().map(|t| (*t).to_owned()).collect(),
         after_revision,
         wait_ms: 0,
+        groups: Vec::new(),
     };
     call(router, |mut c| async move { c.release_produce(req).await })
 }

@@ -625,12 +625,7 @@ fn router_franz_go_produces_and_consumes_as_with_the_source() -> Result<()> {
 fn router_metric_total(routers: &[&RouterProcess], name: &str) -> Result<f64> {
     let mut sum = 0.0;
     for r in routers {
-        let text = http_get(
-            &format!("http://{}/metrics", r.http),
-            Duration::from_secs(5),
-        )?
-        .body;
-        sum += cutover_integration_tests::cutover::sum_metric(&text, name);
+        sum += r.metric_sum(name)?;
     }
     Ok(sum)
 }
@@ -1309,21 +1304,31 @@ fn router_holds_end_by_themselves_and_bad_hold_requests_change_nothing() -> Resu
             topics: vec![T.into()],
             hold_ms: 0,
             drain_timeout_ms: 0,
+            groups: vec![],
         },
         pb::HoldProduceRequest {
             topics: vec![T.into()],
             hold_ms: 60_000,
             drain_timeout_ms: 0,
+            groups: vec![],
         },
         pb::HoldProduceRequest {
             topics: vec![],
             hold_ms: 1_000,
             drain_timeout_ms: 0,
+            groups: vec![],
         },
         pb::HoldProduceRequest {
             topics: vec![String::new()],
             hold_ms: 1_000,
             drain_timeout_ms: 0,
+            groups: vec![],
+        },
+        pb::HoldProduceRequest {
+            topics: vec![T.into()],
+            hold_ms: 1_000,
+            drain_timeout_ms: 0,
+            groups: vec![String::new()],
         },
     ];
     for req in bad {
@@ -1344,6 +1349,7 @@ fn router_holds_end_by_themselves_and_bad_hold_requests_change_nothing() -> Resu
             topics: vec![T.into()],
             after_revision: i64::MAX / 2,
             wait_ms: 200,
+            groups: vec![],
         },
     )?;
     ensure!(

@@ -52,6 +52,7 @@ mod groups;
 pub mod pieces;
 mod producers;
 mod session;
+mod transactions;
 mod types;
 
 pub use cluster::Cluster;
@@ -67,6 +68,7 @@ pub use kafka_protocol;
 pub use kafka_protocol::messages::ApiKey;
 pub use producers::ActiveProducer;
 pub use session::FetchSession;
+pub use transactions::{offsets_partition_of, OpenTransaction, OFFSETS_TOPIC};
 pub use types::{
     config_source, BrokerMetadata, ClusterMetadata, ConfigEntry, FetchOptions,
     FetchRequestPartition, FetchResultPartition, FetchedPartition, NewTopic, OffsetSpec,

@@ -534,8 +534,10 @@ pub struct RouterMember {
     pub grpc_addr: String,
 }
 
-/// A producer id routers gave an idempotent client, and the producer it
-/// stands for on each cluster (allocated there on the first write to it).
+/// A producer id routers gave a client, and the producer it stands for on
+/// each cluster: for an idempotent client allocated there on the first
+/// write to it; for a transactional one initialised on both clusters by
+/// the client's InitProducerId (so it fences older instances on both).
 /// Stored at `producers/<link>/<client producer id>`, shared by every
 /// router: a client retrying through another router reaches the same
 /// upstream producer, and the broker de-duplicates the retry.
@@ -545,7 +547,11 @@ pub struct RouterMember {
 /// rollback still holds the old producer's last sequence per partition,
 /// while the client's sequences went on on the other cluster meanwhile,
 /// so writing with the old one would be refused as out of order. A
-/// producer id the broker has never seen takes any sequence.
+/// producer id the broker has never seen takes any sequence. A
+/// transactional producer keeps one upstream producer per cluster (its
+/// transactional id has one producer id there): after a rollback its
+/// first write on a cluster it wrote before is refused as out of order,
+/// an abortable error after which the client initialises again.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProducerMapping {
@@ -563,10 +569,17 @@ pub struct ProducerMapping {
     /// 0 until then. A mapping unused for the expiry is removed.
     #[serde(default)]
     pub used_at_ms: i64,
+    /// Set for a transactional client: its upstream producers are that
+    /// transactional id's on each cluster, never allocated on a write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transactional_id: Option<String>,
 }
 
 impl ProducerMapping {
     pub fn get(&self, generation: u32) -> Option<UpstreamProducer> {
+        if self.transactional_id.is_some() {
+            return self.on(side_of_generation(generation));
+        }
         match generation {
             0 => self.source,
             1 => self.target,
@@ -581,6 +594,15 @@ impl ProducerMapping {
             g => {
                 self.later.insert(g, upstream);
             }
+        }
+    }
+
+    /// The first upstream producer on `side`'s cluster (a transactional
+    /// client's only one there).
+    pub fn on(&self, side: Side) -> Option<UpstreamProducer> {
+        match side {
+            Side::Source => self.source,
+            Side::Target => self.target,
         }
     }
 
@@ -631,6 +653,37 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transactional_mapping_has_one_producer_per_cluster_in_every_generation() {
+        let (s, t) = (
+            UpstreamProducer {
+                producer_id: 1,
+                producer_epoch: 4,
+            },
+            UpstreamProducer {
+                producer_id: 9,
+                producer_epoch: 0,
+            },
+        );
+        let mut m = ProducerMapping {
+            source: Some(s),
+            target: Some(t),
+            transactional_id: Some("copier".into()),
+            ..ProducerMapping::default()
+        };
+        assert_eq!(
+            (0..5).map(|g| m.get(g)).collect::<Vec<_>>(),
+            [Some(s), Some(t), Some(s), Some(t), Some(s)]
+        );
+        // An idempotent one has a producer per generation.
+        m.transactional_id = None;
+        assert_eq!(m.get(2), None);
+        // Stored documents without the field read as idempotent.
+        let json = r#"{"source":null,"target":null,"created_at_ms":5}"#;
+        let read: ProducerMapping = serde_json::from_str(json).unwrap();
+        assert_eq!(read.transactional_id, None);
+    }
 
     #[test]
     fn the_primary_moves_when_a_barrier_ends_not_when_it_starts() {

@@ -22,6 +22,9 @@ pub struct ProduceRules {
     pub topic_codec: Option<Codec>,
     /// Version of the Produce request carrying the batch.
     pub produce_version: i16,
+    /// The request carries a transactional id (a transactional client's,
+    /// through the router): its batches may be transactional.
+    pub transactional: bool,
 }
 
 impl Default for ProduceRules {
@@ -30,6 +33,7 @@ impl Default for ProduceRules {
             max_message_bytes: crate::transform::DEFAULT_MAX_BATCH_BYTES,
             topic_codec: None,
             produce_version: 9,
+            transactional: false,
         }
     }
 }
@@ -58,7 +62,7 @@ pub enum RuleViolation {
     },
     #[error("control batches from clients are rejected (INVALID_RECORD)")]
     ControlBatch,
-    #[error("transactional batch: the writer is idempotent, not transactional; the broker refuses it or opens a transaction that holds the last stable offset")]
+    #[error("transactional batch in a request without a transactional id: the broker refuses it, or it opens a transaction that holds the last stable offset")]
     Transactional,
     #[error("a batch with producer id {producer_id} needs baseSequence >= 0, got {base_sequence}")]
     SequenceMissing {
@@ -172,7 +176,7 @@ fn check_header(records: &[u8], rules: &ProduceRules) -> Result<RawBatch, RuleVi
     if h.is_control() {
         return Err(RuleViolation::ControlBatch);
     }
-    if h.is_transactional() {
+    if h.is_transactional() && !rules.transactional {
         return Err(RuleViolation::Transactional);
     }
     if h.producer_id >= 0 {
@@ -474,7 +478,19 @@ mod tests {
                     ..idempotent(0)
                 }),
                 ProduceRules::default(),
-                "transactional",
+                "transactional batch in a request without a transactional id",
+            ),
+            (
+                // A transactional batch needs a producer all the same.
+                batch(&EncodeOptions {
+                    transactional: true,
+                    ..idempotent(-1)
+                }),
+                ProduceRules {
+                    transactional: true,
+                    ..ProduceRules::default()
+                },
+                "baseSequence >= 0",
             ),
             (
                 batch(&idempotent(-1)),
@@ -521,6 +537,23 @@ mod tests {
                 "expected {needle:?}, got {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_transactional_request_may_carry_a_transactional_batch() {
+        let b = batch(&EncodeOptions {
+            transactional: true,
+            ..idempotent(0)
+        });
+        let rules = ProduceRules {
+            transactional: true,
+            ..ProduceRules::default()
+        };
+        check_batch_header(&b, &rules).unwrap();
+        assert_eq!(
+            check_batch_header(&b, &ProduceRules::default()),
+            Err(RuleViolation::Transactional)
+        );
     }
 
     #[test]

@@ -298,6 +298,9 @@ async fn run_once(ctx: &PartitionCtx, cancel: &CancellationToken) -> Result<(), 
             max_message_bytes: settings.max_message_bytes,
             topic_codec,
             produce_version: ctx.target.produce_version(topic, partition),
+            // The fetcher writes as an idempotent producer, never in a
+            // transaction.
+            transactional: false,
         },
         inflight: VecDeque::new(),
         acked_end: target_end,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cutover_coord::{CancellationToken, Precondition, Session, Versioned, WriteOp};
-use cutover_kafka::{Cluster, OffsetSpec};
+use cutover_kafka::{ApiKey, Cluster, OffsetSpec, OFFSETS_TOPIC};
 use cutover_model::{
     keys, now_ms, Direction, FetcherMember, Link, MirrorGroup, MirrorTopic, ProducerMapping,
     Promotion, RouterMember, Side, Step,
@@ -28,8 +28,8 @@ use tracing::{info, warn, Instrument as _};
 use crate::error::{ApiError, ApiResult};
 use crate::links::connect;
 use crate::promotion::{
-    barrier_doc, check_quiet, open_transactions, plan_start, recover, switched_doc, switched_group,
-    undone_doc, Ends, Moved, PartitionProducers, Recovery,
+    barrier_doc, check_quiet, open_on_set, open_transactions, plan_start, recover, switched_doc,
+    switched_group, undone_doc, Ends, Moved, PartitionProducers, Recovery,
 };
 use crate::Orchestrator;
 use crate::{peers, routers};
@@ -314,6 +314,7 @@ impl Barrier<'_> {
             topics: self.rec.topics.clone(),
             hold_ms: HOLD.as_millis() as u32,
             drain_timeout_ms: ROUTER_CALL.as_millis() as u32,
+            groups: self.rec.groups.clone(),
         };
         let failed = routers::call_all(&members, ROUTER_CALL + Duration::from_secs(1), |mut c| {
             let req = req.clone();
@@ -336,8 +337,46 @@ impl Barrier<'_> {
         Ok(())
     }
 
-    /// Waits for the transactions open on the set to end on the old
-    /// primary: none may be half on each cluster.
+    /// Before the barrier: every live router holds new transactions on the
+    /// set (AddPartitionsToTxn naming its topics, AddOffsetsToTxn naming
+    /// its groups), then the transactions open on the set end on the old
+    /// primary while their writes still flow. Without it a transaction
+    /// open when the writes are held could not end before the switch (its
+    /// producer waits for its held writes before it commits), and one
+    /// started meanwhile would have to span both clusters.
+    async fn hold_transactions(&mut self, old: &Cluster, wait: Duration) -> ApiResult<()> {
+        let members = routers::members_of(&self.orch.coord, &self.rec.link).await?;
+        self.held = members.clone();
+        let req = rpb::HoldTransactionsRequest {
+            topics: self.rec.topics.clone(),
+            groups: self.rec.groups.clone(),
+            hold_ms: HOLD.as_millis() as u32,
+            drain_timeout_ms: ROUTER_CALL.as_millis() as u32,
+        };
+        let failed = routers::call_all(&members, ROUTER_CALL + Duration::from_secs(1), |mut c| {
+            let req = req.clone();
+            async move { c.hold_transactions(req).await }
+        })
+        .await;
+        if !failed.is_empty() {
+            return Err(ApiError::Unavailable(format!(
+                "nothing changed: not every router holds new transactions on the set, so one \
+                 could start on the {} cluster during the switch: {}. Bring the router back or \
+                 stop it (its clients move to the others), then retry.",
+                self.rec.direction.from_side(),
+                failed.join("; ")
+            )));
+        }
+        info!(
+            routers = members.len(),
+            "every router holds new transactions on the set"
+        );
+        self.transactions(old, wait).await
+    }
+
+    /// Waits for the transactions open on the set (its partitions, and
+    /// its groups' offsets) to end on the old primary: none may be half
+    /// on each cluster.
     async fn transactions(&self, old: &Cluster, wait: Duration) -> ApiResult<()> {
         let side = self.rec.direction.from_side();
         let partitions: Vec<(String, i32)> = self
@@ -345,9 +384,39 @@ impl Barrier<'_> {
             .iter()
             .flat_map(|d| (0..d.value.partitions).map(|p| (d.value.topic.clone(), p)))
             .collect();
+        let by_coordinator =
+            old.supports(ApiKey::ListTransactions) && old.supports(ApiKey::DescribeTransactions);
+        let mut set: BTreeSet<(String, i32)> = partitions.iter().cloned().collect();
+        if by_coordinator {
+            for g in &self.rec.groups {
+                let p = old
+                    .offsets_partition(g)
+                    .await
+                    .map_err(ApiError::kafka_doing(
+                        side.name(),
+                        old,
+                        format!("finding where group {g} keeps its offsets"),
+                    ))?;
+                set.insert((OFFSETS_TOPIC.to_owned(), p));
+            }
+        }
         let deadline = Instant::now() + wait;
         loop {
-            let open = open_transactions(&producers_on(old, side, partitions.clone()).await?);
+            // The coordinators know a transaction from its first
+            // AddPartitionsToTxn; the partitions only from its first write.
+            let open = if by_coordinator {
+                let listed = old
+                    .open_transactions()
+                    .await
+                    .map_err(ApiError::kafka_doing(
+                        side.name(),
+                        old,
+                        "listing the open transactions".to_owned(),
+                    ))?;
+                open_on_set(&listed, &set)
+            } else {
+                open_transactions(&producers_on(old, side, partitions.clone()).await?)
+            };
             if open.is_empty() {
                 return Ok(());
             }
@@ -547,6 +616,7 @@ impl Barrier<'_> {
             topics: self.rec.topics.clone(),
             after_revision: revision,
             wait_ms: ROUTER_CALL.as_millis() as u32,
+            groups: self.rec.groups.clone(),
         };
         let failed = routers::call_all(&members, ROUTER_CALL + Duration::from_secs(1), |mut c| {
             let req = req.clone();
@@ -865,6 +935,17 @@ impl Orchestrator {
             }
         }
         if !b.docs.is_empty() {
+            if let Err(cause) = b
+                .hold_transactions(&clusters.old, opts.transaction_wait)
+                .await
+            {
+                if create.is_some() {
+                    // Nothing written yet: only the routers' holds to end.
+                    b.release(0).await;
+                    return Err(cause);
+                }
+                return Err(b.undo(cause).await);
+            }
             let held: Vec<MirrorTopic> = b
                 .values()
                 .iter()

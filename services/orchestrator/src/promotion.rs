@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use cutover_kafka::{ActiveProducer, CommittedOffset, GroupMember, GroupOffsets};
+use cutover_kafka::{ActiveProducer, CommittedOffset, GroupMember, GroupOffsets, OpenTransaction};
 use cutover_model::{
     keys, Direction, MirrorGroup, MirrorState, MirrorTopic, Promotion, MAX_PRIMARY_SWITCHES,
 };
@@ -325,6 +325,35 @@ pub fn open_transactions(producers: &[PartitionProducers]) -> Vec<String> {
     open
 }
 
+/// The transactions of `open` (as the coordinators list them) that span
+/// any partition of `set` (the set's partitions and its groups' offsets
+/// partitions), each as `transactional id T (producer id P, STATE) on
+/// topic-partition, ...`, sorted.
+pub fn open_on_set(open: &[OpenTransaction], set: &BTreeSet<(String, i32)>) -> Vec<String> {
+    let mut named: Vec<String> = open
+        .iter()
+        .filter_map(|t| {
+            let on: Vec<String> = t
+                .partitions
+                .iter()
+                .filter(|tp| set.contains(*tp))
+                .map(|(topic, p)| format!("{topic}-{p}"))
+                .collect();
+            (!on.is_empty()).then(|| {
+                format!(
+                    "transactional id {} (producer id {}, {}) on {}",
+                    t.transactional_id,
+                    t.producer_id,
+                    t.state,
+                    on.join(", ")
+                )
+            })
+        })
+        .collect();
+    named.sort();
+    named
+}
+
 /// Whether the old primary stayed still between two reads of its log ends
 /// (`first`, then `second` a quiet period later) while every router held
 /// the set's produce. A moving partition means someone writes to it
@@ -619,6 +648,35 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn open_transactions_on_the_set_are_named_with_their_partitions() {
+        let txn = |id: &str, parts: &[(&str, i32)]| OpenTransaction {
+            transactional_id: id.to_owned(),
+            producer_id: 7,
+            producer_epoch: 0,
+            state: "Ongoing".to_owned(),
+            started_ms: 1,
+            partitions: parts.iter().map(|(t, p)| ((*t).to_owned(), *p)).collect(),
+        };
+        let set: BTreeSet<(String, i32)> =
+            [("in".to_owned(), 0), ("__consumer_offsets".to_owned(), 12)]
+                .into_iter()
+                .collect();
+        let open = [
+            txn("other", &[("elsewhere", 0), ("in", 1)]),
+            txn("copier", &[("in", 0), ("out", 0)]),
+            txn("offsets-only", &[("__consumer_offsets", 12)]),
+        ];
+        assert_eq!(
+            open_on_set(&open, &set),
+            [
+                "transactional id copier (producer id 7, Ongoing) on in-0",
+                "transactional id offsets-only (producer id 7, Ongoing) on __consumer_offsets-12"
+            ]
+        );
+        assert!(open_on_set(&open[..1], &set).is_empty());
     }
 
     #[test]

@@ -55,6 +55,33 @@ pub trait Coordinated: Encodable + Send + Sync {
     fn seen(&self, _resp: &Self::Response) -> Seen {
         Seen::Nothing
     }
+    /// A request of a transaction: its producer, and what it adds.
+    fn txn(&self) -> Option<TxnOf> {
+        None
+    }
+    /// The producer as sent upstream (the client's mapped there).
+    fn set_producer(&mut self, _producer_id: i64, _producer_epoch: i16) {}
+}
+
+/// A request of one transaction, as the router routes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnOf {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub part: TxnPart,
+}
+
+/// What a transaction request does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnPart {
+    /// AddPartitionsToTxn: partitions of these topics join it.
+    Partitions(Vec<String>),
+    /// AddOffsetsToTxn: this group's offsets join it.
+    Offsets(String),
+    /// EndTxn.
+    End,
+    /// TxnOffsetCommit (to the group's coordinator).
+    Commit,
 }
 
 fn instance(id: &Option<StrBytes>) -> Option<String> {
@@ -203,20 +230,59 @@ top_level!(
         Seen::Left(ids)
     }
 );
-top_level!(
-    AddOffsetsToTxnRequest,
-    AddOffsetsToTxnResponse,
-    AddOffsetsToTxn,
-    Transaction,
-    transactional_id
-);
-top_level!(
-    EndTxnRequest,
-    EndTxnResponse,
-    EndTxn,
-    Transaction,
-    transactional_id
-);
+impl Coordinated for AddOffsetsToTxnRequest {
+    type Response = AddOffsetsToTxnResponse;
+    const API: ApiKey = ApiKey::AddOffsetsToTxn;
+    fn key(&self) -> (CoordinatorKind, &str) {
+        (CoordinatorKind::Transaction, self.transactional_id.as_str())
+    }
+    fn error(resp: &AddOffsetsToTxnResponse) -> i16 {
+        resp.error_code
+    }
+    fn failed(&self, code: i16) -> AddOffsetsToTxnResponse {
+        let mut r = AddOffsetsToTxnResponse::default();
+        r.error_code = code;
+        r
+    }
+    fn txn(&self) -> Option<TxnOf> {
+        Some(TxnOf {
+            producer_id: self.producer_id.0,
+            producer_epoch: self.producer_epoch,
+            part: TxnPart::Offsets(self.group_id.to_string()),
+        })
+    }
+    fn set_producer(&mut self, producer_id: i64, producer_epoch: i16) {
+        self.producer_id = producer_id.into();
+        self.producer_epoch = producer_epoch;
+    }
+}
+
+impl Coordinated for EndTxnRequest {
+    type Response = EndTxnResponse;
+    const API: ApiKey = ApiKey::EndTxn;
+    fn key(&self) -> (CoordinatorKind, &str) {
+        (CoordinatorKind::Transaction, self.transactional_id.as_str())
+    }
+    fn error(resp: &EndTxnResponse) -> i16 {
+        resp.error_code
+    }
+    fn failed(&self, code: i16) -> EndTxnResponse {
+        let mut r = EndTxnResponse::default();
+        r.error_code = code;
+        r
+    }
+    fn txn(&self) -> Option<TxnOf> {
+        Some(TxnOf {
+            producer_id: self.producer_id.0,
+            producer_epoch: self.producer_epoch,
+            part: TxnPart::End,
+        })
+    }
+    fn set_producer(&mut self, producer_id: i64, producer_epoch: i16) {
+        self.producer_id = producer_id.into();
+        self.producer_epoch = producer_epoch;
+    }
+}
 
 impl Coordinated for OffsetCommitRequest {
     type Response = OffsetCommitResponse;
@@ -364,6 +430,17 @@ impl Coordinated for TxnOffsetCommitRequest {
             p.committed_leader_epoch = epochs::upstream(side, p.committed_leader_epoch);
         }
     }
+    fn txn(&self) -> Option<TxnOf> {
+        Some(TxnOf {
+            producer_id: self.producer_id.0,
+            producer_epoch: self.producer_epoch,
+            part: TxnPart::Commit,
+        })
+    }
+    fn set_producer(&mut self, producer_id: i64, producer_epoch: i16) {
+        self.producer_id = producer_id.into();
+        self.producer_epoch = producer_epoch;
+    }
 }
 
 impl Coordinated for AddPartitionsToTxnRequest {
@@ -405,6 +482,22 @@ impl Coordinated for AddPartitionsToTxnRequest {
             })
             .collect();
         r
+    }
+    fn txn(&self) -> Option<TxnOf> {
+        Some(TxnOf {
+            producer_id: self.v3_and_below_producer_id.0,
+            producer_epoch: self.v3_and_below_producer_epoch,
+            part: TxnPart::Partitions(
+                self.v3_and_below_topics
+                    .iter()
+                    .map(|t| t.name.to_string())
+                    .collect(),
+            ),
+        })
+    }
+    fn set_producer(&mut self, producer_id: i64, producer_epoch: i16) {
+        self.v3_and_below_producer_id = producer_id.into();
+        self.v3_and_below_producer_epoch = producer_epoch;
     }
 }
 

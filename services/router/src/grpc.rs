@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use crate::holds::{HoldView, Holds};
 use crate::router::Holding;
 use crate::topics::Topics;
+use crate::transactions as txns;
 
 /// Longest produce hold: under the clients' default request timeout
 /// (30 s), so no client times a held request out.
@@ -50,6 +51,28 @@ fn names(keys: Vec<String>, what: &str) -> Result<Vec<String>, Status> {
     Ok(keys)
 }
 
+/// The transaction hold keys of AddPartitionsToTxn for `topics` and
+/// AddOffsetsToTxn for `groups`.
+fn add_keys(topics: &[String], groups: &[String]) -> Vec<String> {
+    topics
+        .iter()
+        .map(|t| txns::add_topic(t))
+        .chain(groups.iter().map(|g| txns::add_group(g)))
+        .collect()
+}
+
+fn commit_keys(groups: &[String]) -> Vec<String> {
+    groups.iter().map(|g| txns::commit_group(g)).collect()
+}
+
+/// Optional names: none empty.
+fn some_names(keys: Vec<String>, what: &str) -> Result<Vec<String>, Status> {
+    if keys.iter().any(String::is_empty) {
+        return Err(Status::invalid_argument(format!("no {what} may be empty")));
+    }
+    Ok(keys)
+}
+
 fn to_pb(views: Vec<HoldView>) -> Vec<pb::Hold> {
     views
         .into_iter()
@@ -81,11 +104,18 @@ impl RouterService for RouterApi {
             ms => Duration::from_millis(u64::from(ms)).min(hold),
         };
         let topics = names(r.topics, "topic")?;
+        let commits = commit_keys(&some_names(r.groups, "group")?);
         self.holding.produce.hold(&topics, hold);
+        self.holding.txns.hold(&commits, hold);
         tracing::info!(topics = ?topics, hold_ms = hold.as_millis() as u64, "produce held");
-        if let Err(e) = self.holding.produce.drained(&topics, drain).await {
+        let drained = match self.holding.produce.drained(&topics, drain).await {
+            Ok(()) => self.holding.txns.drained(&commits, drain).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = drained {
             // Nothing half done: the caller sees the hold did not take.
             self.holding.produce.release(&topics);
+            self.holding.txns.release(&commits);
             tracing::warn!(error = %e, "produce hold lifted: in-flight writes did not finish");
             return Err(Status::deadline_exceeded(format!(
                 "router {}: {e}; the hold is lifted, retry the promotion once the cluster answers",
@@ -101,6 +131,7 @@ impl RouterService for RouterApi {
     ) -> Result<Response<pb::HoldResponse>, Status> {
         let r = req.into_inner();
         let topics = names(r.topics, "topic")?;
+        let groups = some_names(r.groups, "group")?;
         let wait = match r.wait_ms {
             0 => DEFAULT_RELEASE_WAIT,
             ms => Duration::from_millis(u64::from(ms)),
@@ -113,8 +144,41 @@ impl RouterService for RouterApi {
             )));
         }
         self.holding.produce.release(&topics);
-        tracing::info!(topics = ?topics, revision = r.after_revision, "produce released");
+        let mut held = add_keys(&topics, &groups);
+        held.extend(commit_keys(&groups));
+        self.holding.txns.release(&held);
+        tracing::info!(topics = ?topics, groups = ?groups, revision = r.after_revision, "produce released");
         Ok(holds_of(&self.holding.produce, &topics))
+    }
+
+    async fn hold_transactions(
+        &self,
+        req: Request<pb::HoldTransactionsRequest>,
+    ) -> Result<Response<pb::HoldResponse>, Status> {
+        let r = req.into_inner();
+        let hold = hold_ms(r.hold_ms, MAX_PRODUCE_HOLD, "hold_ms")?;
+        let drain = match r.drain_timeout_ms {
+            0 => hold,
+            ms => Duration::from_millis(u64::from(ms)).min(hold),
+        };
+        let keys = add_keys(
+            &some_names(r.topics, "topic")?,
+            &some_names(r.groups, "group")?,
+        );
+        if keys.is_empty() {
+            return Err(Status::invalid_argument("name at least one topic or group"));
+        }
+        self.holding.txns.hold(&keys, hold);
+        tracing::info!(keys = ?keys, hold_ms = hold.as_millis() as u64, "new transactions on the set held");
+        if let Err(e) = self.holding.txns.drained(&keys, drain).await {
+            self.holding.txns.release(&keys);
+            tracing::warn!(error = %e, "transaction hold lifted: requests in flight did not finish");
+            return Err(Status::deadline_exceeded(format!(
+                "router {}: {e}; the hold is lifted, retry the promotion once the cluster answers",
+                self.node_id
+            )));
+        }
+        Ok(holds_of(&self.holding.txns, &keys))
     }
 
     async fn hold_joins(
@@ -179,6 +243,7 @@ impl RouterService for RouterApi {
             started_at_ms: self.started_at_ms,
             produce_holds: to_pb(self.holding.produce.view(None)),
             join_holds: to_pb(self.holding.joins.view(None)),
+            transaction_holds: to_pb(self.holding.txns.view(None)),
             groups: groups as u64,
             members: members as u64,
             topics_revision: self.topics.revision(),

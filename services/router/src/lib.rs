@@ -32,6 +32,7 @@ pub mod router;
 pub mod server;
 pub mod service;
 pub mod topics;
+pub mod transactions;
 pub mod turn;
 
 pub use config::RouterConfig;

@@ -27,8 +27,10 @@
 //! UNKNOWN_PRODUCER_ID and starts over with a new id, as with a broker
 //! that forgot it.
 //!
-//! Transactional producers keep the source coordinator's ids for now
-//! (ARCHITECTURE.md, Router: not built yet).
+//! Transactional producers get ids of the routers' own too: the client's
+//! InitProducerId initialises its transactional id on both clusters (each
+//! fences the older instances there) and the mapping holds both upstream
+//! producers; each transaction runs on one cluster (`transactions`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -109,6 +111,17 @@ impl ProducerError {
             ProducerError::Unknown(_) => codes::UNKNOWN_PRODUCER_ID,
             ProducerError::EpochOutOfRange { .. } => codes::INVALID_PRODUCER_EPOCH,
             _ => codes::NOT_ENOUGH_REPLICAS,
+        }
+    }
+
+    /// What a transaction request to a coordinator gets: the id not ours
+    /// is abortable (the client initialises again), anything else is
+    /// retried.
+    pub fn coordinator_code(&self) -> i16 {
+        match self {
+            ProducerError::Unknown(_) => codes::INVALID_PRODUCER_ID_MAPPING,
+            ProducerError::EpochOutOfRange { .. } => codes::INVALID_PRODUCER_EPOCH,
+            _ => codes::COORDINATOR_NOT_AVAILABLE,
         }
     }
 }
@@ -278,6 +291,60 @@ impl Producers {
     /// A new client producer id, recorded in etcd (no upstream producer
     /// yet), at epoch 0.
     pub async fn new_client_id(&self) -> Result<i64, ProducerError> {
+        self.create(ProducerMapping {
+            created_at_ms: cutover_model::now_ms(),
+            ..ProducerMapping::default()
+        })
+        .await
+    }
+
+    /// A new client producer id for a transactional client, standing for
+    /// `transactional_id`'s producers initialised on each cluster.
+    pub async fn new_transactional(
+        &self,
+        transactional_id: &str,
+        source: UpstreamProducer,
+        target: UpstreamProducer,
+    ) -> Result<i64, ProducerError> {
+        let id = self
+            .create(ProducerMapping {
+                source: Some(source),
+                target: Some(target),
+                created_at_ms: cutover_model::now_ms(),
+                transactional_id: Some(transactional_id.to_owned()),
+                ..ProducerMapping::default()
+            })
+            .await?;
+        info!(
+            producer_id = id,
+            transactional_id,
+            source_id = source.producer_id,
+            target_id = target.producer_id,
+            "transactional client producer id mapped"
+        );
+        Ok(id)
+    }
+
+    /// The mapping of client producer id `id` (from the cache, else etcd).
+    pub async fn mapping(&self, id: i64) -> Result<ProducerMapping, ProducerError> {
+        // Not in the `if let`: its guard would live through the body.
+        let cached = lock(&self.cache).get(&id).cloned();
+        if let Some(m) = cached {
+            self.maybe_touch(id);
+            return Ok(m);
+        }
+        let Some(current) = self
+            .coord
+            .get::<ProducerMapping>(&keys::producer(&self.link, id))
+            .await?
+        else {
+            return Err(ProducerError::Unknown(id));
+        };
+        self.remember(id, current.value.clone());
+        Ok(current.value)
+    }
+
+    async fn create(&self, mapping: ProducerMapping) -> Result<i64, ProducerError> {
         let id = loop {
             {
                 let mut block = lock(&self.block);
@@ -293,10 +360,6 @@ impl Producers {
             if block.0 >= block.1 {
                 *block = fresh;
             }
-        };
-        let mapping = ProducerMapping {
-            created_at_ms: cutover_model::now_ms(),
-            ..ProducerMapping::default()
         };
         if !self
             .coord
@@ -376,6 +439,10 @@ impl Producers {
             if let Some(u) = mapping.get(generation) {
                 self.remember(id, mapping);
                 return Ok(u);
+            }
+            if mapping.transactional_id.is_some() {
+                // Only its InitProducerId makes a transactional producer.
+                return Err(ProducerError::Unknown(id));
             }
             let u = self.allocate(side, cluster).await?;
             mapping.set(generation, u);

@@ -25,7 +25,7 @@ use kafka_protocol::protocol::StrBytes;
 use tracing::{debug, warn};
 
 use crate::assign::{self, CoordinatorKind};
-use crate::coordinated::{is_coordinator_moved, Coordinated};
+use crate::coordinated::{is_coordinator_moved, Coordinated, TxnOf, TxnPart};
 use crate::encoded::{encode_fetch_response, Encoded};
 use crate::epochs::{self, View};
 use crate::frame::{self, encode_response, FrameError, Header, Request};
@@ -37,6 +37,7 @@ use crate::partitioned::Partitioned;
 use crate::producers::{self, Producers};
 use crate::readahead::{self, FetchKey, ReadAhead};
 use crate::topics::{Groups, Side, Topics};
+use crate::transactions::{self as txns, Known, Transactions};
 use crate::turn::Turn;
 
 /// What a router follows in etcd: the live routers and the topics' primaries.
@@ -60,6 +61,8 @@ pub struct Holding {
     pub produce: Holds,
     /// JoinGroup, by group id.
     pub joins: Holds,
+    /// Transaction requests (`transactions::add_topic` and its kin).
+    pub txns: Holds,
     pub members: GroupMembers,
 }
 
@@ -105,6 +108,8 @@ pub struct Router {
     pub(crate) metrics: Metrics,
     pub(crate) producers: Producers,
     pub(crate) holding: Holding,
+    /// Where the open transactions of the clients it coordinates run.
+    transactions: Transactions,
     /// Each cluster's coordinator per key, as FindCoordinator last said.
     coordinators: Mutex<HashMap<(Side, CoordinatorKind, String), i32>>,
 }
@@ -188,6 +193,7 @@ impl Router {
             metrics,
             producers,
             holding,
+            transactions: Transactions::default(),
             coordinators: Mutex::new(HashMap::new()),
         }
     }
@@ -845,11 +851,15 @@ impl Router {
         let _in_flight = self.holding.produce.enter(&names).await;
         drop(names);
         let mut failed: Vec<(TopicName, produce_response::PartitionProduceResponse)> = Vec::new();
+        let transactional = req.transactional_id.is_some();
         for t in &mut req.topic_data {
             let view = self.topics.primary_view(t.name.as_str());
             let mut kept = Vec::with_capacity(t.partition_data.len());
             for mut p in std::mem::take(&mut t.partition_data) {
-                match self.map_producer(header, &t.name, view, &mut p).await {
+                match self
+                    .map_producer(header, &t.name, view, transactional, &mut p)
+                    .await
+                {
                     Ok(()) => kept.push(p),
                     Err(code) => {
                         failed.push((t.name.clone(), ProduceRequest::failed(p.index, code)))
@@ -883,13 +893,15 @@ impl Router {
     /// Gives the partition's batches the upstream producer their client
     /// producer id stands for in the generation of `view` (the topic's
     /// primary and its switches); batches of other producer ids (none, or
-    /// a transactional producer's from the source) pass as they are.
+    /// a transactional producer's the source gave) pass as they are.
+    /// `transactional`: the request carries a transactional id.
     /// `Err(code)`: the partition's answer.
     async fn map_producer(
         &self,
         header: &Header,
         topic: &TopicName,
         view: View,
+        transactional: bool,
         p: &mut produce_request::PartitionProduceData,
     ) -> Result<(), i16> {
         let side = view.side;
@@ -925,6 +937,7 @@ impl Router {
             max_message_bytes: usize::MAX,
             topic_codec: None,
             produce_version: header.version,
+            transactional,
         };
         if let Err(v) = cutover_records::check_batch_header(&rewritten, &rules) {
             self.metrics.produce_rule_violations.inc();
@@ -1041,30 +1054,74 @@ impl Router {
             self.metrics.error(R::API, codes::NOT_COORDINATOR);
             return encode_response(header, &req.failed(codes::NOT_COORDINATOR)).map(Some);
         }
-        let home = |groups: &Groups| match (kind, R::API) {
-            // Offsets sent in a transaction go with the transaction, to
-            // the cluster of its coordinator.
-            (CoordinatorKind::Group, api) if api != ApiKey::TxnOffsetCommit => groups.primary(&key),
-            _ => Side::Source,
+        let txn = req.txn();
+        let home = |groups: &Groups| match kind {
+            CoordinatorKind::Group => groups.primary(&key),
+            CoordinatorKind::Transaction => Side::Source,
         };
         let before = home(&self.groups);
         if R::API == ApiKey::Heartbeat && self.groups.in_barrier(&key) {
             self.metrics.error(R::API, codes::REBALANCE_IN_PROGRESS);
             return encode_response(header, &req.failed(codes::REBALANCE_IN_PROGRESS)).map(Some);
         }
-        // A group promotion holds the group's JoinGroups; in the
-        // connection's order, as Produce.
+        // A group promotion holds the group's JoinGroups, a promotion's
+        // barrier its transactions' requests; in the connection's order,
+        // as Produce.
+        let held: Vec<String> = match &txn {
+            Some(TxnOf {
+                part: TxnPart::Partitions(topics),
+                ..
+            }) => topics.iter().map(|t| txns::add_topic(t)).collect(),
+            Some(TxnOf {
+                part: TxnPart::Offsets(group),
+                ..
+            }) => vec![txns::add_group(group)],
+            Some(TxnOf {
+                part: TxnPart::Commit,
+                ..
+            }) => vec![txns::commit_group(&key)],
+            _ => Vec::new(),
+        };
         let _joining = if R::API == ApiKey::JoinGroup {
             turn.wait().await;
             Some(self.holding.joins.enter(&[key.as_str()]).await)
         } else {
             None
         };
-        let side = home(&self.groups);
-        if side != before {
+        let _txn_held = if held.is_empty() {
+            None
+        } else {
+            turn.wait().await;
+            let keys: Vec<&str> = held.iter().map(String::as_str).collect();
+            Some(self.holding.txns.enter(&keys).await)
+        };
+        let side = match &txn {
+            Some(t) if kind == CoordinatorKind::Transaction => {
+                match self.transaction_side(header, &key, t).await {
+                    Ok(side) => side,
+                    Err(code) => {
+                        self.metrics.error(R::API, code);
+                        return encode_response(header, &req.failed(code)).map(Some);
+                    }
+                }
+            }
+            _ => home(&self.groups),
+        };
+        if side != before && kind == CoordinatorKind::Group {
             // Its member id is the old home's: the new one would refuse it
             // (UNKNOWN_MEMBER_ID); without one the member joins afresh.
             req.home_moved();
+        }
+        if let Some(t) = &txn {
+            match self.upstream_producer(t, side).await {
+                Ok(Some((id, epoch))) => req.set_producer(id, epoch),
+                Ok(None) => {}
+                Err(code) => {
+                    warn!(producer_id = t.producer_id, api = ?R::API, key = %key, side = side.name(), client = %header.client(), "transactional producer not mapped");
+                    self.metrics.error(R::API, code);
+                    return encode_response(header, &req.failed(code)).map(Some);
+                }
+            }
         }
         req.to_upstream(side);
         let mut resp = None;
@@ -1104,6 +1161,15 @@ impl Router {
             }
         }
         let mut resp = resp.unwrap_or_else(|| req.failed(codes::COORDINATOR_NOT_AVAILABLE));
+        if let Some(t) = &txn {
+            if kind == CoordinatorKind::Transaction && R::error(&resp) == 0 {
+                let known = match t.part {
+                    TxnPart::End => Known::Closed,
+                    _ => Known::Open(side),
+                };
+                self.transactions.set(t.producer_id, known);
+            }
+        }
         let seen = req.seen(&resp);
         if seen != Seen::Nothing {
             let client_id = header.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
@@ -1121,6 +1187,11 @@ impl Router {
         encode_response(header, &resp).map(Some)
     }
 
+    /// InitProducerId. An idempotent client gets a producer id of the
+    /// routers' own (`producers`); a transactional one too, standing for
+    /// its transactional id initialised on both clusters (each fences
+    /// that id's older producers there and aborts what they left open),
+    /// so its transactions can run on either (`transactions`).
     async fn init_producer_id(
         &self,
         header: &Header,
@@ -1134,7 +1205,7 @@ impl Router {
             r.producer_epoch = -1;
             r
         };
-        let to = match &req.transactional_id {
+        let id = match &req.transactional_id {
             Some(tid) => {
                 let ids = self.live_routers();
                 if assign::coordinator(&ids, CoordinatorKind::Transaction, tid)
@@ -1142,60 +1213,227 @@ impl Router {
                 {
                     return failed(codes::NOT_COORDINATOR);
                 }
+                let (source, target) = futures::join!(
+                    self.init_on(Side::Source, header, &req, lanes),
+                    self.init_on(Side::Target, header, &req, lanes)
+                );
+                let (source, target) = match (source, target) {
+                    (Ok(s), Ok(t)) => (s, t),
+                    (Err(code), _) | (_, Err(code)) => return failed(code),
+                };
                 match self
-                    .coordinator(Side::Source, CoordinatorKind::Transaction, tid)
+                    .producers
+                    .new_transactional(tid.as_str(), source, target)
                     .await
                 {
-                    Ok(node) => Destination::Node(node),
+                    Ok(id) => {
+                        self.transactions.set(id, Known::Closed);
+                        id
+                    }
                     Err(e) => {
-                        warn!(error = %e, client = %header.client(), "no transaction coordinator on the source");
+                        warn!(error = %e, transactional_id = %tid.as_str(), client = %header.client(), "no producer id for a transactional client");
                         return failed(codes::COORDINATOR_NOT_AVAILABLE);
                     }
                 }
             }
-            None => {
-                // An idempotent producer: an id of the routers' own.
-                return match self.producers.new_client_id().await {
-                    Ok(id) => {
-                        let mut r = InitProducerIdResponse::default();
-                        r.producer_id = id.into();
-                        r.producer_epoch = 0;
-                        r
-                    }
-                    Err(e) => {
-                        warn!(error = %e, client = %header.client(), "no producer id for an idempotent client");
-                        failed(codes::COORDINATOR_NOT_AVAILABLE)
-                    }
-                };
-            }
+            // An idempotent producer.
+            None => match self.producers.new_client_id().await {
+                Ok(id) => id,
+                Err(e) => {
+                    warn!(error = %e, client = %header.client(), "no producer id for an idempotent client");
+                    return failed(codes::COORDINATOR_NOT_AVAILABLE);
+                }
+            },
         };
-        let result: Result<InitProducerIdResponse, KafkaError> = lanes
-            .of(Side::Source)
+        let mut r = InitProducerIdResponse::default();
+        r.producer_id = id.into();
+        r.producer_epoch = 0;
+        r
+    }
+
+    /// The client's transactional id initialised on `side`'s coordinator,
+    /// as a new producer: the client's own id and epoch (a bump after an
+    /// abortable error) are the routers', unknown there.
+    async fn init_on(
+        &self,
+        side: Side,
+        header: &Header,
+        req: &InitProducerIdRequest,
+        lanes: &Lanes,
+    ) -> Result<cutover_model::UpstreamProducer, i16> {
+        let tid = req
+            .transactional_id
+            .as_ref()
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let node = self
+            .coordinator(side, CoordinatorKind::Transaction, &tid)
+            .await
+            .map_err(|e| {
+                warn!(error = %e, transactional_id = %tid, side = side.name(), client = %header.client(), "no transaction coordinator");
+                codes::COORDINATOR_NOT_AVAILABLE
+            })?;
+        let mut upstream = req.clone();
+        upstream.producer_id = (-1).into();
+        upstream.producer_epoch = -1;
+        let forget = || {
+            lock(&self.coordinators).remove(&(side, CoordinatorKind::Transaction, tid.clone()));
+        };
+        let r: InitProducerIdResponse = lanes
+            .of(side)
             .forward(
-                to,
+                Destination::Node(node),
                 ApiKey::InitProducerId,
                 header.version,
+                &upstream,
+                self.timeout,
+            )
+            .await
+            .map_err(|e| {
+                warn!(error = %e, transactional_id = %tid, side = side.name(), client = %header.client(), "InitProducerId failed");
+                forget();
+                codes::COORDINATOR_NOT_AVAILABLE
+            })?;
+        if r.error_code != 0 {
+            if is_coordinator_moved(r.error_code) {
+                forget();
+            }
+            return Err(r.error_code);
+        }
+        Ok(cutover_model::UpstreamProducer {
+            producer_id: r.producer_id.0,
+            producer_epoch: r.producer_epoch,
+        })
+    }
+
+    /// The cluster a transaction request goes to: where its transaction
+    /// runs, or for one that adds to a transaction with none open, where
+    /// what it adds has its primary. `Err`: the code it is refused with.
+    async fn transaction_side(&self, header: &Header, tid: &str, t: &TxnOf) -> Result<Side, i16> {
+        if !producers::is_client_id(t.producer_id) {
+            // An id the source gave (initialised before routers mapped
+            // transactional ids): its transactions stay there.
+            return Ok(Side::Source);
+        }
+        let open = match self.transactions.get(t.producer_id) {
+            Some(Known::Open(side)) => Some(side),
+            Some(Known::Closed) if t.part != TxnPart::End => None,
+            _ => {
+                // Forgotten here, or an EndTxn with none open (a retry of
+                // one answered): the clusters say.
+                let (open, last) = self.ask_transaction(tid, t.producer_id).await?;
+                if t.part == TxnPart::End {
+                    return Ok(open.unwrap_or(last));
+                }
+                open
+            }
+        };
+        let wanted: Vec<Side> = match &t.part {
+            TxnPart::Partitions(topics) => topics.iter().map(|x| self.topics.primary(x)).collect(),
+            TxnPart::Offsets(group) => vec![self.groups.primary(group)],
+            TxnPart::End | TxnPart::Commit => return Ok(open.unwrap_or(Side::Source)),
+        };
+        txns::side_for_add(&wanted, open).map_err(|e| {
+            warn!(transactional_id = tid, client = %header.client(), reason = %e, "transaction request refused: a transaction runs on one cluster; the client aborts it and may retry (promote every topic and group one transaction touches together)");
+            txns::refusal_code(matches!(t.part, TxnPart::Partitions(_)))
+        })
+    }
+
+    /// Where the client's transaction is open (if it is), and where its
+    /// last one ended, by DescribeTransactions on both clusters.
+    async fn ask_transaction(
+        &self,
+        tid: &str,
+        producer_id: i64,
+    ) -> Result<(Option<Side>, Side), i16> {
+        let mapping = self
+            .producers
+            .mapping(producer_id)
+            .await
+            .map_err(|e| e.coordinator_code())?;
+        let (source, target) = futures::join!(
+            self.transaction_seen(Side::Source, tid, mapping.on(Side::Source)),
+            self.transaction_seen(Side::Target, tid, mapping.on(Side::Target))
+        );
+        Ok(txns::seen_side(source?.as_ref(), target?.as_ref()))
+    }
+
+    /// `tid`'s transaction on `side`, if the coordinator there shows it
+    /// for `upstream` (the client's producer there).
+    async fn transaction_seen(
+        &self,
+        side: Side,
+        tid: &str,
+        upstream: Option<cutover_model::UpstreamProducer>,
+    ) -> Result<Option<txns::Seen>, i16> {
+        let Some(upstream) = upstream else {
+            return Ok(None);
+        };
+        let forget = || {
+            lock(&self.coordinators).remove(&(side, CoordinatorKind::Transaction, tid.to_owned()));
+        };
+        let node = self
+            .coordinator(side, CoordinatorKind::Transaction, tid)
+            .await
+            .map_err(|_| codes::COORDINATOR_NOT_AVAILABLE)?;
+        let mut req = DescribeTransactionsRequest::default();
+        req.transactional_ids = vec![TransactionalId(StrBytes::from_string(tid.to_owned()))];
+        let resp: DescribeTransactionsResponse = self
+            .cluster(side)
+            .forward(
+                Destination::Node(node),
+                ApiKey::DescribeTransactions,
+                0,
                 &req,
                 self.timeout,
             )
-            .await;
-        match result {
-            Ok(r) => {
-                if let (Some(tid), true) =
-                    (&req.transactional_id, is_coordinator_moved(r.error_code))
-                {
-                    lock(&self.coordinators).remove(&(
-                        Side::Source,
-                        CoordinatorKind::Transaction,
-                        tid.to_string(),
-                    ));
+            .await
+            .map_err(|e| {
+                warn!(error = %e, transactional_id = tid, side = side.name(), "DescribeTransactions failed");
+                forget();
+                codes::COORDINATOR_NOT_AVAILABLE
+            })?;
+        let Some(state) = resp.transaction_states.into_iter().next() else {
+            return Err(codes::COORDINATOR_NOT_AVAILABLE);
+        };
+        match state.error_code {
+            0 => {}
+            codes::TRANSACTIONAL_ID_NOT_FOUND => return Ok(None),
+            code => {
+                if is_coordinator_moved(code) {
+                    forget();
                 }
-                r
-            }
-            Err(e) => {
-                warn!(error = %e, client = %header.client(), "InitProducerId on the source failed");
-                failed(codes::COORDINATOR_NOT_AVAILABLE)
+                return Err(codes::COORDINATOR_NOT_AVAILABLE);
             }
         }
+        Ok(
+            (state.producer_id.0 == upstream.producer_id).then(|| txns::Seen {
+                state: state.transaction_state.to_string(),
+            }),
+        )
+    }
+
+    /// The producer a transaction request carries, as `side` knows it:
+    /// `None` to send it as it is (an id the source gave).
+    async fn upstream_producer(&self, t: &TxnOf, side: Side) -> Result<Option<(i64, i16)>, i16> {
+        if !producers::is_client_id(t.producer_id) {
+            return if side == Side::Source {
+                Ok(None)
+            } else {
+                Err(codes::INVALID_PRODUCER_ID_MAPPING)
+            };
+        }
+        let mapping = self
+            .producers
+            .mapping(t.producer_id)
+            .await
+            .map_err(|e| e.coordinator_code())?;
+        let upstream = mapping
+            .on(side)
+            .filter(|_| mapping.transactional_id.is_some())
+            .ok_or(codes::INVALID_PRODUCER_ID_MAPPING)?;
+        let epoch = producers::upstream_epoch(t.producer_id, upstream, t.producer_epoch)
+            .map_err(|e| e.coordinator_code())?;
+        Ok(Some((upstream.producer_id, epoch)))
     }
 }

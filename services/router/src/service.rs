@@ -159,6 +159,7 @@ pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), R
         &link.name,
         metrics.clone(),
         holding.produce.clone(),
+        holding.txns.clone(),
         internal.clone(),
     )
     .await?;
@@ -167,6 +168,7 @@ pub async fn run(cfg: RouterConfig, shutdown: CancellationToken) -> Result<(), R
         &link.name,
         metrics.clone(),
         holding.joins.clone(),
+        holding.txns.clone(),
         internal.clone(),
     )
     .await?;

@@ -209,6 +209,10 @@ impl Topics {
 struct Followed {
     noun: &'static str,
     holds: Holds,
+    /// The transaction requests' holds, ended with the barrier too (keys
+    /// of a name).
+    txns: Holds,
+    txn_keys: fn(&str) -> Vec<String>,
     hold: Duration,
     count: IntGaugeVec,
     changes: IntCounterVec,
@@ -227,6 +231,7 @@ impl Followed {
             }
             (true, false) => {
                 self.holds.release(&keys);
+                self.txns.release(&(self.txn_keys)(name));
                 info!(name, noun, "out of the promotion's barrier: released");
             }
             _ => {}
@@ -241,11 +246,14 @@ pub async fn watch(
     link: &str,
     metrics: Metrics,
     produce: Holds,
+    txns: Holds,
     cancel: CancellationToken,
 ) -> Result<(Topics, JoinHandle<()>), RouterError> {
     let followed = Followed {
         noun: "topic",
         holds: produce,
+        txns,
+        txn_keys: |t| vec![crate::transactions::add_topic(t)],
         hold: MAX_PRODUCE_HOLD,
         count: metrics.mirrored_topics.clone(),
         changes: metrics.primary_changes.clone(),
@@ -260,11 +268,19 @@ pub async fn watch_groups(
     link: &str,
     metrics: Metrics,
     joins: Holds,
+    txns: Holds,
     cancel: CancellationToken,
 ) -> Result<(Groups, JoinHandle<()>), RouterError> {
     let followed = Followed {
         noun: "group",
         holds: joins,
+        txns,
+        txn_keys: |g| {
+            vec![
+                crate::transactions::add_group(g),
+                crate::transactions::commit_group(g),
+            ]
+        },
         hold: MAX_JOIN_HOLD,
         count: metrics.mirrored_groups.clone(),
         changes: metrics.home_changes.clone(),
@@ -428,9 +444,12 @@ mod tests {
     async fn a_topic_in_a_barrier_has_its_writes_held_until_it_leaves_it() {
         let h = Holds::default();
         let metrics = Metrics::new().unwrap();
+        let txns = Holds::default();
         let f = Followed {
             noun: "topic",
             holds: h.clone(),
+            txns: txns.clone(),
+            txn_keys: |t| vec![crate::transactions::add_topic(t)],
             hold: MAX_PRODUCE_HOLD,
             count: metrics.mirrored_topics.clone(),
             changes: metrics.primary_changes.clone(),
@@ -446,8 +465,11 @@ mod tests {
         // is not lengthened.
         f.barrier("a", true, true);
         assert_eq!(remaining(&h), MAX_PRODUCE_HOLD - Duration::from_secs(1));
+        let added = [crate::transactions::add_topic("a")];
+        txns.hold(&added, MAX_PRODUCE_HOLD);
         f.barrier("a", true, false);
         assert!(remaining(&h).is_zero());
+        assert!(txns.view(Some(&added))[0].remaining.is_zero());
         for state in [MirrorState::Promoting, MirrorState::Demoting] {
             assert!(state.in_barrier(), "{state:?}");
         }

@@ -328,6 +328,7 @@ pub fn verify(
         max_message_bytes: cfg.max_batch_bytes,
         topic_codec: cfg.topic_codec,
         produce_version: 9,
+        transactional: false,
     };
     let mut next = start;
     for out in outs.iter_mut() {
