@@ -197,6 +197,22 @@ pub enum GroupCmd {
         #[arg(long)]
         link: String,
     },
+    /// Copy the committed offsets of groups that move without the routers
+    /// (stopped on the source, started on the target directly) to the
+    /// target, unchanged; each must be empty on the target.
+    Sync {
+        #[arg(long)]
+        link: String,
+        #[arg(required = true)]
+        groups: Vec<String>,
+        /// Copy what is committed now although members still consume on
+        /// the source (their later commits are not copied).
+        #[arg(long)]
+        allow_active: bool,
+        /// Check and show what would be copied; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Unregister groups at home on the source.
     Remove {
         #[arg(long)]
@@ -517,6 +533,48 @@ async fn execute(cli: &Cli, trace: Option<&TraceParent>) -> Result<i32, CliError
             } else {
                 gs.iter()
                     .for_each(|g| println!("{}", render::group_line(g)));
+            }
+        }
+        Command::Group(GroupCmd::Sync {
+            link,
+            groups,
+            allow_active,
+            dry_run,
+        }) => {
+            let r = c
+                .sync_group_offsets(pb::SyncGroupOffsetsRequest {
+                    link: link.clone(),
+                    groups: groups.clone(),
+                    allow_active: *allow_active,
+                    dry_run: *dry_run,
+                })
+                .await?
+                .into_inner();
+            if json {
+                print_json(&serde_json::json!({
+                    "dry_run": r.dry_run,
+                    "groups": r.groups.iter().map(|g| serde_json::json!({
+                        "group": g.group,
+                        "partitions": g.partitions,
+                        "source_members": g.source_members,
+                    })).collect::<Vec<_>>(),
+                }))?
+            } else {
+                let verb = if r.dry_run { "would copy" } else { "copied" };
+                for g in &r.groups {
+                    let active = if g.source_members.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (members still on the source: {})",
+                            g.source_members.join(", ")
+                        )
+                    };
+                    println!(
+                        "{verb} the commits of group {} to the target: {} partitions{active}",
+                        g.group, g.partitions
+                    );
+                }
             }
         }
         Command::Group(GroupCmd::Remove { link, groups, all }) => {

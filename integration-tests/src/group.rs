@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Result};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
-use rdkafka::TopicPartitionList;
+use rdkafka::{ClientContext, TopicPartitionList};
 
 use crate::clients::LoadGenerator;
 use crate::cutover::wait_until;
@@ -40,12 +40,89 @@ pub fn idempotent_load(
 }
 
 /// One consumer group member in a thread: processes each record by noting
-/// it, then commits it synchronously. A record whose commit failed (a
-/// rebalance took its partition first) may come again to another member:
-/// it is noted as uncommitted.
+/// it, and commits what it processed synchronously every
+/// [`COMMIT_EVERY`] records or [`COMMIT_AFTER`], when it has nothing to
+/// read, and before its partitions are revoked (as applications commit on
+/// revoke). A record whose commit failed (a rebalance took its partition
+/// first) may come again to another member: it is noted as uncommitted.
+/// (A commit per record kept a member under the rate of the tests' load
+/// on a busy 2-core machine, and the backlog grew without end.)
 pub struct Member {
+    name: String,
     stop: Arc<AtomicBool>,
+    /// What its thread does now, and since when (a test that times out
+    /// says where each member is).
+    doing: Arc<Mutex<(String, Instant)>>,
     thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+pub const COMMIT_EVERY: usize = 50;
+pub const COMMIT_AFTER: Duration = Duration::from_millis(200);
+
+/// What a member processed and has not committed yet.
+struct Pending {
+    topic: String,
+    /// Next offset to commit, per partition.
+    next: BTreeMap<i32, i64>,
+    records: Vec<(i32, i64)>,
+    since: Instant,
+}
+
+struct MemberContext {
+    pending: Mutex<Pending>,
+    log: Arc<Mutex<GroupLog>>,
+}
+
+impl MemberContext {
+    fn note(&self, partition: i32, offset: i64) {
+        let mut p = lock(&self.pending);
+        if p.records.is_empty() {
+            p.since = Instant::now();
+        }
+        p.next.insert(partition, offset + 1);
+        p.records.push((partition, offset));
+    }
+
+    fn due(&self) -> bool {
+        let p = lock(&self.pending);
+        p.records.len() >= COMMIT_EVERY
+            || (!p.records.is_empty() && p.since.elapsed() >= COMMIT_AFTER)
+    }
+
+    /// Commits what was processed; on failure its records are noted as
+    /// uncommitted.
+    fn commit(&self, consumer: &BaseConsumer<MemberContext>) {
+        let (tpl, records) = {
+            let mut p = lock(&self.pending);
+            if p.records.is_empty() {
+                return;
+            }
+            let mut tpl = TopicPartitionList::new();
+            for (partition, next) in &p.next {
+                if tpl
+                    .add_partition_offset(&p.topic, *partition, rdkafka::Offset::Offset(*next))
+                    .is_err()
+                {
+                    continue;
+                }
+            }
+            p.next.clear();
+            (tpl, std::mem::take(&mut p.records))
+        };
+        if consumer.commit(&tpl, CommitMode::Sync).is_err() {
+            lock(&self.log).uncommitted.extend(records);
+        }
+    }
+}
+
+impl ClientContext for MemberContext {}
+
+impl ConsumerContext for MemberContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if matches!(rebalance, Rebalance::Revoke(_)) {
+            self.commit(consumer);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -86,33 +163,62 @@ impl Member {
         for (k, v) in extra {
             cfg.set(*k, *v);
         }
-        let consumer: BaseConsumer = cfg.create()?;
+        let consumer: BaseConsumer<MemberContext> = cfg.create_with_context(MemberContext {
+            pending: Mutex::new(Pending {
+                topic: topic.to_owned(),
+                next: BTreeMap::new(),
+                records: Vec::new(),
+                since: Instant::now(),
+            }),
+            log: log.clone(),
+        })?;
         consumer.subscribe(&[topic])?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let doing = Arc::new(Mutex::new(("starting".to_owned(), Instant::now())));
+        let now_doing = doing.clone();
+        let set = move |what: String| *lock(&now_doing) = (what, Instant::now());
         let name = name.to_owned();
+        let thread_name = name.clone();
         let thread = std::thread::spawn(move || -> Result<()> {
+            let name = thread_name;
             while !flag.load(Ordering::Relaxed) {
+                set("polling".to_owned());
                 match consumer.poll(Duration::from_millis(100)) {
                     Some(Ok(m)) => {
                         let key = (m.partition(), m.offset());
                         lock(&log).seen.push((key.0, key.1, name.clone()));
-                        if consumer.commit_message(&m, CommitMode::Sync).is_err() {
-                            lock(&log).uncommitted.push(key);
+                        consumer.context().note(key.0, key.1);
+                        if consumer.context().due() {
+                            set(format!("committing up to {}/{}", key.0, key.1));
+                            consumer.context().commit(&consumer);
                         }
                     }
                     Some(Err(e)) => anyhow::bail!("member {name}: {e}"),
-                    None => {}
+                    None => {
+                        set("committing while idle".to_owned());
+                        consumer.context().commit(&consumer);
+                    }
                 }
             }
+            set("committing before it stops".to_owned());
+            consumer.context().commit(&consumer);
             // Dropping the consumer leaves the group (LeaveGroup): the
             // others rebalance at once.
             Ok(())
         });
         Ok(Member {
+            name,
             stop,
+            doing,
             thread: Some(thread),
         })
+    }
+
+    /// `name: what it does now, for how long`.
+    pub fn doing(&self) -> String {
+        let (what, since) = lock(&self.doing).clone();
+        format!("{}: {what} for {:?}", self.name, since.elapsed())
     }
 
     pub fn stop(mut self) -> Result<()> {
@@ -155,6 +261,7 @@ pub fn consumed_every_record_once(
         Ok(distinct.len() as i64 >= total)
     });
     if let Err(e) = consumed_all {
+        let doing: Vec<String> = members.iter().map(Member::doing).collect();
         let ended: Vec<String> = members
             .into_iter()
             .filter_map(|m| m.stop().err().map(|e| format!("{e:#}")))
@@ -178,8 +285,9 @@ pub fn consumed_every_record_once(
             }
         }
         return Err(e.context(format!(
-            "not consumed: {}; members that failed: {}",
+            "not consumed: {}; members then: {}; members that failed: {}",
             missing.join("; "),
+            doing.join("; "),
             if ended.is_empty() {
                 "none".to_string()
             } else {

@@ -471,7 +471,11 @@ impl Inner {
 
     /// [`Self::retrying`] for errors (retriable ones) that `worth` says a
     /// new attempt may cure: a group request retries a moved or loading
-    /// coordinator, which no metadata refresh cures.
+    /// coordinator, which no metadata refresh cures. Beyond
+    /// `config.retries` attempts it goes on until `config.request_timeout`
+    /// has passed since the first: a coordinator loading its partitions
+    /// (COORDINATOR_LOAD_IN_PROGRESS) takes seconds on a busy broker, as
+    /// Kafka's admin client waits for up to its API timeout.
     pub(crate) async fn retrying_if<T, F, Fut>(
         &self,
         what: &'static str,
@@ -483,19 +487,23 @@ impl Inner {
         Fut: Future<Output = Result<T, KafkaError>>,
     {
         let mut attempt = 0;
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
         loop {
-            match op().await {
+            let e = match op().await {
                 Ok(v) => return Ok(v),
-                Err(e) if attempt < self.config.retries && e.is_retriable() && worth(&e) => {
-                    let delay = self.config.retry_policy().delay(attempt);
-                    debug!(error = %e, attempt, ?delay, "{what} failed, retrying");
-                    attempt += 1;
-                    tokio::select! {
-                        _ = self.token.cancelled() => return Err(KafkaError::Closed),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-                Err(e) => return Err(e),
+                Err(e) => e,
+            };
+            let delay = self.config.retry_policy().delay(attempt);
+            let in_budget =
+                attempt < self.config.retries || tokio::time::Instant::now() + delay < deadline;
+            if !(in_budget && e.is_retriable() && worth(&e)) {
+                return Err(e);
+            }
+            debug!(error = %e, attempt, ?delay, "{what} failed, retrying");
+            attempt += 1;
+            tokio::select! {
+                _ = self.token.cancelled() => return Err(KafkaError::Closed),
+                _ = tokio::time::sleep(delay) => {}
             }
         }
     }

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use crate::convert::{
     cluster_from_pb, group_evidence_to_pb, group_to_pb, link_to_pb, mirror_to_pb, promotion_to_pb,
 };
+use crate::group_sync::SyncGroups;
 use crate::groups::AddGroups;
 use crate::mirrors::AddMirrors;
 use crate::promote::PromoteOptions;
@@ -194,6 +195,34 @@ impl pb::orchestrator_server::Orchestrator for Api {
         let g = self.0.remove_groups(&r.link, &r.groups, r.all).await?;
         Ok(Response::new(pb::GroupsChanged {
             groups: g.iter().map(group_to_pb).collect(),
+        }))
+    }
+
+    async fn sync_group_offsets(
+        &self,
+        req: Request<pb::SyncGroupOffsetsRequest>,
+    ) -> Result<Response<pb::SyncGroupOffsetsResponse>, Status> {
+        let r = req.into_inner();
+        let dry_run = r.dry_run;
+        let synced = self
+            .0
+            .sync_group_offsets(SyncGroups {
+                link: r.link,
+                groups: r.groups,
+                allow_active: r.allow_active,
+                dry_run,
+            })
+            .await?;
+        Ok(Response::new(pb::SyncGroupOffsetsResponse {
+            groups: synced
+                .into_iter()
+                .map(|g| pb::SyncedGroup {
+                    group: g.group,
+                    partitions: g.partitions as u32,
+                    source_members: g.source_members,
+                })
+                .collect(),
+            dry_run,
         }))
     }
 

@@ -18,7 +18,7 @@ use crate::Orchestrator;
 
 /// One request's groups (and its link) are written in one etcd
 /// transaction, which etcd bounds at 128 operations by default.
-const MAX_GROUPS_PER_REQUEST: usize = 100;
+pub(crate) const MAX_GROUPS_PER_REQUEST: usize = 100;
 
 pub struct AddGroups {
     pub link: String,

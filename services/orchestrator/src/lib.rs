@@ -7,6 +7,7 @@ pub mod background;
 pub mod convert;
 pub mod detach;
 pub mod error;
+pub mod group_sync;
 pub mod groups;
 pub mod guards;
 pub mod links;

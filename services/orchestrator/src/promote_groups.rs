@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use cutover_kafka::Cluster;
+use cutover_kafka::{Cluster, GroupOffsets};
 use cutover_model::{keys, MirrorTopic, Side};
 use tracing::{info, warn};
 
@@ -133,101 +133,14 @@ impl Barrier<'_> {
         }
     }
 
-    /// Copies each group's commits from the old home to the new one,
-    /// where the group must have no member; commits left there from an
-    /// earlier stay and not at the old home are deleted; the new home is
-    /// read back and must hold exactly what was copied.
+    /// Copies each group's commits from the old home to the new one
+    /// ([`plan_copy`], then [`write_copy`]).
     pub(crate) async fn copy_offsets(&self, old: &Cluster, new: &Cluster) -> ApiResult<()> {
         let from = self.rec.direction.from_side();
-        let to = from.other();
-        let mirrored: BTreeSet<String> = self
-            .orch
-            .coord
-            .list::<MirrorTopic>(&keys::mirrors_of(&self.rec.link))
-            .await?
-            .into_iter()
-            .map(|(_, v)| v.value.topic)
-            .collect();
+        let mirrored = mirrored_topics(self.orch, &self.rec.link).await?;
         for group in &self.rec.groups {
-            let doing = |what: &str| format!("{what} {group}");
-            let there = new
-                .describe_group(group)
-                .await
-                .map_err(ApiError::kafka_doing(
-                    to.name(),
-                    new,
-                    doing("describing group"),
-                ))?;
-            if !there.is_empty() {
-                let members: Vec<String> = there.members.iter().map(|m| m.to_string()).collect();
-                return Err(ApiError::Precondition(format!(
-                    "nothing changed: group {group} already has members on the {to} cluster \
-                     ({}; state {}), connected to it directly; a group must be whole on one \
-                     cluster: stop them, then retry",
-                    members.join(", "),
-                    there.state
-                )));
-            }
-            let committed = old
-                .fetch_group_offsets(group)
-                .await
-                .map_err(ApiError::kafka_doing(
-                    from.name(),
-                    old,
-                    doing("reading the commits of group"),
-                ))?;
-            let copy = offsets_to_copy(group, &committed, &mirrored)?;
-            let results =
-                new.commit_group_offsets(group, &copy)
-                    .await
-                    .map_err(ApiError::kafka_doing(
-                        to.name(),
-                        new,
-                        doing("writing the commits of group"),
-                    ))?;
-            for ((topic, partition), r) in results {
-                r.map_err(ApiError::kafka_doing(
-                    to.name(),
-                    new,
-                    format!("committing {topic}-{partition} for group {group}"),
-                ))?;
-            }
-            let now = new
-                .fetch_group_offsets(group)
-                .await
-                .map_err(ApiError::kafka_doing(
-                    to.name(),
-                    new,
-                    doing("reading back the commits of group"),
-                ))?;
-            let stale = stale_commits(&now, &copy);
-            if !stale.is_empty() {
-                new.delete_group_offsets(group, &stale)
-                    .await
-                    .map_err(ApiError::kafka_doing(
-                        to.name(),
-                        new,
-                        doing("deleting stale commits of group"),
-                    ))?;
-            }
-            let stored = if stale.is_empty() {
-                now
-            } else {
-                new.fetch_group_offsets(group)
-                    .await
-                    .map_err(ApiError::kafka_doing(
-                        to.name(),
-                        new,
-                        doing("reading back the commits of group"),
-                    ))?
-            };
-            if stored != copy {
-                return Err(ApiError::Conflict(format!(
-                    "the commits of group {group} on the {to} cluster (something else committed \
-                     there while they were copied)"
-                )));
-            }
-            info!(group = %group, partitions = copy.len(), "commits copied");
+            let copy = plan_copy(group, (old, from), (new, from.other()), &mirrored).await?;
+            write_copy(group, (new, from.other()), &copy).await?;
         }
         Ok(())
     }
@@ -268,4 +181,115 @@ impl Barrier<'_> {
             }
         }
     }
+}
+
+/// The link's mirror topics (commits for others are not copied).
+pub(crate) async fn mirrored_topics(
+    orch: &Orchestrator,
+    link: &str,
+) -> ApiResult<BTreeSet<String>> {
+    Ok(orch
+        .coord
+        .list::<MirrorTopic>(&keys::mirrors_of(link))
+        .await?
+        .into_iter()
+        .map(|(_, v)| v.value.topic)
+        .collect())
+}
+
+/// What copying `group`'s commits from `old` to `new` writes: the group
+/// must have no member on `new`, and every commit must be for a mirror
+/// topic (`offsets_to_copy`). Reads only.
+pub(crate) async fn plan_copy(
+    group: &str,
+    (old, from): (&Cluster, Side),
+    (new, to): (&Cluster, Side),
+    mirrored: &BTreeSet<String>,
+) -> ApiResult<GroupOffsets> {
+    let doing = |what: &str| format!("{what} {group}");
+    let there = new
+        .describe_group(group)
+        .await
+        .map_err(ApiError::kafka_doing(
+            to.name(),
+            new,
+            doing("describing group"),
+        ))?;
+    if !there.is_empty() {
+        let members: Vec<String> = there.members.iter().map(|m| m.to_string()).collect();
+        return Err(ApiError::Precondition(format!(
+            "nothing changed: group {group} already has members on the {to} cluster \
+             ({}; state {}), connected to it directly; a group must be whole on one \
+             cluster: stop them, then retry",
+            members.join(", "),
+            there.state
+        )));
+    }
+    let committed = old
+        .fetch_group_offsets(group)
+        .await
+        .map_err(ApiError::kafka_doing(
+            from.name(),
+            old,
+            doing("reading the commits of group"),
+        ))?;
+    offsets_to_copy(group, &committed, mirrored)
+}
+
+/// Writes `copy` as `group`'s commits on `new` (admin OffsetCommit,
+/// unchanged offsets, epoch -1); commits left there from an earlier stay
+/// and not in the copy are deleted; `new` is read back and must hold
+/// exactly the copy.
+pub(crate) async fn write_copy(
+    group: &str,
+    (new, to): (&Cluster, Side),
+    copy: &GroupOffsets,
+) -> ApiResult<()> {
+    let doing = |what: &str| format!("{what} {group}");
+    let results = new
+        .commit_group_offsets(group, copy)
+        .await
+        .map_err(ApiError::kafka_doing(
+            to.name(),
+            new,
+            doing("writing the commits of group"),
+        ))?;
+    for ((topic, partition), r) in results {
+        r.map_err(ApiError::kafka_doing(
+            to.name(),
+            new,
+            format!("committing {topic}-{partition} for group {group}"),
+        ))?;
+    }
+    let read_back = || async {
+        new.fetch_group_offsets(group)
+            .await
+            .map_err(ApiError::kafka_doing(
+                to.name(),
+                new,
+                doing("reading back the commits of group"),
+            ))
+    };
+    let now = read_back().await?;
+    let stale = stale_commits(&now, copy);
+    let stored = if stale.is_empty() {
+        now
+    } else {
+        new.delete_group_offsets(group, &stale)
+            .await
+            .map_err(ApiError::kafka_doing(
+                to.name(),
+                new,
+                doing("deleting stale commits of group"),
+            ))?;
+        read_back().await?
+    };
+    if &stored != copy {
+        return Err(ApiError::Conflict(format!(
+            "the commits of group {group} on the {to} cluster (something else committed \
+             there while they were copied)"
+        )));
+    }
+    info!(group = %group, partitions = copy.len(), side = to.name(), "commits copied");
+    Ok(())
 }

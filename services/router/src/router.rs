@@ -710,6 +710,9 @@ impl Router {
                 self.partitioned(header, up, lanes, turn).await?
             }
         };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            log_fetch(header, &req, &resp);
+        }
         self.read_ahead(header, &req, &resp, lanes).await;
         Some(resp)
     }
@@ -1435,5 +1438,31 @@ impl Router {
         let epoch = producers::upstream_epoch(t.producer_id, upstream, t.producer_epoch)
             .map_err(|e| e.coordinator_code())?;
         Ok(Some((upstream.producer_id, epoch)))
+    }
+}
+
+/// Each partition of a Fetch as asked and as answered (debug logs: where a
+/// consumer's position stands and what it got).
+fn log_fetch(header: &Header, req: &FetchRequest, resp: &FetchResponse) {
+    for t in &resp.responses {
+        for a in &t.partitions {
+            let asked = req
+                .topics
+                .iter()
+                .filter(|r| r.topic == t.topic)
+                .flat_map(|r| r.partitions.iter())
+                .find(|p| p.partition == a.partition_index);
+            debug!(
+                topic = %t.topic.as_str(),
+                partition = a.partition_index,
+                offset = asked.map_or(-1, |p| p.fetch_offset),
+                current_leader_epoch = asked.map_or(-1, |p| p.current_leader_epoch),
+                error = a.error_code,
+                high_watermark = a.high_watermark,
+                bytes = a.records.as_ref().map_or(0, |r| r.len()),
+                client = %header.client(),
+                "fetch answered"
+            );
+        }
     }
 }
