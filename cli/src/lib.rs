@@ -168,7 +168,18 @@ pub enum MirrorCmd {
     },
     Pause(Selection),
     Resume(Selection),
-    Remove(Selection),
+    Remove(RemoveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RemoveArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Also topics whose primary is the target (PROMOTED, DETACHED): their
+    /// clients behind the routers would go back to the source, so only
+    /// once no client uses the routers any more.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -470,11 +481,16 @@ async fn execute(cli: &Cli, trace: Option<&TraceParent>) -> Result<i32, CliError
         }
         Command::Mirror(MirrorCmd::Pause(s))
         | Command::Mirror(MirrorCmd::Resume(s))
-        | Command::Mirror(MirrorCmd::Remove(s)) => {
+        | Command::Mirror(MirrorCmd::Remove(RemoveArgs { selection: s, .. })) => {
+            let force = matches!(
+                &cli.command,
+                Command::Mirror(MirrorCmd::Remove(RemoveArgs { force: true, .. }))
+            );
             let sel = pb::MirrorSelection {
                 link: s.link.clone(),
                 topics: s.topics.clone(),
                 all: s.all,
+                force,
             };
             let (verb, r) = match &cli.command {
                 Command::Mirror(MirrorCmd::Pause(_)) => ("paused", c.pause_mirrors(sel).await?),
@@ -749,6 +765,7 @@ async fn execute(cli: &Cli, trace: Option<&TraceParent>) -> Result<i32, CliError
                         link: s.link.clone(),
                         topics: s.topics.clone(),
                         all: s.all,
+                        force: false,
                     }),
                     watch_ms: *watch_ms,
                 })

@@ -22,6 +22,18 @@ pub struct JavaRecord {
     pub value: Option<String>,
 }
 
+/// The JSON events a tool printed to its log (log lines go to the same
+/// output; the events are the JSON lines).
+fn events_in(log: &Path) -> Result<Vec<Value>> {
+    let text =
+        std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
 /// Runs a tool to its end; its JSON events. `config`: client properties
 /// given with `--command-config` (a tool without the option: `None`).
 fn run(
@@ -44,17 +56,10 @@ fn run(
     }
     let process = ServiceProcess::spawn_tethered(name, cmd, log_dir)?;
     let status = process.wait_exit(timeout)?;
-    let text = std::fs::read_to_string(process.log_path())
-        .with_context(|| format!("reading {}", process.log_path().display()))?;
     if !status.success() {
         bail!("{name} exited ({status}):\n{}", process.log_tail(30));
     }
-    // Log lines go to the same output; the events are the JSON lines.
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
+    events_in(process.log_path())
 }
 
 fn record(v: &Value) -> Option<JavaRecord> {
@@ -134,18 +139,8 @@ pub fn verifiable_producer_at(
     Ok(acked)
 }
 
-/// `VerifiableConsumer` (classic group protocol, read_committed, from the
-/// earliest offset, `--verbose`): consumes `n` records of `topic` in group
-/// `group` and returns each with its partition and offset.
-pub fn verifiable_consumer(
-    dist: &KafkaDist,
-    bootstrap: &str,
-    topic: &str,
-    group: &str,
-    n: usize,
-    log_dir: &Path,
-) -> Result<Vec<JavaRecord>> {
-    let args: Vec<String> = [
+fn consumer_args(bootstrap: &str, topic: &str, group: &str, n: i64) -> Vec<String> {
+    [
         "--bootstrap-server",
         bootstrap,
         "--group-id",
@@ -162,7 +157,77 @@ pub fn verifiable_consumer(
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect();
+    .collect()
+}
+
+/// A `VerifiableConsumer` group member that runs until stopped (a member
+/// a test rolls from one bootstrap to another).
+pub struct JavaMember {
+    process: ServiceProcess,
+}
+
+impl JavaMember {
+    /// Starts `name` in `group` on `topic` at `bootstrap` (as
+    /// [`verifiable_consumer`], without a record limit).
+    pub fn start(
+        dist: &KafkaDist,
+        bootstrap: &str,
+        topic: &str,
+        group: &str,
+        name: &str,
+        log_dir: &Path,
+    ) -> Result<JavaMember> {
+        let conf_dir = log_dir.join(format!("{name}-conf"));
+        let mut cmd = dist.java(
+            "org.apache.kafka.tools.VerifiableConsumer",
+            256,
+            true,
+            &conf_dir,
+        )?;
+        let config_path = conf_dir.join("client.properties");
+        std::fs::write(
+            &config_path,
+            format!("isolation.level=read_committed\nclient.id={name}\n"),
+        )
+        .with_context(|| format!("writing {}", config_path.display()))?;
+        cmd.args(consumer_args(bootstrap, topic, group, -1))
+            .arg("--command-config")
+            .arg(&config_path);
+        Ok(JavaMember {
+            process: ServiceProcess::spawn_tethered(name, cmd, log_dir)?,
+        })
+    }
+
+    /// The records it consumed so far.
+    pub fn records(&self) -> Result<Vec<JavaRecord>> {
+        Ok(events_in(self.process.log_path())?
+            .iter()
+            .filter(|e| e["name"] == "record_data")
+            .filter_map(record)
+            .collect())
+    }
+
+    /// Stops it (SIGTERM: it leaves the group) and returns every record it
+    /// consumed.
+    pub fn stop(self) -> Result<Vec<JavaRecord>> {
+        self.process.sigterm()?;
+        self.process.wait_exit(Duration::from_secs(30))?;
+        self.records()
+    }
+}
+
+/// `VerifiableConsumer` (classic group protocol, read_committed, from the
+/// earliest offset, `--verbose`): consumes `n` records of `topic` in group
+/// `group` and returns each with its partition and offset.
+pub fn verifiable_consumer(
+    dist: &KafkaDist,
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    n: usize,
+    log_dir: &Path,
+) -> Result<Vec<JavaRecord>> {
+    let args = consumer_args(bootstrap, topic, group, n as i64);
     let events = run(
         dist,
         "org.apache.kafka.tools.VerifiableConsumer",

@@ -1007,6 +1007,19 @@ fn detach_ends_the_reverse_mirror_once_no_producer_writes_to_the_source() -> Res
         code == 2 && err.contains("is Detached"),
         "rollback of a detached topic exited {code}: {out}{err}"
     );
+    // The routers send its clients by the mirror document: removing it
+    // would send them back to the source.
+    let (code, out, err) = cutover.cli_raw(&["mirror", "remove", "--link", "l1", T])?;
+    ensure!(
+        code == 2 && err.contains("--force"),
+        "mirror remove of a detached topic exited {code}: {out}{err}"
+    );
+    ensure!(
+        state_of(&cutover, T)? == "DETACHED",
+        "a refused removal changed it"
+    );
+    let removed = cutover.cli_json(&["mirror", "remove", "--link", "l1", T, "--force"])?;
+    ensure!(removed["removed"] == serde_json::json!([T]), "{removed}");
     Ok(())
 }
 
@@ -1089,6 +1102,162 @@ fn java_clients_move_with_their_topic_and_group_in_one_promotion() -> Result<()>
         consumed.len(),
         distinct,
         consumed.len() - distinct
+    );
+    Ok(())
+}
+
+/// Issue 8's must-show 1, the seed scenario as one test, under continuous
+/// load from both client families: a librdkafka idempotent producer and
+/// Kafka's Java producer (VerifiableProducer) write to the source, and a
+/// group of a librdkafka member and a Java member (VerifiableConsumer)
+/// reads it there; mirroring runs. The producers roll to the routers one by
+/// one, then the members; the group-coordinator promotes the group by
+/// itself once both come through the routers; the topic is promoted.
+/// Across the run: no produce request failed, the log ends hold exactly
+/// the acknowledged records and the clusters are identical record by
+/// record (`cutover verify`), every Java acknowledgement is on the target
+/// at its offset, and the group consumed every offset (redelivery counted
+/// and printed); the promotion's produce stall is printed.
+#[test]
+fn seed_scenario_both_client_families_roll_to_the_routers_and_move_with_no_failed_request(
+) -> Result<()> {
+    use cutover_integration_tests::group::{lock, GroupLog, Member};
+    use cutover_integration_tests::java_clients::{self, JavaMember};
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    const T: &str = "seed-orders";
+    const G: &str = "seed-billing";
+    const RATE: u64 = 100;
+    const JAVA_RECORDS: usize = 2_500;
+    let (bed, cutover, r1, r2) = setup("promotion_seed", T, 2)?;
+    let source = bed.source_bootstrap().to_owned();
+    let via = routers_bootstrap(&[&r1, &r2]);
+    let dist = bed.kafka.target.dist().clone();
+    let dir = bed.log_dir().to_path_buf();
+    let parts: Vec<(String, i32)> = (0..2).map(|p| (T.to_owned(), p)).collect();
+    let spec = |first_seq| ProduceSpec {
+        mode: ProduceMode::Idempotent,
+        first_seq,
+        ..ProduceSpec::default()
+    };
+    let java_producer = |bootstrap: String, n: usize| {
+        let (d, l) = (dist.clone(), dir.clone());
+        std::thread::spawn(move || {
+            java_clients::verifiable_producer_at(&d, &bootstrap, T, n, 100, &l)
+        })
+    };
+
+    // The application on the source.
+    let rd_load = LoadGenerator::start(&source, &parts, RATE, spec(0))?;
+    let java_on_source = java_producer(source.clone(), 300);
+    let log = Arc::new(Mutex::new(GroupLog::default()));
+    let rd_member = Member::start(&source, G, T, "seed-rdkafka", log.clone())?;
+    let java_member = JavaMember::start(&dist, &source, T, G, "seed-java", &dir)?;
+    wait_until("both members to consume on the source", WAIT, || {
+        Ok(
+            cutover_integration_tests::group::members_at(&source, G)? == 2
+                && !lock(&log).seen.is_empty()
+                && !java_member.records()?.is_empty(),
+        )
+    })?;
+    cutover.wait_in_sync("l1", WAIT)?;
+
+    // Producers roll to the routers one by one, then the members.
+    let mut reports = vec![rd_load.stop()?];
+    let rd_load = LoadGenerator::start(&via, &parts, RATE, spec(1_000_000))?;
+    rd_load.wait_acked(100, WAIT)?;
+    let mut java_acked = java_on_source
+        .join()
+        .map_err(|_| anyhow!("the Java producer thread panicked"))??;
+    let java_via = java_producer(via.clone(), JAVA_RECORDS);
+    let mut consumed: Vec<(i32, i64)> = Vec::new();
+    rd_member.stop()?;
+    let rd_member = Member::start(&via, G, T, "seed-rdkafka-routed", log.clone())?;
+    consumed.extend(java_member.stop()?.iter().map(|r| (r.partition, r.offset)));
+    let java_member = JavaMember::start(&dist, &via, T, G, "seed-java-routed", &dir)?;
+
+    // The group moves by itself, then the topic.
+    cutover.cli_json(&["group", "add", "--link", "l1", G])?;
+    let _gc = cutover.start_group_coordinator("gc-seed")?;
+    wait_until("the group-coordinator to promote the group", WAIT, || {
+        Ok(group_of(&cutover, G)?["home"] == "target")
+    })?;
+    let p = moved(&cutover, "promote", T)?;
+    rd_load.wait_acked(rd_load.acked() + 200, WAIT)?;
+    reports.push(rd_load.stop()?);
+    java_acked.extend(
+        java_via
+            .join()
+            .map_err(|_| anyhow!("the Java producer thread panicked"))??,
+    );
+
+    let failed: u64 = reports.iter().map(|r| r.total_failed()).sum();
+    ensure!(failed == 0, "{failed} librdkafka produce requests failed");
+    let acked = reports.iter().map(|r| r.total_acked()).sum::<u64>() + java_acked.len() as u64;
+    let ends: Vec<i64> = (0..2)
+        .map(|p| watermarks(bed.target_bootstrap(), T, p).map(|w| w.1))
+        .collect::<Result<_>>()?;
+    ensure!(
+        ends.iter().sum::<i64>() as u64 == acked,
+        "the target holds {ends:?} records, {acked} were acknowledged"
+    );
+    let on_target = java_clients::java_records_on(bed.target_bootstrap(), T, 2)?;
+    for r in &java_acked {
+        ensure!(
+            on_target.binary_search(r).is_ok(),
+            "a Java acknowledgement is not on the target at its offset: {r:?}"
+        );
+    }
+    wait_until("the reverse mirror to bring the source up", WAIT, || {
+        Ok((0..2).all(|p| watermarks(&source, T, p).is_ok_and(|w| w.1 == ends[p as usize])))
+    })?;
+    let verify = cutover.cli_json(&["verify", "--link", "l1", "--topic", T])?;
+    ensure!(verify["identical"] == true, "{verify:#}");
+
+    let total: usize = ends.iter().map(|e| *e as usize).sum();
+    let distinct = |c: &[(i32, i64)]| -> BTreeMap<(i32, i64), usize> {
+        let mut m = BTreeMap::new();
+        for k in c {
+            *m.entry(*k).or_default() += 1;
+        }
+        m
+    };
+    let all_consumed = |java: &[(i32, i64)]| -> Vec<(i32, i64)> {
+        let mut c = consumed.clone();
+        c.extend(java);
+        c.extend(lock(&log).seen.iter().map(|(p, o, _)| (*p, *o)));
+        c
+    };
+    wait_until("the group to consume every record", WAIT, || {
+        let java: Vec<(i32, i64)> = java_member
+            .records()?
+            .iter()
+            .map(|r| (r.partition, r.offset))
+            .collect();
+        Ok(distinct(&all_consumed(&java)).len() >= total)
+    })?;
+    rd_member.stop()?;
+    let java: Vec<(i32, i64)> = java_member
+        .stop()?
+        .iter()
+        .map(|r| (r.partition, r.offset))
+        .collect();
+    let times = distinct(&all_consumed(&java));
+    for (p, end) in ends.iter().enumerate() {
+        for o in 0..*end {
+            ensure!(
+                times.contains_key(&(p as i32, o)),
+                "{T}/{p} offset {o} was never consumed"
+            );
+        }
+    }
+    let redelivered: usize = times.values().map(|n| n - 1).sum();
+    println!(
+        "seed scenario: {acked} records acknowledged ({} by Java), 0 failed; group consumed \
+         {total} records, {redelivered} redelivered across the rolls and the move; topic \
+         promotion produce stall {} ms",
+        java_acked.len(),
+        p["stall_ms"]
     );
     Ok(())
 }

@@ -144,7 +144,10 @@ impl pb::orchestrator_server::Orchestrator for Api {
         req: Request<pb::MirrorSelection>,
     ) -> Result<Response<pb::MirrorsChanged>, Status> {
         let r = req.into_inner();
-        let m = self.0.remove_mirrors(&r.link, &r.topics, r.all).await?;
+        let m = self
+            .0
+            .remove_mirrors(&r.link, &r.topics, r.all, r.force)
+            .await?;
         Ok(Response::new(pb::MirrorsChanged {
             mirrors: m.iter().map(mirror_to_pb).collect(),
         }))

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use cutover_coord::Versioned;
+use cutover_coord::{Precondition, Versioned, WriteOp};
 use cutover_kafka::{ApiKey, Cluster, NewTopic, OffsetSpec};
 use cutover_model::{keys, validate, Link, MirrorState, MirrorTopic};
 
@@ -70,6 +70,39 @@ async fn configs_of_created(
             r => return r,
         }
     }
+}
+
+/// Why removing these mirror topics is refused (nothing removed). One in
+/// a barrier would leave its promotion half done: always refused. Routers
+/// send a topic's clients by its mirror document, so removing one whose
+/// primary is the target (PROMOTED, DETACHED) would send them back to the
+/// source: refused unless `force` (no client uses the routers any more).
+pub fn removal_refusal(docs: &[MirrorTopic], force: bool) -> Option<ApiError> {
+    let named = |f: &dyn Fn(&MirrorTopic) -> bool| -> Vec<String> {
+        docs.iter()
+            .filter(|m| f(m))
+            .map(|m| format!("{} ({:?})", m.topic, m.state))
+            .collect()
+    };
+    let moving = named(&|m| m.state.in_barrier());
+    if !moving.is_empty() {
+        return Some(ApiError::Precondition(format!(
+            "nothing removed: {} in a promotion or rollback; wait for it to end (`cutover \
+             promotions`), then retry",
+            moving.join(", ")
+        )));
+    }
+    let on_target = named(&|m| m.state.primary() == cutover_model::Side::Target);
+    if on_target.is_empty() || force {
+        return None;
+    }
+    Some(ApiError::Precondition(format!(
+        "nothing removed: the target is the primary of {}, and the routers send clients by \
+         the mirror document: removed, their clients would go back to the source. Roll back \
+         first (`cutover rollback`), or, once no client uses the routers any more, remove with \
+         --force",
+        on_target.join(", ")
+    )))
 }
 
 impl Orchestrator {
@@ -406,33 +439,62 @@ impl Orchestrator {
         link: &str,
         topics: &[String],
         all: bool,
+        force: bool,
     ) -> ApiResult<Vec<MirrorTopic>> {
         let selected = self.select(link, topics, all).await?;
-        let mut removed = Vec::new();
-        for name in selected {
+        let mut docs = Vec::with_capacity(selected.len());
+        for name in &selected {
             if let Some(m) = self
                 .coord
-                .get::<MirrorTopic>(&keys::mirror(link, &name))
+                .get::<MirrorTopic>(&keys::mirror(link, name))
                 .await?
             {
-                // The mirror document goes first so fetchers stop; the rest is bookkeeping.
-                self.coord.delete(&keys::mirror(link, &name)).await?;
-                self.coord
-                    .delete_prefix(&keys::progress_of(link, &name))
-                    .await?;
-                self.coord
-                    .delete_prefix(&keys::failures_of(link, &name))
-                    .await?;
-                for writers in [
-                    keys::fetch_resources_of_topic(link, &name),
-                    keys::reverse_writers_of_topic(link, &name),
-                ] {
-                    self.coord
-                        .delete_prefix(&cutover_coord::writer_key(&writers))
-                        .await?;
-                }
-                removed.push(m.value);
+                docs.push(m);
             }
+        }
+        let values: Vec<MirrorTopic> = docs.iter().map(|d| d.value.clone()).collect();
+        if let Some(refused) = removal_refusal(&values, force) {
+            return Err(refused);
+        }
+        let mut removed = Vec::new();
+        for m in docs {
+            let name = m.value.topic.clone();
+            // The mirror document goes first so fetchers stop, and only
+            // as read (a promotion may have started since); the rest is
+            // bookkeeping.
+            let key = keys::mirror(link, &name);
+            let gone = self
+                .coord
+                .txn(
+                    &[Precondition::ModRevision(key.clone(), m.mod_revision)],
+                    &[WriteOp::Delete(key)],
+                )
+                .await?;
+            if !gone {
+                return Err(ApiError::Conflict(format!(
+                    "mirror topic {name} of link {link} changed while it was removed (a \
+                         promotion?); removed before it: {:?}",
+                    removed
+                        .iter()
+                        .map(|m: &MirrorTopic| m.topic.clone())
+                        .collect::<Vec<_>>()
+                )));
+            }
+            self.coord
+                .delete_prefix(&keys::progress_of(link, &name))
+                .await?;
+            self.coord
+                .delete_prefix(&keys::failures_of(link, &name))
+                .await?;
+            for writers in [
+                keys::fetch_resources_of_topic(link, &name),
+                keys::reverse_writers_of_topic(link, &name),
+            ] {
+                self.coord
+                    .delete_prefix(&cutover_coord::writer_key(&writers))
+                    .await?;
+            }
+            removed.push(m.value);
         }
         Ok(removed)
     }
@@ -468,5 +530,47 @@ impl Orchestrator {
             }
         }
         Ok(topics.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(topic: &str, state: MirrorState) -> MirrorTopic {
+        MirrorTopic {
+            link: "l".into(),
+            topic: topic.into(),
+            partitions: 1,
+            state,
+            reason: String::new(),
+            created_at_ms: 0,
+            target: Default::default(),
+            switches: 0,
+        }
+    }
+
+    #[test]
+    fn a_mirror_the_routers_send_to_the_target_is_kept_unless_forced() {
+        let mirroring = doc("a", MirrorState::Mirroring);
+        assert!(
+            removal_refusal(&[mirroring.clone(), doc("p", MirrorState::Paused)], false).is_none()
+        );
+        for state in [MirrorState::Promoted, MirrorState::Detached] {
+            let e = removal_refusal(&[mirroring.clone(), doc("b", state)], false)
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.contains("b (") && e.contains("--force") && !e.contains("a ("),
+                "{e}"
+            );
+            assert!(removal_refusal(&[doc("b", state)], true).is_none());
+        }
+        for state in [MirrorState::Promoting, MirrorState::Demoting] {
+            let e = removal_refusal(&[doc("c", state)], true)
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains("c (") && e.contains("promotion"), "{e}");
+        }
     }
 }

@@ -67,6 +67,7 @@ pub const METHODS: &[(&str, Kind)] = &[
     ("AddGroups", Kind::Unary),
     ("ListGroups", Kind::Unary),
     ("RemoveGroups", Kind::Unary),
+    ("SyncGroupOffsets", Kind::Unary),
 ];
 
 /// The kind of the method a request path (`/package.Service/Method`) names;
