@@ -1262,6 +1262,80 @@ fn seed_scenario_both_client_families_roll_to_the_routers_and_move_with_no_faile
     Ok(())
 }
 
+/// Issue 8, transactions never span the clusters: with one topic promoted
+/// and the other not, a librdkafka transactional producer through the
+/// routers that writes both in one transaction gets an abortable error
+/// (the router refuses the partitions with TOPIC_AUTHORIZATION_FAILED) and
+/// aborts; a transaction on either topic alone commits, on that topic's
+/// primary; read_committed on each cluster sees exactly the committed
+/// records, nothing of the refused transaction.
+#[test]
+fn a_transaction_over_topics_on_both_clusters_is_refused_and_one_on_either_commits() -> Result<()> {
+    use cutover_integration_tests::clients::{read_partition_isolated, Isolation};
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    const A: &str = "txn-span-promoted";
+    const B: &str = "txn-span-mirroring";
+    let (bed, cutover, r1, r2) = setup("promotion_txn_span", A, 1)?;
+    bed.kafka.create_topic(Side::Source, B, 1, &[])?;
+    cutover.cli_json(&["mirror", "add", "--link", "l1", B])?;
+    cutover.wait_in_sync("l1", WAIT)?;
+    moved(&cutover, "promote", A)?;
+
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", routers_bootstrap(&[&r1, &r2]))
+        .set("transactional.id", "spanning-app")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .create()?;
+    producer.init_transactions(WAIT)?;
+    let send = |topic: &str, value: &str| -> Result<()> {
+        producer
+            .send(BaseRecord::<(), str>::to(topic).partition(0).payload(value))
+            .map_err(|(e, _)| anyhow!("queueing a record to {topic}: {e}"))
+    };
+
+    producer.begin_transaction()?;
+    send(A, "spanning-a")?;
+    send(B, "spanning-b")?;
+    let refused = producer.commit_transaction(WAIT);
+    let err = match refused {
+        Ok(()) => anyhow::bail!("a transaction over both clusters was committed"),
+        Err(rdkafka::error::KafkaError::Transaction(e)) => e,
+        Err(e) => anyhow::bail!("the spanning transaction failed otherwise: {e}"),
+    };
+    ensure!(
+        err.txn_requires_abort() && !err.is_fatal(),
+        "the refusal is not an abortable error: {err}"
+    );
+    producer.abort_transaction(WAIT)?;
+
+    for (topic, value) in [(A, "alone-a"), (B, "alone-b")] {
+        producer.begin_transaction()?;
+        send(topic, value)?;
+        producer.commit_transaction(WAIT)?;
+    }
+    drop(producer);
+
+    let committed = |bootstrap: &str, topic: &str| -> Result<Vec<Vec<u8>>> {
+        let (_, high) = watermarks(bootstrap, topic, 0)?;
+        Ok(
+            read_partition_isolated(bootstrap, topic, 0, 0, high, Isolation::ReadCommitted, WAIT)?
+                .into_iter()
+                .filter_map(|r| r.value)
+                .collect(),
+        )
+    };
+    ensure!(
+        committed(bed.target_bootstrap(), A)? == [b"alone-a".to_vec()],
+        "the promoted topic's target holds other committed records"
+    );
+    ensure!(
+        committed(bed.source_bootstrap(), B)? == [b"alone-b".to_vec()],
+        "the mirrored topic's source holds other committed records"
+    );
+    Ok(())
+}
+
 /// `cutover group sync` (issue 8): a group that moves without the routers
 /// (stopped on the source, started on the target directly) gets its
 /// commits copied to the target unchanged. Refused, with nothing written,

@@ -78,8 +78,8 @@ pub enum TxnPart {
     Partitions(Vec<String>),
     /// AddOffsetsToTxn: this group's offsets join it.
     Offsets(String),
-    /// EndTxn.
-    End,
+    /// EndTxn (`commit`: to commit, else to abort).
+    End { commit: bool },
     /// TxnOffsetCommit (to the group's coordinator).
     Commit,
 }
@@ -275,7 +275,9 @@ impl Coordinated for EndTxnRequest {
         Some(TxnOf {
             producer_id: self.producer_id.0,
             producer_epoch: self.producer_epoch,
-            part: TxnPart::End,
+            part: TxnPart::End {
+                commit: self.committed,
+            },
         })
     }
     fn set_producer(&mut self, producer_id: i64, producer_epoch: i16) {

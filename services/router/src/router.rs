@@ -37,7 +37,7 @@ use crate::partitioned::Partitioned;
 use crate::producers::{self, Producers};
 use crate::readahead::{self, FetchKey, ReadAhead};
 use crate::topics::{Groups, Side, Topics};
-use crate::transactions::{self as txns, Known, Transactions};
+use crate::transactions::{self as txns, Known, Transactions, TxnRoute};
 use crate::turn::Turn;
 
 /// What a router follows in etcd: the live routers and the topics' primaries.
@@ -1101,8 +1101,11 @@ impl Router {
         let side = match &txn {
             Some(t) if kind == CoordinatorKind::Transaction => {
                 match self.transaction_side(header, &key, t).await {
-                    Ok(side) => side,
-                    Err(code) => {
+                    TxnRoute::To(side) => side,
+                    TxnRoute::Answer(code) => {
+                        if code == 0 {
+                            self.transactions.set(t.producer_id, Known::Closed);
+                        }
                         self.metrics.error(R::API, code);
                         return encode_response(header, &req.failed(code)).map(Some);
                     }
@@ -1167,7 +1170,7 @@ impl Router {
         if let Some(t) = &txn {
             if kind == CoordinatorKind::Transaction && R::error(&resp) == 0 {
                 let known = match t.part {
-                    TxnPart::End => Known::Closed,
+                    TxnPart::End { .. } => Known::Closed,
                     _ => Known::Open(side),
                 };
                 self.transactions.set(t.producer_id, known);
@@ -1311,22 +1314,34 @@ impl Router {
 
     /// The cluster a transaction request goes to: where its transaction
     /// runs, or for one that adds to a transaction with none open, where
-    /// what it adds has its primary. `Err`: the code it is refused with.
-    async fn transaction_side(&self, header: &Header, tid: &str, t: &TxnOf) -> Result<Side, i16> {
+    /// what it adds has its primary; or the answer the router gives
+    /// itself (a refusal, or the end of a transaction it refused).
+    async fn transaction_side(&self, header: &Header, tid: &str, t: &TxnOf) -> TxnRoute {
         if !producers::is_client_id(t.producer_id) {
             // An id the source gave (initialised before routers mapped
             // transactional ids): its transactions stay there.
-            return Ok(Side::Source);
+            return TxnRoute::To(Side::Source);
         }
+        let end = match t.part {
+            TxnPart::End { commit } => Some(commit),
+            _ => None,
+        };
         let open = match self.transactions.get(t.producer_id) {
             Some(Known::Open(side)) => Some(side),
-            Some(Known::Closed) if t.part != TxnPart::End => None,
+            Some(Known::Refused) => match end {
+                Some(commit) => return txns::end_of_refused(commit),
+                None => None,
+            },
+            Some(Known::Closed) if end.is_none() => None,
             _ => {
                 // Forgotten here, or an EndTxn with none open (a retry of
                 // one answered): the clusters say.
-                let (open, last) = self.ask_transaction(tid, t.producer_id).await?;
-                if t.part == TxnPart::End {
-                    return Ok(open.unwrap_or(last));
+                let (open, last) = match self.ask_transaction(tid, t.producer_id).await {
+                    Ok(seen) => seen,
+                    Err(code) => return TxnRoute::Answer(code),
+                };
+                if end.is_some() {
+                    return TxnRoute::To(open.unwrap_or(last));
                 }
                 open
             }
@@ -1334,12 +1349,20 @@ impl Router {
         let wanted: Vec<Side> = match &t.part {
             TxnPart::Partitions(topics) => topics.iter().map(|x| self.topics.primary(x)).collect(),
             TxnPart::Offsets(group) => vec![self.groups.primary(group)],
-            TxnPart::End | TxnPart::Commit => return Ok(open.unwrap_or(Side::Source)),
+            TxnPart::End { .. } | TxnPart::Commit => {
+                return TxnRoute::To(open.unwrap_or(Side::Source))
+            }
         };
-        txns::side_for_add(&wanted, open).map_err(|e| {
-            warn!(transactional_id = tid, client = %header.client(), reason = %e, "transaction request refused: a transaction runs on one cluster; the client aborts it and may retry (promote every topic and group one transaction touches together)");
-            txns::refusal_code(matches!(t.part, TxnPart::Partitions(_)))
-        })
+        match txns::side_for_add(&wanted, open) {
+            Ok(side) => TxnRoute::To(side),
+            Err(e) => {
+                warn!(transactional_id = tid, client = %header.client(), reason = %e, "transaction request refused: a transaction runs on one cluster; the client aborts it and may retry (promote every topic and group one transaction touches together)");
+                if open.is_none() {
+                    self.transactions.set(t.producer_id, Known::Refused);
+                }
+                TxnRoute::Answer(txns::refusal_code(matches!(t.part, TxnPart::Partitions(_))))
+            }
+        }
     }
 
     /// Where the client's transaction is open (if it is), and where its

@@ -30,6 +30,30 @@ pub enum Known {
     Open(Side),
     /// None is open (after InitProducerId, or once EndTxn was answered).
     Closed,
+    /// None is open upstream: the router refused what it would have
+    /// begun with (the client aborts it).
+    Refused,
+}
+
+/// What the router does with a transaction request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnRoute {
+    /// Sent to this cluster's coordinator.
+    To(Side),
+    /// Answered by the router with this code.
+    Answer(i16),
+}
+
+/// An EndTxn of a transaction whose first adds the router refused:
+/// nothing of it reached a cluster, so its abort is done (a coordinator
+/// would refuse it, having no transaction), and a commit is refused as
+/// the coordinator would.
+pub fn end_of_refused(commit: bool) -> TxnRoute {
+    if commit {
+        TxnRoute::Answer(codes::INVALID_TXN_STATE)
+    } else {
+        TxnRoute::Answer(0)
+    }
 }
 
 /// Transactions remembered at most; beyond it the memory starts over (a
@@ -167,6 +191,11 @@ mod tests {
             Err(Spanning::Elsewhere("source", "target"))
         );
         assert_ne!(refusal_code(true), refusal_code(false));
+        assert_eq!(end_of_refused(false), TxnRoute::Answer(0));
+        assert_eq!(
+            end_of_refused(true),
+            TxnRoute::Answer(codes::INVALID_TXN_STATE)
+        );
     }
 
     #[test]
