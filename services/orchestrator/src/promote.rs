@@ -308,32 +308,48 @@ impl Barrier<'_> {
     /// Every live router of the link holds the set's new writes and has
     /// its in-flight ones answered.
     async fn hold(&mut self) -> ApiResult<()> {
-        let members = routers::members_of(&self.orch.coord, &self.rec.link).await?;
-        self.held = members.clone();
         let req = rpb::HoldProduceRequest {
             topics: self.rec.topics.clone(),
             hold_ms: HOLD.as_millis() as u32,
             drain_timeout_ms: ROUTER_CALL.as_millis() as u32,
             groups: self.rec.groups.clone(),
         };
-        let failed = routers::call_all(&members, ROUTER_CALL + Duration::from_secs(1), |mut c| {
-            let req = req.clone();
-            async move { c.hold_produce(req).await }
-        })
-        .await;
+        self.on_every_router(
+            |side| format!("holds the writes, so the {side} cluster could still take some"),
+            |mut c| {
+                let req = req.clone();
+                async move { c.hold_produce(req).await }
+            },
+        )
+        .await?;
+        info!("every router holds the set's writes");
+        Ok(())
+    }
+
+    /// Makes `call` of every live router of the link (remembered as held:
+    /// a release reaches them all). `what` says, of the old primary, what
+    /// a router that failed leaves undone.
+    async fn on_every_router<F, Fut, T>(
+        &mut self,
+        what: impl Fn(&str) -> String,
+        call: F,
+    ) -> ApiResult<()>
+    where
+        F: Fn(routers::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let members = routers::members_of(&self.orch.coord, &self.rec.link).await?;
+        self.held = members.clone();
+        let failed = routers::call_all(&members, ROUTER_CALL + Duration::from_secs(1), call).await;
         if !failed.is_empty() {
             return Err(ApiError::Unavailable(format!(
-                "nothing changed: not every router holds the writes, so the {} cluster could \
-                 still take some: {}. Bring the router back or stop it (its clients move to \
-                 the others), then retry.",
-                self.rec.direction.from_side(),
+                "nothing changed: not every router {}: {}. Bring the router back or stop it \
+                 (its clients move to the others), then retry.",
+                what(self.rec.direction.from_side().name()),
                 failed.join("; ")
             )));
         }
-        info!(
-            routers = members.len(),
-            "every router holds the set's writes"
-        );
+        info!(routers = members.len(), "every router answered");
         Ok(())
     }
 
@@ -345,32 +361,26 @@ impl Barrier<'_> {
     /// producer waits for its held writes before it commits), and one
     /// started meanwhile would have to span both clusters.
     async fn hold_transactions(&mut self, old: &Cluster, wait: Duration) -> ApiResult<()> {
-        let members = routers::members_of(&self.orch.coord, &self.rec.link).await?;
-        self.held = members.clone();
         let req = rpb::HoldTransactionsRequest {
             topics: self.rec.topics.clone(),
             groups: self.rec.groups.clone(),
             hold_ms: HOLD.as_millis() as u32,
             drain_timeout_ms: ROUTER_CALL.as_millis() as u32,
         };
-        let failed = routers::call_all(&members, ROUTER_CALL + Duration::from_secs(1), |mut c| {
-            let req = req.clone();
-            async move { c.hold_transactions(req).await }
-        })
-        .await;
-        if !failed.is_empty() {
-            return Err(ApiError::Unavailable(format!(
-                "nothing changed: not every router holds new transactions on the set, so one \
-                 could start on the {} cluster during the switch: {}. Bring the router back or \
-                 stop it (its clients move to the others), then retry.",
-                self.rec.direction.from_side(),
-                failed.join("; ")
-            )));
-        }
-        info!(
-            routers = members.len(),
-            "every router holds new transactions on the set"
-        );
+        self.on_every_router(
+            |side| {
+                format!(
+                    "holds new transactions on the set, so one could start on the {side} \
+                     cluster during the switch"
+                )
+            },
+            |mut c| {
+                let req = req.clone();
+                async move { c.hold_transactions(req).await }
+            },
+        )
+        .await?;
+        info!("every router holds new transactions on the set");
         self.transactions(old, wait).await
     }
 

@@ -42,6 +42,16 @@ fn hold_ms(ms: u32, max: Duration, what: &str) -> Result<Duration, Status> {
     Ok(d)
 }
 
+/// A hold's length and how long its drain may take (0: the hold's).
+fn hold_and_drain(hold_ms: u32, drain_timeout_ms: u32) -> Result<(Duration, Duration), Status> {
+    let hold = self::hold_ms(hold_ms, MAX_PRODUCE_HOLD, "hold_ms")?;
+    let drain = match drain_timeout_ms {
+        0 => hold,
+        ms => Duration::from_millis(u64::from(ms)).min(hold),
+    };
+    Ok((hold, drain))
+}
+
 fn names(keys: Vec<String>, what: &str) -> Result<Vec<String>, Status> {
     if keys.is_empty() || keys.iter().any(String::is_empty) {
         return Err(Status::invalid_argument(format!(
@@ -98,11 +108,7 @@ impl RouterService for RouterApi {
         req: Request<pb::HoldProduceRequest>,
     ) -> Result<Response<pb::HoldResponse>, Status> {
         let r = req.into_inner();
-        let hold = hold_ms(r.hold_ms, MAX_PRODUCE_HOLD, "hold_ms")?;
-        let drain = match r.drain_timeout_ms {
-            0 => hold,
-            ms => Duration::from_millis(u64::from(ms)).min(hold),
-        };
+        let (hold, drain) = hold_and_drain(r.hold_ms, r.drain_timeout_ms)?;
         let topics = names(r.topics, "topic")?;
         let commits = commit_keys(&some_names(r.groups, "group")?);
         self.holding.produce.hold(&topics, hold);
@@ -156,11 +162,7 @@ impl RouterService for RouterApi {
         req: Request<pb::HoldTransactionsRequest>,
     ) -> Result<Response<pb::HoldResponse>, Status> {
         let r = req.into_inner();
-        let hold = hold_ms(r.hold_ms, MAX_PRODUCE_HOLD, "hold_ms")?;
-        let drain = match r.drain_timeout_ms {
-            0 => hold,
-            ms => Duration::from_millis(u64::from(ms)).min(hold),
-        };
+        let (hold, drain) = hold_and_drain(r.hold_ms, r.drain_timeout_ms)?;
         let keys = add_keys(
             &some_names(r.topics, "topic")?,
             &some_names(r.groups, "group")?,
