@@ -34,17 +34,17 @@ fn events_in(log: &Path) -> Result<Vec<Value>> {
         .collect())
 }
 
-/// Runs a tool to its end; its JSON events. `config`: client properties
-/// given with `--command-config` (a tool without the option: `None`).
-fn run(
+/// Starts a tool as `name` (its log in `log_dir`). `config`: client
+/// properties given with `--command-config` (a tool without the option:
+/// `None`).
+fn spawn(
     dist: &KafkaDist,
     main_class: &str,
     name: &str,
     args: &[String],
     config: Option<&str>,
     log_dir: &Path,
-    timeout: Duration,
-) -> Result<Vec<Value>> {
+) -> Result<ServiceProcess> {
     let conf_dir = log_dir.join(format!("{name}-conf"));
     let mut cmd = dist.java(main_class, 256, true, &conf_dir)?;
     cmd.args(args);
@@ -54,7 +54,20 @@ fn run(
             .with_context(|| format!("writing {}", config_path.display()))?;
         cmd.arg("--command-config").arg(&config_path);
     }
-    let process = ServiceProcess::spawn_tethered(name, cmd, log_dir)?;
+    ServiceProcess::spawn_tethered(name, cmd, log_dir)
+}
+
+/// Runs a tool (as [`spawn`]) to its end; its JSON events.
+fn run(
+    dist: &KafkaDist,
+    main_class: &str,
+    name: &str,
+    args: &[String],
+    config: Option<&str>,
+    log_dir: &Path,
+    timeout: Duration,
+) -> Result<Vec<Value>> {
+    let process = spawn(dist, main_class, name, args, config, log_dir)?;
     let status = process.wait_exit(timeout)?;
     if !status.success() {
         bail!("{name} exited ({status}):\n{}", process.log_tail(30));
@@ -177,24 +190,17 @@ impl JavaMember {
         name: &str,
         log_dir: &Path,
     ) -> Result<JavaMember> {
-        let conf_dir = log_dir.join(format!("{name}-conf"));
-        let mut cmd = dist.java(
-            "org.apache.kafka.tools.VerifiableConsumer",
-            256,
-            true,
-            &conf_dir,
-        )?;
-        let config_path = conf_dir.join("client.properties");
-        std::fs::write(
-            &config_path,
-            format!("isolation.level=read_committed\nclient.id={name}\n"),
-        )
-        .with_context(|| format!("writing {}", config_path.display()))?;
-        cmd.args(consumer_args(bootstrap, topic, group, -1))
-            .arg("--command-config")
-            .arg(&config_path);
         Ok(JavaMember {
-            process: ServiceProcess::spawn_tethered(name, cmd, log_dir)?,
+            process: spawn(
+                dist,
+                "org.apache.kafka.tools.VerifiableConsumer",
+                name,
+                &consumer_args(bootstrap, topic, group, -1),
+                Some(&format!(
+                    "isolation.level=read_committed\nclient.id={name}\n"
+                )),
+                log_dir,
+            )?,
         })
     }
 

@@ -70,11 +70,17 @@ impl Cluster {
             .await
     }
 
-    /// The partition of [`OFFSETS_TOPIC`] holding `group`'s offsets.
+    /// The partition of [`OFFSETS_TOPIC`] holding `group`'s offsets. Its
+    /// partition count never changes once created, so cached metadata
+    /// answers (no request per group and per check).
     pub async fn offsets_partition(&self, group: &str) -> Result<i32, KafkaError> {
-        let topic = self.topic(OFFSETS_TOPIC).await?.ok_or_else(|| {
-            KafkaError::Protocol(format!("the cluster has no {OFFSETS_TOPIC} topic yet"))
-        })?;
+        let topic = self
+            .inner
+            .topic_metadata(OFFSETS_TOPIC)
+            .await?
+            .ok_or_else(|| {
+                KafkaError::Protocol(format!("the cluster has no {OFFSETS_TOPIC} topic yet"))
+            })?;
         Ok(offsets_partition_of(group, topic.partitions.len() as i32))
     }
 }

@@ -8,10 +8,10 @@
 use std::collections::BTreeSet;
 
 use cutover_kafka::Cluster;
-use cutover_model::{validate, Side};
+use cutover_model::Side;
 
 use crate::error::{ApiError, ApiResult};
-use crate::groups::{select_groups, MAX_GROUPS_PER_REQUEST};
+use crate::groups::{check_names, select_groups, MAX_GROUPS_PER_REQUEST};
 use crate::links::connect;
 use crate::promote_groups::{mirrored_topics, plan_copy, write_copy};
 use crate::Orchestrator;
@@ -49,13 +49,7 @@ impl Orchestrator {
                 req.groups.len()
             )));
         }
-        let mut seen = BTreeSet::new();
-        for g in &req.groups {
-            validate::group_name(g)?;
-            if !seen.insert(g) {
-                return Err(ApiError::BadRequest(format!("group {g:?} is named twice")));
-            }
-        }
+        check_names(&req.groups)?;
         let mirror_groups: BTreeSet<String> = self
             .groups_of(&req.link)
             .await?

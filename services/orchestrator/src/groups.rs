@@ -29,6 +29,18 @@ pub struct AddGroups {
     pub dry_run: bool,
 }
 
+/// Each name a valid group id, none named twice.
+pub(crate) fn check_names(groups: &[String]) -> ApiResult<()> {
+    let mut seen = BTreeSet::new();
+    for g in groups {
+        validate::group_name(g)?;
+        if !seen.insert(g) {
+            return Err(ApiError::BadRequest(format!("group {g:?} is named twice")));
+        }
+    }
+    Ok(())
+}
+
 /// Groups of the classic consumer protocol, and groups that only commit
 /// offsets (assign + commit, no membership): what routers can move. Kafka
 /// Connect workers ("connect") and others keep their own protocol.
@@ -263,13 +275,7 @@ impl Orchestrator {
                 "name at least one group or give an include regex".into(),
             ));
         }
-        let mut seen = BTreeSet::new();
-        for g in &req.groups {
-            validate::group_name(g)?;
-            if !seen.insert(g) {
-                return Err(ApiError::BadRequest(format!("group {g:?} is named twice")));
-            }
-        }
+        check_names(&req.groups)?;
         let include = req
             .include_regex
             .iter()

@@ -995,6 +995,12 @@ impl Router {
         resp
     }
 
+    /// Drops the cached coordinator of `key` on `side` (it moved or did
+    /// not answer): the next request asks FindCoordinator again.
+    fn forget_coordinator(&self, side: Side, kind: CoordinatorKind, key: &str) {
+        lock(&self.coordinators).remove(&(side, kind, key.to_owned()));
+    }
+
     /// `side`'s coordinator of `key`, from the cache or asked.
     async fn coordinator(
         &self,
@@ -1153,7 +1159,7 @@ impl Router {
             };
             match result {
                 Ok(r) if is_coordinator_moved(R::error(&r)) => {
-                    lock(&self.coordinators).remove(&(side, kind, key.clone()));
+                    self.forget_coordinator(side, kind, &key);
                     resp = Some(r);
                 }
                 Ok(r) => {
@@ -1162,7 +1168,7 @@ impl Router {
                 }
                 Err(e) => {
                     warn!(error = %e, api = ?R::API, key = %key, side = side.name(), client = %header.client(), "request to the coordinator failed");
-                    lock(&self.coordinators).remove(&(side, kind, key.clone()));
+                    self.forget_coordinator(side, kind, &key);
                 }
             }
         }
@@ -1282,9 +1288,7 @@ impl Router {
         let mut upstream = req.clone();
         upstream.producer_id = (-1).into();
         upstream.producer_epoch = -1;
-        let forget = || {
-            lock(&self.coordinators).remove(&(side, CoordinatorKind::Transaction, tid.clone()));
-        };
+        let forget = || self.forget_coordinator(side, CoordinatorKind::Transaction, &tid);
         let r: InitProducerIdResponse = lanes
             .of(side)
             .forward(
@@ -1395,9 +1399,7 @@ impl Router {
         let Some(upstream) = upstream else {
             return Ok(None);
         };
-        let forget = || {
-            lock(&self.coordinators).remove(&(side, CoordinatorKind::Transaction, tid.to_owned()));
-        };
+        let forget = || self.forget_coordinator(side, CoordinatorKind::Transaction, tid);
         let node = self
             .coordinator(side, CoordinatorKind::Transaction, tid)
             .await
