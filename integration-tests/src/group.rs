@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, ensure, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, TopicPartitionList};
 
@@ -343,11 +344,47 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str, n: i32) -> Result<Ve
         .collect()
 }
 
-/// The members of `group` at `bootstrap`'s coordinator.
+/// The number of members of `group` at `bootstrap`'s coordinator.
 pub fn members_at(bootstrap: &str, group: &str) -> Result<usize> {
+    Ok(member_ids_at(bootstrap, group)?.len())
+}
+
+/// The (member id, client id) of each member of `group` at `bootstrap`'s
+/// coordinator, sorted. A coordinator still loading its offsets partition
+/// (a fresh cluster, or one whose coordinator just moved) is waited out for
+/// up to 30 s: it is the broker's "ask again", not an answer.
+pub fn member_ids_at(bootstrap: &str, group: &str) -> Result<Vec<(String, String)>> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;
-    let groups = c.fetch_group_list(Some(group), Duration::from_secs(10))?;
-    Ok(groups.groups().iter().map(|g| g.members().len()).sum())
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match c.fetch_group_list(Some(group), Duration::from_secs(10)) {
+            Ok(groups) => {
+                let mut m: Vec<(String, String)> = groups
+                    .groups()
+                    .iter()
+                    .flat_map(|g| g.members())
+                    .map(|m| (m.id().to_owned(), m.client_id().to_owned()))
+                    .collect();
+                m.sort();
+                return Ok(m);
+            }
+            Err(e) if coordinator_not_ready(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn coordinator_not_ready(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::CoordinatorLoadInProgress
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::NotCoordinator
+        )
+    )
 }

@@ -17,7 +17,8 @@ use cutover_integration_tests::cutover::{
     RouterProcess,
 };
 use cutover_integration_tests::group::{
-    committed, consumed_every_record_once, idempotent_load, lock, members_at, GroupLog, Member,
+    committed, consumed_every_record_once, idempotent_load, lock, member_ids_at, members_at,
+    GroupLog, Member,
 };
 use cutover_integration_tests::*;
 use cutover_kafka::kafka_protocol::messages::{
@@ -1409,20 +1410,7 @@ fn router_holds_a_groups_joins_and_lists_the_members_it_forwarded() -> Result<()
         all.sort();
         Ok(all)
     };
-    let source_members = || -> Result<Vec<(String, String)>> {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bed.source_bootstrap())
-            .create()?;
-        let groups = c.fetch_group_list(Some(G), Duration::from_secs(10))?;
-        let mut m: Vec<(String, String)> = groups
-            .groups()
-            .iter()
-            .flat_map(|g| g.members())
-            .map(|m| (m.id().to_owned(), m.client_id().to_owned()))
-            .collect();
-        m.sort();
-        Ok(m)
-    };
+    let source_members = || member_ids_at(bed.source_bootstrap(), G);
     let log = Arc::new(Mutex::new(GroupLog::default()));
     let first = Member::start(&via, G, T, "member-one", log.clone())?;
     wait_until("the routers to list the first member", WAIT, || {
