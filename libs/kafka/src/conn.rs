@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -29,6 +29,7 @@ use crate::codec::{self, decode_frame, encode_request, split_frame};
 use crate::config::ClusterConfig;
 use crate::error::{codes, KafkaError};
 use crate::pieces::{self, Encoded};
+use crate::produce;
 
 type Reply = Result<Bytes, KafkaError>;
 
@@ -148,6 +149,12 @@ pub(crate) struct Connection {
     next_correlation_id: AtomicI32,
     client_id: StrBytes,
     versions: VersionTable,
+    /// The queue of the task combining Produce batches into requests
+    /// (`produce.rs`), started by the first batch.
+    produce: OnceLock<mpsc::Sender<produce::Item>>,
+    tracker: TaskTracker,
+    /// How much longer than its own `timeout_ms` a Produce answer may take.
+    request_timeout: Duration,
 }
 
 impl Drop for Connection {
@@ -246,6 +253,9 @@ impl Connection {
             next_correlation_id: AtomicI32::new(0),
             client_id: StrBytes::from_string(config.client_id.clone()),
             versions: VersionTable::default(),
+            produce: OnceLock::new(),
+            tracker: tracker.clone(),
+            request_timeout: config.request_timeout,
         };
         conn.versions = conn.negotiate(config.request_timeout).await?;
         debug!(broker = %addr, versions = ?conn.versions.chosen, "connected");
@@ -306,6 +316,35 @@ impl Connection {
 
     pub(crate) fn addr(&self) -> &str {
         &self.shared.addr
+    }
+
+    /// Why requests on this connection fail now that it is closed.
+    pub(crate) fn closed_error(&self) -> KafkaError {
+        self.shared.closed_error()
+    }
+
+    /// Queues one partition's batch for the next combined Produce request
+    /// to this broker (see `produce.rs`); `item.reply` gets its answer.
+    /// Batches of one partition queued in order are written in order.
+    pub(crate) async fn produce(self: &Arc<Self>, item: produce::Item) -> Result<(), KafkaError> {
+        let tx = self.produce.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(produce::QUEUE);
+            let span = info_span!("produce_combiner", broker = %self.shared.addr);
+            self.tracker.spawn(
+                produce::combine(
+                    Arc::downgrade(self),
+                    rx,
+                    self.shared.token.clone(),
+                    self.request_timeout,
+                )
+                .instrument(span),
+            );
+            tx
+        });
+        tokio::select! {
+            _ = self.shared.token.cancelled() => Err(self.shared.closed_error()),
+            r = tx.send(item) => r.map_err(|_| self.shared.closed_error()),
+        }
     }
 
     pub(crate) fn is_alive(&self) -> bool {

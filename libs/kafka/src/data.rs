@@ -14,16 +14,16 @@ use kafka_protocol::messages::delete_records_request::{
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, DeleteRecordsRequest, DeleteRecordsResponse, FetchRequest, FetchResponse,
     InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse,
-    ProduceRequest, ProduceResponse, ProducerId,
+    ProducerId,
 };
+use tokio::sync::oneshot;
 use tracing::{debug, instrument, Instrument, Span};
 
 use crate::cluster::{millis, topic_name, unknown_topic, Cluster, Inner};
-use crate::conn::{Connection, PendingReply};
+use crate::conn::Connection;
 use crate::error::KafkaError;
 use crate::types::{
     FetchOptions, FetchRequestPartition, FetchResultPartition, FetchedPartition, OffsetSpec,
@@ -237,8 +237,9 @@ impl Cluster {
     /// Queues a Produce (acks=all) of one record batch to the partition's
     /// leader. `records` must be a complete v2 batch with base offset 0.
     ///
-    /// When this returns, the request is queued on the leader's connection:
-    /// calls made one after another are written in that order, so several
+    /// When this returns, the batch is queued for the leader's connection
+    /// (combined with other partitions' batches into one request): calls
+    /// made one after another are written in that order, so several
     /// batches can be in flight at once. Errors before queueing (no leader,
     /// connection failure) are retried internally; nothing is retried once
     /// queued, since the caller owns sequence numbers.
@@ -251,7 +252,7 @@ impl Cluster {
         timeout: Duration,
     ) -> Result<ProduceHandle, KafkaError> {
         let inner = &self.inner;
-        let (pending, version, topic_id) = inner
+        let (answer, version) = inner
             .retrying("Produce", || async {
                 let r = inner
                     .enqueue_produce(topic, partition, records.clone(), timeout)
@@ -260,13 +261,11 @@ impl Cluster {
             })
             .await?;
         Ok(ProduceHandle {
-            pending,
+            answer,
             cluster: Arc::downgrade(inner),
             topic: topic.to_owned(),
             partition,
-            topic_id,
             version,
-            timeout: timeout + inner.config.request_timeout,
             span: Span::current(),
         })
     }
@@ -593,33 +592,26 @@ impl Inner {
         partition: i32,
         records: Bytes,
         timeout: Duration,
-    ) -> Result<(PendingReply, i16, Uuid), KafkaError> {
+    ) -> Result<(oneshot::Receiver<Result<ProduceResult, KafkaError>>, i16), KafkaError> {
         let route = self.route(topic, partition).await?;
         let mut version = route.conn.require(ApiKey::Produce)?;
         if route.topic_id.is_nil() {
             version = version.min(LAST_VERSION_WITH_NAMES);
         }
-        let mut pd = PartitionProduceData::default();
-        pd.index = partition;
-        pd.records = Some(records);
-        let mut td = TopicProduceData::default();
-        if version > LAST_VERSION_WITH_NAMES {
-            td.topic_id = route.topic_id;
-        } else {
-            td.name = topic_name(topic);
-        }
-        td.partition_data = vec![pd];
-        let mut req = ProduceRequest::default();
-        req.transactional_id = None;
-        req.acks = -1;
-        req.timeout_ms = millis(timeout);
-        req.topic_data = vec![td];
-        let records = crate::pieces::swap_out(crate::pieces::produce_records(&mut req));
-        let pending = route
+        let (reply, rx) = oneshot::channel();
+        route
             .conn
-            .enqueue_spliced(ApiKey::Produce, version, &req, records)
+            .produce(crate::produce::Item {
+                topic: topic.to_owned(),
+                topic_id: route.topic_id,
+                partition,
+                records,
+                version,
+                timeout,
+                reply,
+            })
             .await?;
-        Ok((pending, version, route.topic_id))
+        Ok((rx, version))
     }
 
     /// Sleeps the retry backoff for `attempt`, unless the client closes.
@@ -771,13 +763,13 @@ impl Inner {
 /// broker's answer. Dropping it does not cancel the request.
 #[must_use = "a produce is only known to succeed once its handle is awaited"]
 pub struct ProduceHandle {
-    pending: PendingReply,
+    /// Answered by the connection's combining task, which bounds the wait
+    /// by the request's timeout.
+    answer: oneshot::Receiver<Result<ProduceResult, KafkaError>>,
     cluster: Weak<Inner>,
     topic: String,
     partition: i32,
-    topic_id: Uuid,
     version: i16,
-    timeout: Duration,
     span: Span,
 }
 
@@ -802,47 +794,16 @@ impl ProduceHandle {
     /// stale so the next `send_produce` goes to the new leader.
     pub async fn wait(self) -> Result<ProduceResult, KafkaError> {
         let ProduceHandle {
-            pending,
+            answer,
             cluster,
             topic,
-            partition,
-            topic_id,
-            version,
-            timeout,
             span,
+            ..
         } = self;
-        let r: Result<ProduceResult, KafkaError> = async {
-            let resp: ProduceResponse = pending.decode(timeout).await?;
-            let by_id = version > LAST_VERSION_WITH_NAMES;
-            let p = resp
-                .responses
-                .into_iter()
-                .find(|t| {
-                    if by_id {
-                        t.topic_id == topic_id
-                    } else {
-                        t.name.0.as_str() == topic
-                    }
-                })
-                .and_then(|t| {
-                    t.partition_responses
-                        .into_iter()
-                        .find(|p| p.index == partition)
-                })
-                .ok_or_else(|| {
-                    KafkaError::Protocol("Produce response without the partition".to_owned())
-                })?;
-            let message = p.error_message.as_ref().map(|m| m.to_string()).or_else(|| {
-                p.record_errors
-                    .iter()
-                    .find_map(|e| e.batch_index_error_message.as_ref().map(|m| m.to_string()))
-            });
-            KafkaError::check(p.error_code, message.as_deref())?;
-            Ok(ProduceResult {
-                base_offset: p.base_offset,
-                log_start_offset: p.log_start_offset,
-                log_append_time_ms: p.log_append_time_ms,
-            })
+        let r = async {
+            // Without an answer the combining task went away: the client
+            // is closing.
+            answer.await.unwrap_or(Err(KafkaError::Closed))
         }
         .instrument(span)
         .await;

@@ -19,7 +19,11 @@
 //! Retry and reconnect delays come from `cutover_retry` (exponential, capped,
 //! with jitter; `ClusterConfig` sets their initial and maximum values).
 //! Produce is retried only before it is queued; once on the wire, its fate is
-//! reported to the caller, who owns sequence numbers and ordering.
+//! reported to the caller, who owns sequence numbers and ordering. The
+//! batches queued for one broker go out combined, one per partition per
+//! request, at most two requests in flight (`produce.rs`): a broker answers
+//! a connection's requests one after the other, so a request per batch
+//! would queue each partition behind every other's acks=all round trip.
 //!
 //! # Untrusted input
 //!
@@ -50,6 +54,7 @@ mod error;
 mod forward;
 mod groups;
 pub mod pieces;
+mod produce;
 mod producers;
 mod session;
 mod transactions;
