@@ -250,9 +250,11 @@ pub enum Step {
     /// Every live router holds new produce for the set and reports its
     /// in-flight writes answered.
     Holding,
-    /// The old primary's log ends must stay still for the quiet period.
+    /// The old primary's log ends must stay still for the quiet period;
+    /// the fetchers copy up to them meanwhile.
     Quiet,
-    /// Fetchers copy up to those log ends.
+    /// What is left of the fetchers' copy up to those log ends once the
+    /// quiet period is over.
     Draining,
     /// The groups' committed offsets copied, unchanged, to their new home.
     Offsets,

@@ -444,17 +444,14 @@ impl Barrier<'_> {
         }
     }
 
-    /// The old primary's log ends, once they stayed still for `quiet`.
-    async fn quiet(&self, old: &Cluster, quiet: Duration) -> ApiResult<Ends> {
-        let side = self.rec.direction.from_side();
-        let docs = self.values();
-        let first = log_ends(old, side, &docs).await?;
-        // The quiet period is the check itself, not a wait for an event.
-        tokio::time::sleep(quiet).await;
-        let second = log_ends(old, side, &docs).await?;
+    /// The old primary ended at `first` and is at `second` a quiet period
+    /// later: anything that moved was written past every router's hold,
+    /// by a producer writing to it directly (named).
+    async fn stayed_still(&self, old: &Cluster, first: &Ends, second: &Ends) -> ApiResult<()> {
         if first == second {
-            return Ok(second);
+            return Ok(());
         }
+        let side = self.rec.direction.from_side();
         let moved = second
             .iter()
             .filter(|(tp, end)| first.get(*tp) != Some(*end))
@@ -462,12 +459,11 @@ impl Barrier<'_> {
         let producers = producers_on(old, side, moved).await?;
         check_quiet(
             self.rec.direction,
-            &first,
-            &second,
+            first,
+            second,
             &producers,
             &self.router_producer_ids(side).await?,
-        )?;
-        Ok(second)
+        )
     }
 
     /// The upstream producer ids the routers' mappings use on `side`.
@@ -485,18 +481,16 @@ impl Barrier<'_> {
     }
 
     /// The new primary holds exactly the old one's records: up to `ends`,
-    /// nothing beyond.
-    async fn drain(&self, new: &Cluster, ends: &Ends, timeout: Duration) -> ApiResult<()> {
+    /// nothing beyond (the fetchers said they reached `ends`; a client
+    /// writing to the new primary directly would put records beyond).
+    async fn drained_exactly(
+        &self,
+        new: &Cluster,
+        ends: &Ends,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> ApiResult<()> {
         let side = self.rec.direction.from_side().other();
-        let deadline = Instant::now() + timeout;
-        // The fetchers say when the new primary reached an offset (through
-        // the mirror, or for a rollback the reverse mirror): no polling.
-        let waits = ends
-            .iter()
-            .map(|((topic, p), end)| self.wait_for_offset(topic, *p, *end, deadline));
-        for r in join_all(waits).await {
-            r?;
-        }
         let docs = self.values();
         loop {
             let now = log_ends(new, side, &docs).await?;
@@ -539,71 +533,6 @@ impl Barrier<'_> {
                 )));
             }
             tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// Asks the fetcher owning `topic`-`partition` to answer once the new
-    /// primary reached `offset` (the target through the mirror, or the
-    /// source through the reverse mirror), following the partition to a
-    /// new owner and waiting for its direction to turn.
-    async fn wait_for_offset(
-        &self,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-        deadline: Instant,
-    ) -> ApiResult<()> {
-        let link = &self.rec.link;
-        let resource = keys::fetch_resource(link, topic, partition);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                // The log-end check after it reports what is behind.
-                return Ok(());
-            }
-            let owner = cutover_coord::owner_of(&self.orch.coord, &resource).await?;
-            let member = match &owner {
-                Some(id) => self
-                    .orch
-                    .coord
-                    .get::<FetcherMember>(&cutover_coord::member_key(keys::FETCHER_KIND, id))
-                    .await?
-                    .map(|v| v.value),
-                None => None,
-            };
-            let Some(member) = member else {
-                // No owner now: one takes it over within a lease.
-                tokio::time::sleep(POLL * 5).await;
-                continue;
-            };
-            let asked = async {
-                let channel = peers::traced_channel(
-                    &member.grpc_addr,
-                    left.min(ROUTER_CALL),
-                    left + Duration::from_secs(1),
-                )
-                .await
-                .map_err(tonic::Status::unavailable)?;
-                let mut c = fpb::fetcher_client::FetcherClient::new(channel);
-                c.wait_for_offset(fpb::WaitForOffsetRequest {
-                    link: link.clone(),
-                    topic: topic.to_owned(),
-                    partition,
-                    offset,
-                    timeout_ms: left.as_millis().max(1) as u32,
-                    reverse: self.rec.direction == Direction::Rollback,
-                })
-                .await
-            };
-            match asked.await {
-                Ok(_) => return Ok(()),
-                Err(s) if s.code() == tonic::Code::DeadlineExceeded => return Ok(()),
-                Err(s) => {
-                    warn!(topic, partition, fetcher = %member.id, code = ?s.code(), error = s.message(),
-                        "asking the fetcher for the drain failed; asking its owner again");
-                    tokio::time::sleep(POLL * 5).await;
-                }
-            }
         }
     }
 
@@ -650,9 +579,33 @@ impl Barrier<'_> {
         self.hold().await?;
         self.save(Step::Quiet, Docs::default()).await?;
         self.transactions(old, opts.transaction_wait).await?;
-        let ends = self.quiet(old, opts.quiet).await?;
+        let side = self.rec.direction.from_side();
+        let docs = self.values();
+        let deadline = Instant::now() + opts.drain_timeout;
+        let first = log_ends(old, side, &docs).await?;
+        // The fetchers copy up to the first ends while the quiet period
+        // runs, so the stall is the longer of the two, not their sum: if
+        // the old primary stayed still, those are its ends; if not, the
+        // promotion is refused anyway.
+        let (orch, link, direction) = (self.orch, self.rec.link.clone(), self.rec.direction);
+        let copied = wait_for_offsets(orch, &link, direction, &first, deadline);
+        tokio::pin!(copied);
+        let quiet = async {
+            // The quiet period is the check itself, not a wait for an event.
+            tokio::time::sleep(opts.quiet).await;
+            log_ends(old, side, &docs).await
+        };
+        tokio::pin!(quiet);
+        let mut drained = None;
+        let second = loop {
+            tokio::select! {
+                r = &mut copied, if drained.is_none() => drained = Some(r),
+                ends = &mut quiet => break ends?,
+            }
+        };
+        self.stayed_still(old, &first, &second).await?;
         self.rec.quiet_ends = BTreeMap::new();
-        for ((topic, _), end) in &ends {
+        for ((topic, _), end) in &first {
             self.rec
                 .quiet_ends
                 .entry(topic.clone())
@@ -660,7 +613,12 @@ impl Barrier<'_> {
                 .push(*end);
         }
         self.save(Step::Draining, Docs::default()).await?;
-        self.drain(new, &ends, opts.drain_timeout).await?;
+        match drained {
+            Some(r) => r?,
+            None => copied.await?,
+        }
+        self.drained_exactly(new, &first, deadline, opts.drain_timeout)
+            .await?;
         if self.held_at.is_some_and(|at| at.elapsed() >= SWITCH_BY) {
             return Err(ApiError::TooSlow(format!(
                 "nothing changed: the barrier took longer than {} s, and the routers' holds \
@@ -1189,6 +1147,85 @@ impl Orchestrator {
 pub(crate) struct Clusters {
     pub(crate) old: Cluster,
     pub(crate) new: Cluster,
+}
+
+/// Every fetcher copying the set says the new primary reached `ends`
+/// (through the mirror, or for a rollback the reverse mirror), or
+/// `deadline` passed: no polling.
+async fn wait_for_offsets(
+    orch: &Orchestrator,
+    link: &str,
+    direction: Direction,
+    ends: &Ends,
+    deadline: Instant,
+) -> ApiResult<()> {
+    let waits = ends.iter().map(|((topic, p), end)| {
+        wait_for_offset(orch, link, direction, (topic.as_str(), *p), *end, deadline)
+    });
+    for r in join_all(waits).await {
+        r?;
+    }
+    Ok(())
+}
+
+/// Asks the fetcher owning `topic`-`partition` to answer once the new
+/// primary reached `offset` (the target through the mirror, or the
+/// source through the reverse mirror), following the partition to a
+/// new owner and waiting for its direction to turn. Past `deadline` it
+/// returns: the log-end check after it reports what is behind.
+async fn wait_for_offset(
+    orch: &Orchestrator,
+    link: &str,
+    direction: Direction,
+    (topic, partition): (&str, i32),
+    offset: i64,
+    deadline: Instant,
+) -> ApiResult<()> {
+    let resource = keys::fetch_resource(link, topic, partition);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            // The log-end check after it reports what is behind.
+            return Ok(());
+        }
+        let owner = cutover_coord::owner_of(&orch.coord, &resource).await?;
+        let member = match &owner {
+            Some(id) => orch
+                .coord
+                .get::<FetcherMember>(&cutover_coord::member_key(keys::FETCHER_KIND, id))
+                .await?
+                .map(|v| v.value),
+            None => None,
+        };
+        let Some(member) = member else {
+            // No owner now: one takes it over within a lease.
+            tokio::time::sleep(POLL * 5).await;
+            continue;
+        };
+        let asked = async {
+            let channel = peers::traced_channel(&member.grpc_addr, left + Duration::from_secs(1))
+                .map_err(tonic::Status::invalid_argument)?;
+            let mut c = fpb::fetcher_client::FetcherClient::new(channel);
+            c.wait_for_offset(fpb::WaitForOffsetRequest {
+                link: link.to_owned(),
+                topic: topic.to_owned(),
+                partition,
+                offset,
+                timeout_ms: left.as_millis().max(1) as u32,
+                reverse: direction == Direction::Rollback,
+            })
+            .await
+        };
+        match asked.await {
+            Ok(_) => return Ok(()),
+            Err(s) if s.code() == tonic::Code::DeadlineExceeded => return Ok(()),
+            Err(s) => {
+                warn!(topic, partition, fetcher = %member.id, code = ?s.code(), error = s.message(),
+                    "asking the fetcher for the drain failed; asking its owner again");
+                tokio::time::sleep(POLL * 5).await;
+            }
+        }
+    }
 }
 
 fn lost_early(id: &str) -> ApiError {

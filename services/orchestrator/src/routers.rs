@@ -10,9 +10,7 @@ use cutover_model::{keys, RouterMember};
 use cutover_proto::router::v1 as rpb;
 use cutover_proto::router::v1::router_client::RouterClient;
 use cutover_proto::v1 as pb;
-use cutover_telemetry::TraceContextService;
 use futures::future::join_all;
-use tonic::transport::Channel;
 
 use crate::error::ApiResult;
 use crate::Orchestrator;
@@ -31,16 +29,15 @@ fn holds(h: Vec<rpb::Hold>) -> Vec<pb::RouterHold> {
         .collect()
 }
 
-pub type Client = RouterClient<TraceContextService<Channel>>;
+pub type Client = RouterClient<crate::peers::Traced>;
 
 /// A client of `member`'s internal API, carrying the caller's trace;
 /// calls time out after `timeout`. `Err` says why it cannot be reached.
-pub async fn client(member: &RouterMember, timeout: Duration) -> Result<Client, String> {
+pub fn client(member: &RouterMember, timeout: Duration) -> Result<Client, String> {
     if member.grpc_addr.is_empty() {
         return Err("registered without a gRPC address (an older router?)".into());
     }
-    let channel =
-        crate::peers::traced_channel(&member.grpc_addr, ASK_TIMEOUT.min(timeout), timeout).await?;
+    let channel = crate::peers::traced_channel(&member.grpc_addr, timeout)?;
     Ok(RouterClient::new(channel))
 }
 
@@ -63,11 +60,11 @@ where
     let calls = members.iter().map(|m| {
         let call = &call;
         async move {
-            let c = client(m, timeout).await?;
+            let c = client(m, timeout)?;
             call(c)
                 .await
                 .map(|_| ())
-                .map_err(|s| format!("answered {:?}: {}", s.code(), s.message()))
+                .map_err(|s| crate::peers::failure(&m.grpc_addr, &s))
         }
     });
     members
@@ -89,7 +86,7 @@ pub struct GroupView {
 /// that did not answer (a member could be behind one of them).
 pub async fn group_view(members: &[RouterMember], group: &str) -> Result<GroupView, String> {
     let asks = members.iter().map(|m| async move {
-        let mut c = client(m, ASK_TIMEOUT).await?;
+        let mut c = client(m, ASK_TIMEOUT)?;
         let failed = |s: tonic::Status| format!("answered {:?}: {}", s.code(), s.message());
         let listed = c
             .list_group_members(rpb::ListGroupMembersRequest {
@@ -150,8 +147,7 @@ pub async fn members_of(coord: &cutover_coord::Coord, link: &str) -> ApiResult<V
 
 /// The state `member` reports over gRPC.
 async fn ask(member: &RouterMember) -> Result<rpb::RouterState, String> {
-    client(member, ASK_TIMEOUT)
-        .await?
+    client(member, ASK_TIMEOUT)?
         .get_state(rpb::GetStateRequest {})
         .await
         .map(|r| r.into_inner())
