@@ -39,6 +39,10 @@ struct Args {
     /// Records per second of each producer, over all topics.
     #[arg(long, default_value_t = 1_000)]
     rate: u64,
+    /// Seconds of load before the first promotion, so the mirror runs in
+    /// its steady state (a migration promotes after mirroring for a while).
+    #[arg(long, default_value_t = 10)]
+    warmup_secs: u64,
     /// Passed on to `cutover promote --quiet-ms` (0: its default).
     #[arg(long, default_value_t = 0)]
     quiet_ms: u32,
@@ -99,7 +103,7 @@ fn main() -> Result<()> {
         .map(|s| LoadGenerator::start(&via, &partitions, args.rate, s.clone()))
         .collect::<Result<Vec<_>>>()?;
     for l in &loads {
-        l.wait_acked(args.rate, WAIT)?;
+        l.wait_acked(args.rate * args.warmup_secs.max(1), WAIT)?;
     }
 
     let mut stalls = Vec::with_capacity(topics.len());

@@ -248,7 +248,7 @@ pub enum Step {
     /// routers hold every member's JoinGroup.
     Rejoining,
     /// Every live router holds new produce for the set and reports its
-    /// in-flight writes answered.
+    /// in-flight writes answered; no transaction is open on the set.
     Holding,
     /// The old primary's log ends must stay still for the quiet period;
     /// the fetchers copy up to them meanwhile.

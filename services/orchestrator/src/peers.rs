@@ -95,6 +95,9 @@ mod tests {
             .await
             .expect_err("nothing answers");
         let said = failure("127.0.0.1:1", &s);
-        assert!(said.starts_with("cannot reach its gRPC API at 127.0.0.1:1"), "{said}");
+        assert!(
+            said.starts_with("cannot reach its gRPC API at 127.0.0.1:1"),
+            "{said}"
+        );
     }
 }

@@ -183,7 +183,9 @@ pub(crate) struct Barrier<'a> {
     docs: Vec<Versioned<MirrorTopic>>,
     pub(crate) groups: Vec<Versioned<MirrorGroup>>,
     /// The routers asked to hold, and when the first was asked.
-    held: Vec<RouterMember>,
+    /// (Behind a lock so the routers' hold can run beside the
+    /// transactions check, both borrowing the barrier.)
+    held: std::sync::Mutex<Vec<RouterMember>>,
     held_at: Option<Instant>,
 }
 
@@ -307,7 +309,7 @@ impl Barrier<'_> {
 
     /// Every live router of the link holds the set's new writes and has
     /// its in-flight ones answered.
-    async fn hold(&mut self) -> ApiResult<()> {
+    async fn hold(&self) -> ApiResult<()> {
         let req = rpb::HoldProduceRequest {
             topics: self.rec.topics.clone(),
             hold_ms: HOLD.as_millis() as u32,
@@ -330,7 +332,7 @@ impl Barrier<'_> {
     /// a release reaches them all). `what` says, of the old primary, what
     /// a router that failed leaves undone.
     async fn on_every_router<F, Fut, T>(
-        &mut self,
+        &self,
         what: impl Fn(&str) -> String,
         call: F,
     ) -> ApiResult<()>
@@ -339,7 +341,7 @@ impl Barrier<'_> {
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let members = routers::members_of(&self.orch.coord, &self.rec.link).await?;
-        self.held = members.clone();
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = members.clone();
         let failed = routers::call_all(&members, ROUTER_CALL + Duration::from_secs(1), call).await;
         if !failed.is_empty() {
             return Err(ApiError::Unavailable(format!(
@@ -540,7 +542,7 @@ impl Barrier<'_> {
     /// held writes on, once it has seen `revision`. A router that does not
     /// answer lets them go by itself when its hold runs out.
     async fn release(&mut self, revision: i64) {
-        let mut members = self.held.clone();
+        let mut members = self.held.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match routers::members_of(&self.orch.coord, &self.rec.link).await {
             Ok(now) => {
                 for m in now {
@@ -576,9 +578,13 @@ impl Barrier<'_> {
         new: &Cluster,
         opts: PromoteOptions,
     ) -> ApiResult<()> {
-        self.hold().await?;
+        // The transactions check again (none should be left) while the
+        // routers report their in-flight writes answered: both must be
+        // done before the first read of the log ends.
+        let (held, open) = tokio::join!(self.hold(), self.transactions(old, opts.transaction_wait));
+        held?;
+        open?;
         self.save(Step::Quiet, Docs::default()).await?;
-        self.transactions(old, opts.transaction_wait).await?;
         let side = self.rec.direction.from_side();
         let docs = self.values();
         let deadline = Instant::now() + opts.drain_timeout;
@@ -865,7 +871,7 @@ impl Orchestrator {
             owner: (owner_key, owner_rev),
             docs: topics.iter().map(|t| mirrors[t].clone()).collect(),
             groups: groups.iter().map(|g| mirror_groups[g].clone()).collect(),
-            held: Vec::new(),
+            held: Default::default(),
             held_at: None,
         };
         let result = self.barrier(&mut barrier, clusters, opts).await;
@@ -963,7 +969,10 @@ impl Orchestrator {
             Err(e) => return Err(e),
         };
         info!(revision, "primary switched");
-        b.save(Step::Releasing, Docs::default()).await?;
+        // Stored with the next step: once switched, the promotion only goes
+        // forward (a successor releases too), so the release need not wait
+        // for a write of its own.
+        b.rec.enter(Step::Releasing, now_ms());
         if !b.docs.is_empty() {
             b.release(revision).await;
         }
@@ -1079,7 +1088,7 @@ impl Orchestrator {
             owner: (owner_key, owner_rev),
             docs,
             groups,
-            held: Vec::new(),
+            held: Default::default(),
             held_at: None,
         };
         b.rec.leader = self.id.clone();
