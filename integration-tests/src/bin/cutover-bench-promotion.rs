@@ -4,7 +4,8 @@
 //!
 //! Method: `--promotions` topics (2 partitions each) are mirrored; idempotent
 //! librdkafka producers (`--producers`, each writing every topic at
-//! `--rate` records/s in all) write through the routers the whole run;
+//! `--rate` records/s in all) write through the routers the whole run,
+//! `--warmup-secs` of it before the first promotion;
 //! the topics are promoted one after the other with `cutover promote`.
 //! Each promotion's stall is what its record says: from the first router
 //! hold to the last release, which bounds the time any held write waited
