@@ -88,8 +88,9 @@ pub(crate) fn take_request(queued: &mut VecDeque<Item>, max_bytes: usize) -> Vec
 }
 
 /// The Produce request carrying `items` (acks=all, idempotent, no
-/// transaction), topics in the order they first appear.
-fn request(items: &[Item], version: i16) -> ProduceRequest {
+/// transaction), topics in the order they first appear; the broker gets
+/// `timeout` for the acknowledgements.
+fn request(items: &[Item], version: i16, timeout: Duration) -> ProduceRequest {
     let mut topics: Vec<TopicProduceData> = Vec::new();
     let mut names: Vec<&str> = Vec::new();
     for item in items {
@@ -115,7 +116,6 @@ fn request(items: &[Item], version: i16) -> ProduceRequest {
     let mut req = ProduceRequest::default();
     req.transactional_id = None;
     req.acks = -1;
-    let timeout = items.iter().map(|i| i.timeout).max().unwrap_or_default();
     req.timeout_ms = millis(timeout);
     req.topic_data = topics;
     req
@@ -188,9 +188,11 @@ async fn send(
     extra: Duration,
 ) -> Option<Answered> {
     let version = items.first()?.version;
-    let mut req = request(&items, version);
+    // The longest any of them asked for.
+    let timeout = items.iter().map(|i| i.timeout).max().unwrap_or_default();
+    let mut req = request(&items, version, timeout);
     let records = crate::pieces::swap_out(crate::pieces::produce_records(&mut req));
-    let wait = items.iter().map(|i| i.timeout).max().unwrap_or_default() + extra;
+    let wait = timeout + extra;
     match conn
         .enqueue_spliced(ApiKey::Produce, version, &req, records)
         .await
@@ -352,7 +354,7 @@ mod tests {
         let items: Vec<Item> = queue(&[("a", 0, 1, 9), ("b", 3, 1, 9), ("a", 2, 1, 9)])
             .into_iter()
             .collect();
-        let req = request(&items, 9);
+        let req = request(&items, 9, Duration::from_secs(1));
         assert_eq!(req.acks, -1);
         assert!(req.transactional_id.is_none());
         let shape: Vec<(String, Vec<i32>)> = req

@@ -60,15 +60,17 @@ pub fn traced_channel(addr: &str, timeout: Duration) -> Result<Traced, String> {
 /// What a failed call says, with the address when the peer was not
 /// reached at all.
 pub fn failure(addr: &str, s: &tonic::Status) -> String {
-    // tonic answers a call it could not deliver with UNAVAILABLE caused by
-    // its transport error; a peer's own UNAVAILABLE has no such cause.
+    unreachable(addr, s).unwrap_or_else(|| format!("answered {:?}: {}", s.code(), s.message()))
+}
+
+/// Says so when the call never reached the peer at `addr`: tonic answers
+/// a call it could not deliver with UNAVAILABLE caused by its transport
+/// error; a peer's own UNAVAILABLE has no such cause.
+pub fn unreachable(addr: &str, s: &tonic::Status) -> Option<String> {
     let undelivered = std::error::Error::source(s)
         .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some());
-    if s.code() == tonic::Code::Unavailable && undelivered {
-        format!("cannot reach its gRPC API at {addr}: {}", s.message())
-    } else {
-        format!("answered {:?}: {}", s.code(), s.message())
-    }
+    (s.code() == tonic::Code::Unavailable && undelivered)
+        .then(|| format!("cannot reach its gRPC API at {addr}: {}", s.message()))
 }
 
 #[cfg(test)]

@@ -581,9 +581,9 @@ impl Barrier<'_> {
         // The transactions check again (none should be left) while the
         // routers report their in-flight writes answered: both must be
         // done before the first read of the log ends.
-        let (held, open) = tokio::join!(self.hold(), self.transactions(old, opts.transaction_wait));
-        held?;
-        open?;
+        // The first failure ends both: a router that did not hold undoes
+        // the barrier without waiting out open transactions.
+        tokio::try_join!(self.hold(), self.transactions(old, opts.transaction_wait))?;
         self.save(Step::Quiet, Docs::default()).await?;
         let side = self.rec.direction.from_side();
         let docs = self.values();

@@ -87,7 +87,7 @@ pub struct GroupView {
 pub async fn group_view(members: &[RouterMember], group: &str) -> Result<GroupView, String> {
     let asks = members.iter().map(|m| async move {
         let mut c = client(m, ASK_TIMEOUT)?;
-        let failed = |s: tonic::Status| format!("answered {:?}: {}", s.code(), s.message());
+        let failed = |s: tonic::Status| crate::peers::failure(&m.grpc_addr, &s);
         let listed = c
             .list_group_members(rpb::ListGroupMembersRequest {
                 group: group.to_owned(),
@@ -151,7 +151,10 @@ async fn ask(member: &RouterMember) -> Result<rpb::RouterState, String> {
         .get_state(rpb::GetStateRequest {})
         .await
         .map(|r| r.into_inner())
-        .map_err(|s| format!("its gRPC API answered {:?}: {}", s.code(), s.message()))
+        .map_err(|s| {
+            crate::peers::unreachable(&member.grpc_addr, &s)
+                .unwrap_or_else(|| format!("its gRPC API answered {:?}: {}", s.code(), s.message()))
+        })
 }
 
 impl Orchestrator {
