@@ -115,10 +115,17 @@ fn round_trip(p: &Prober, topic: &str, value: &[u8]) -> Result<Duration> {
 }
 
 /// What this machine charges any TCP proxy, apart from what the router
-/// does: 100-byte round trips to an echo server, directly and through a
-/// relay that only copies bytes (tokio, two worker threads, like the
-/// router), interleaved. Returns the round trips each way, sorted.
-fn relay_floor(probes: usize) -> Result<(Vec<Duration>, Vec<Duration>)> {
+/// does: 100-byte round trips to an echo server that answers after
+/// `pause`, directly and through a relay that only copies bytes (tokio,
+/// two worker threads, like the router), interleaved.
+///
+/// With a pause as long as the broker's answer takes, the relay's threads
+/// fall idle between a request and its answer as the router's do; on a VM
+/// whose idle vCPUs halt at once (no guest halt polling), each of the two
+/// wake-ups a proxy adds per round trip is then a trip through the
+/// hypervisor, which a pause-less echo, answered within microseconds,
+/// never pays.
+fn relay_floor(probes: usize, pause: Duration) -> Result<Floor> {
     use std::io::{Read, Write};
     let echo = std::net::TcpListener::bind("127.0.0.1:0")?;
     let echo_addr = echo.local_addr()?;
@@ -131,7 +138,14 @@ fn relay_floor(probes: usize) -> Result<(Vec<Duration>, Vec<Duration>)> {
             let _ = s.set_nodelay(true);
             std::thread::spawn(move || {
                 let mut buf = [0u8; 100];
-                while s.read_exact(&mut buf).is_ok() && s.write_all(&buf).is_ok() {}
+                while s.read_exact(&mut buf).is_ok() {
+                    if !pause.is_zero() {
+                        std::thread::sleep(pause);
+                    }
+                    if s.write_all(&buf).is_err() {
+                        break;
+                    }
+                }
             });
         }
     });
@@ -180,7 +194,47 @@ fn relay_floor(probes: usize) -> Result<(Vec<Duration>, Vec<Duration>)> {
     let _ = acceptor.join();
     d.sort();
     r.sort();
-    Ok((d, r))
+    Ok(Floor {
+        pause,
+        d50: percentile(&d, 0.5),
+        d99: percentile(&d, 0.99),
+        r50: percentile(&r, 0.5),
+        r99: percentile(&r, 0.99),
+    })
+}
+
+/// Round trips to the echo server, µs: directly and through the relay.
+struct Floor {
+    pause: Duration,
+    d50: f64,
+    d99: f64,
+    r50: f64,
+    r99: f64,
+}
+
+impl Floor {
+    fn print(&self) {
+        println!(
+            "machine floor, 100-byte TCP round trip answered after {} µs: direct p50 {:.0} µs p99 {:.0} µs; \
+             through a byte relay p50 {:.0} µs p99 {:.0} µs; a relay adds p50 {:.0} µs, p99 {:.0} µs",
+            self.pause.as_micros(),
+            self.d50,
+            self.d99,
+            self.r50,
+            self.r99,
+            self.r50 - self.d50,
+            self.r99 - self.d99
+        );
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "pause_us": self.pause.as_micros() as u64,
+            "direct": {"p50": self.d50, "p99": self.d99},
+            "relayed": {"p50": self.r50, "p99": self.r99},
+            "added": {"p50": self.r50 - self.d50, "p99": self.r99 - self.d99},
+        })
+    }
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> f64 {
@@ -343,19 +397,8 @@ fn main() -> Result<()> {
 
     // What the machine alone charges a proxy: two more loopback crossings
     // and thread wake-ups per round trip, with no Kafka work.
-    let (fd, fr) = relay_floor(args.probes)?;
-    let (f_d50, f_d99, f_r50, f_r99) = (
-        percentile(&fd, 0.5),
-        percentile(&fd, 0.99),
-        percentile(&fr, 0.5),
-        percentile(&fr, 0.99),
-    );
-    println!(
-        "machine floor, 100-byte TCP round trip: direct p50 {f_d50:.0} µs p99 {f_d99:.0} µs; \
-         through a byte relay p50 {f_r50:.0} µs p99 {f_r99:.0} µs; a relay adds p50 {:.0} µs, p99 {:.0} µs",
-        f_r50 - f_d50,
-        f_r99 - f_d99
-    );
+    let floor = relay_floor(args.probes, Duration::ZERO)?;
+    floor.print();
 
     // Latency: one record at a time, alternating, after a warm-up.
     let direct = prober(&direct_addr)?;
@@ -385,6 +428,9 @@ fn main() -> Result<()> {
         r99 - d99
     );
     drop((direct, routed));
+    // The same relay with the echo answering as late as the broker did.
+    let paused_floor = relay_floor(args.probes, Duration::from_micros(d50 as u64))?;
+    paused_floor.print();
 
     // Throughput and router CPU: rounds of the same load each way, the
     // order swapped every round, so drift of a shared machine (the
@@ -491,11 +537,8 @@ fn main() -> Result<()> {
         "source_log_on_tmpfs": tmpfs_log.is_some(),
         "probes": args.probes,
         "warmup_rounds": args.warmup_rounds,
-        "relay_floor_us": {
-            "direct": {"p50": f_d50, "p99": f_d99},
-            "relayed": {"p50": f_r50, "p99": f_r99},
-            "added": {"p50": f_r50 - f_d50, "p99": f_r99 - f_d99},
-        },
+        "relay_floor_us": floor.json(),
+        "relay_floor_paused_us": paused_floor.json(),
         "produce_latency_us": {
             "direct": {"p50": d50, "p99": d99},
             "router": {"p50": r50, "p99": r99},
