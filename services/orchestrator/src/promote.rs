@@ -482,62 +482,6 @@ impl Barrier<'_> {
             .collect())
     }
 
-    /// The new primary holds exactly the old one's records: up to `ends`,
-    /// nothing beyond (the fetchers said they reached `ends`; a client
-    /// writing to the new primary directly would put records beyond).
-    async fn drained_exactly(
-        &self,
-        new: &Cluster,
-        ends: &Ends,
-        deadline: Instant,
-        timeout: Duration,
-    ) -> ApiResult<()> {
-        let side = self.rec.direction.from_side().other();
-        let docs = self.values();
-        loop {
-            let now = log_ends(new, side, &docs).await?;
-            let beyond: Vec<String> = now
-                .iter()
-                .filter(|(tp, end)| ends.get(*tp).is_some_and(|want| *end > want))
-                .map(|((t, p), end)| {
-                    format!("{t}-{p} ends at {end}, not {}", ends[&(t.clone(), *p)])
-                })
-                .collect();
-            if !beyond.is_empty() {
-                return Err(ApiError::Precondition(format!(
-                    "nothing changed: the {side} cluster has records the {} cluster does not \
-                     ({}), so a client writes to it directly; stop it (or point it at a \
-                     router) and retry",
-                    side.other(),
-                    beyond.join(", ")
-                )));
-            }
-            let behind: Vec<String> = now
-                .iter()
-                .filter(|(tp, end)| ends.get(*tp).is_some_and(|want| *end < want))
-                .map(|((t, p), end)| format!("{t}-{p} at {end} of {}", ends[&(t.clone(), *p)]))
-                .collect();
-            if behind.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                let how = match self.rec.direction {
-                    Direction::Promote => "the fetchers did not copy",
-                    Direction::Rollback => "the reverse mirror did not copy",
-                };
-                return Err(ApiError::TooSlow(format!(
-                    "nothing changed: {how} the {} cluster's records to the {side} cluster \
-                     within {} ms: {}. Check `cutover status`, then retry (or give a longer \
-                     drain_timeout_ms)",
-                    side.other(),
-                    timeout.as_millis(),
-                    behind.join(", ")
-                )));
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
     /// Lets every router (those held and any that joined since) send the
     /// held writes on, once it has seen `revision`. A router that does not
     /// answer lets them go by itself when its hold runs out.
@@ -584,11 +528,19 @@ impl Barrier<'_> {
         // The first failure ends both: a router that did not hold undoes
         // the barrier without waiting out open transactions.
         tokio::try_join!(self.hold(), self.transactions(old, opts.transaction_wait))?;
-        self.save(Step::Quiet, Docs::default()).await?;
         let side = self.rec.direction.from_side();
         let docs = self.values();
         let deadline = Instant::now() + opts.drain_timeout;
-        let first = log_ends(old, side, &docs).await?;
+        // Reading is no change: a successor that finds the record still
+        // holding undoes it as it would have before the read. Both are
+        // waited out (not the first failure alone), so that the record's
+        // write cannot land after an undo's.
+        let (saved, first) = tokio::join!(
+            self.save(Step::Quiet, Docs::default()),
+            log_ends(old, side, &docs)
+        );
+        saved?;
+        let first = first?;
         // The fetchers copy up to the first ends while the quiet period
         // runs, so the stall is the longer of the two, not their sum: if
         // the old primary stayed still, those are its ends; if not, the
@@ -618,13 +570,20 @@ impl Barrier<'_> {
                 .or_default()
                 .push(*end);
         }
-        self.save(Step::Draining, Docs::default()).await?;
-        match drained {
-            Some(r) => r?,
-            None => copied.await?,
-        }
-        self.drained_exactly(new, &first, deadline, opts.drain_timeout)
-            .await?;
+        // The record's write beside the rest of the drain; both are waited
+        // out (not the first failure alone), so that no write of this step
+        // can land after an undo's.
+        let direction = self.rec.direction;
+        let drain = async {
+            match drained {
+                Some(r) => r?,
+                None => copied.await?,
+            }
+            drained_exactly(new, direction, &docs, &first, deadline, opts.drain_timeout).await
+        };
+        let (saved, drained) = tokio::join!(self.save(Step::Draining, Docs::default()), drain);
+        saved?;
+        drained?;
         if self.held_at.is_some_and(|at| at.elapsed() >= SWITCH_BY) {
             return Err(ApiError::TooSlow(format!(
                 "nothing changed: the barrier took longer than {} s, and the routers' holds \
@@ -1156,6 +1115,60 @@ impl Orchestrator {
 pub(crate) struct Clusters {
     pub(crate) old: Cluster,
     pub(crate) new: Cluster,
+}
+
+/// The new primary holds exactly the old one's records: up to `ends`,
+/// nothing beyond (the fetchers said they reached `ends`; a client
+/// writing to the new primary directly would put records beyond).
+async fn drained_exactly(
+    new: &Cluster,
+    direction: Direction,
+    docs: &[MirrorTopic],
+    ends: &Ends,
+    deadline: Instant,
+    timeout: Duration,
+) -> ApiResult<()> {
+    let side = direction.from_side().other();
+    loop {
+        let now = log_ends(new, side, docs).await?;
+        let beyond: Vec<String> = now
+            .iter()
+            .filter(|(tp, end)| ends.get(*tp).is_some_and(|want| *end > want))
+            .map(|((t, p), end)| format!("{t}-{p} ends at {end}, not {}", ends[&(t.clone(), *p)]))
+            .collect();
+        if !beyond.is_empty() {
+            return Err(ApiError::Precondition(format!(
+                "nothing changed: the {side} cluster has records the {} cluster does not \
+                 ({}), so a client writes to it directly; stop it (or point it at a \
+                 router) and retry",
+                side.other(),
+                beyond.join(", ")
+            )));
+        }
+        let behind: Vec<String> = now
+            .iter()
+            .filter(|(tp, end)| ends.get(*tp).is_some_and(|want| *end < want))
+            .map(|((t, p), end)| format!("{t}-{p} at {end} of {}", ends[&(t.clone(), *p)]))
+            .collect();
+        if behind.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let how = match direction {
+                Direction::Promote => "the fetchers did not copy",
+                Direction::Rollback => "the reverse mirror did not copy",
+            };
+            return Err(ApiError::TooSlow(format!(
+                "nothing changed: {how} the {} cluster's records to the {side} cluster \
+                 within {} ms: {}. Check `cutover status`, then retry (or give a longer \
+                 drain_timeout_ms)",
+                side.other(),
+                timeout.as_millis(),
+                behind.join(", ")
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// Every fetcher copying the set says the new primary reached `ends`
