@@ -219,6 +219,19 @@ pub struct KafkaOptions {
     pub quick_jit: bool,
     /// Broker settings added to (or replacing) the bed's defaults.
     pub overrides: BTreeMap<String, String>,
+    /// Listeners beside the bed's PLAINTEXT one, on node 1 only (the
+    /// security tests' SASL_SSL and SSL listeners); settings per listener
+    /// go in `overrides` (`listener.name.<name>.…`).
+    pub extra_listeners: Vec<ExtraListener>,
+}
+
+/// One more listener of a broker: `name` with `protocol` (Kafka's
+/// `security.protocol` values) on 0.0.0.0:`port`, advertised as 127.0.0.1.
+#[derive(Debug, Clone)]
+pub struct ExtraListener {
+    pub name: String,
+    pub protocol: String,
+    pub port: u16,
 }
 
 impl KafkaOptions {
@@ -229,6 +242,7 @@ impl KafkaOptions {
             heap_mb: 512,
             quick_jit: true,
             overrides: BTreeMap::new(),
+            extra_listeners: Vec::new(),
         }
     }
 
@@ -561,15 +575,29 @@ fn node_properties(
     );
     set("controller.listener.names", "CONTROLLER".into());
     set("inter.broker.listener.name", "PLAINTEXT".into());
-    set(
-        "listener.security.protocol.map",
-        "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT".into(),
-    );
+    let extra = if id == 1 {
+        options.extra_listeners.as_slice()
+    } else {
+        &[]
+    };
+    let mut map = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT".to_owned();
+    let mut listen = String::new();
+    let mut advertise = String::new();
+    for l in extra {
+        map.push_str(&format!(",{}:{}", l.name, l.protocol));
+        // Bound to every address, so that a test can reach it by one its
+        // certificate does not name (127.0.0.2).
+        listen.push_str(&format!(",{}://0.0.0.0:{}", l.name, l.port));
+        advertise.push_str(&format!(",{}://127.0.0.1:{}", l.name, l.port));
+    }
+    set("listener.security.protocol.map", map);
     if id == 1 {
         set("process.roles", "broker,controller".into());
         set(
             "listeners",
-            format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"),
+            format!(
+                "PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}{listen}"
+            ),
         );
     } else {
         set("process.roles", "broker".into());
@@ -577,7 +605,7 @@ fn node_properties(
     }
     set(
         "advertised.listeners",
-        format!("PLAINTEXT://127.0.0.1:{port}"),
+        format!("PLAINTEXT://127.0.0.1:{port}{advertise}"),
     );
     set(
         "log.dirs",

@@ -51,7 +51,7 @@ pub use clients::{
     watermarks_async, Isolation, LoadGenerator, LoadReport, PartitionLoad, MAX_LOAD_RATE,
 };
 pub use clusters::{trim_spec, Clusters, Mock, Side};
-pub use kafka::{KafkaCluster, KafkaDist, KafkaOptions};
+pub use kafka::{ExtraListener, KafkaCluster, KafkaDist, KafkaOptions};
 pub use process::{
     bin_path, free_port, http_get, log_tail, profile_dir, test_log_dir, wait_http_ok, HttpResponse,
     ServiceProcess,

@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use cutover_retry::Policy;
 
+use crate::error::KafkaError;
+use crate::security::Security;
+
 /// How to reach a cluster and how patient to be with it.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -40,6 +43,8 @@ pub struct ClusterConfig {
     /// Largest response frame accepted; a bigger length prefix is treated as
     /// a protocol error (it usually means the peer is not Kafka).
     pub max_response_bytes: usize,
+    /// TLS and SASL (`security.protocol` and the rest); plaintext by default.
+    pub security: Security,
 }
 
 impl ClusterConfig {
@@ -68,6 +73,26 @@ impl ClusterConfig {
     }
 }
 
+impl ClusterConfig {
+    /// [`ClusterConfig::new`] with the security of a link's cluster
+    /// properties (Kafka's names, see [`Security::from_properties`]).
+    pub fn with_properties<I, S>(
+        bootstrap: I,
+        properties: &std::collections::BTreeMap<String, String>,
+    ) -> Result<ClusterConfig, KafkaError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut c = ClusterConfig::new(bootstrap);
+        c.security = Security::from_properties(properties).map_err(|e| KafkaError::Security {
+            broker: c.bootstrap.join(","),
+            source: std::sync::Arc::new(e.into()),
+        })?;
+        Ok(c)
+    }
+}
+
 impl Default for ClusterConfig {
     fn default() -> ClusterConfig {
         ClusterConfig {
@@ -83,6 +108,7 @@ impl Default for ClusterConfig {
             request_queue_capacity: 256,
             max_in_flight_per_connection: 256,
             max_response_bytes: 256 * 1024 * 1024,
+            security: Security::default(),
         }
     }
 }

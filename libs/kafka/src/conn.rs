@@ -17,10 +17,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info_span, warn, Instrument};
@@ -155,6 +155,9 @@ pub(crate) struct Connection {
     tracker: TaskTracker,
     /// How much longer than its own `timeout_ms` a Produce answer may take.
     request_timeout: Duration,
+    /// When a new connection takes this one's place: before the broker's
+    /// SASL session ends (KIP-368), so that no request meets its end.
+    replace_by: Option<Instant>,
 }
 
 impl Drop for Connection {
@@ -233,8 +236,6 @@ impl Connection {
         if let Err(e) = stream.set_nodelay(true) {
             warn!(broker = %addr, error = %e, "cannot set TCP_NODELAY");
         }
-        let (rd, wr) = stream.into_split();
-
         let shared = Arc::new(Shared {
             addr: addr.to_owned(),
             in_flight: Mutex::new(InFlight::default()),
@@ -244,8 +245,39 @@ impl Connection {
         let (tx, rx) = mpsc::channel(config.request_queue_capacity.max(1));
         let permits = Arc::new(Semaphore::new(config.max_in_flight_per_connection.max(1)));
         let span = info_span!("kafka_connection", broker = %addr);
-        tracker.spawn(writer(wr, rx, shared.clone(), permits).instrument(span.clone()));
-        tracker.spawn(reader(rd, shared.clone(), config.max_response_bytes).instrument(span));
+        match &config.security.tls {
+            None => {
+                let (rd, wr) = stream.into_split();
+                tracker.spawn(writer(wr, rx, shared.clone(), permits).instrument(span.clone()));
+                tracker
+                    .spawn(reader(rd, shared.clone(), config.max_response_bytes).instrument(span));
+            }
+            Some(tls) => {
+                let handshake = tokio::select! {
+                    _ = parent.cancelled() => return Err(KafkaError::Closed),
+                    r = tokio::time::timeout(config.connect_timeout, crate::tls::connect(stream, addr, tls)) => r,
+                };
+                let stream = match handshake {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        return Err(KafkaError::Security {
+                            broker: addr.to_owned(),
+                            source: Arc::new(e),
+                        })
+                    }
+                    Err(_) => {
+                        return Err(connect_err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("no TLS handshake within {:?}", config.connect_timeout),
+                        )))
+                    }
+                };
+                let (rd, wr) = tokio::io::split(stream);
+                tracker.spawn(writer(wr, rx, shared.clone(), permits).instrument(span.clone()));
+                tracker
+                    .spawn(reader(rd, shared.clone(), config.max_response_bytes).instrument(span));
+            }
+        }
 
         let mut conn = Connection {
             shared,
@@ -256,8 +288,17 @@ impl Connection {
             produce: OnceLock::new(),
             tracker: tracker.clone(),
             request_timeout: config.request_timeout,
+            replace_by: None,
         };
-        conn.versions = conn.negotiate(config.request_timeout).await?;
+        conn.versions = conn
+            .negotiate(config.request_timeout)
+            .await
+            .map_err(|e| refused(e, addr))?;
+        if let Some(sasl) = &config.security.sasl {
+            let lifetime = conn.authenticate(sasl, config.request_timeout).await?;
+            // Kafka's own clients re-authenticate at 85 to 95 % of it.
+            conn.replace_by = lifetime.map(|l| Instant::now() + l.mul_f64(0.85));
+        }
         debug!(broker = %addr, versions = ?conn.versions.chosen, "connected");
         Ok(Arc::new(conn))
     }
@@ -292,7 +333,7 @@ impl Connection {
         Ok(VersionTable::from_response(&resp))
     }
 
-    async fn enqueue_raw<R: Encodable>(
+    pub(crate) async fn enqueue_raw<R: Encodable>(
         &self,
         api: ApiKey,
         version: i16,
@@ -347,8 +388,16 @@ impl Connection {
         }
     }
 
+    /// False once the connection died, or once its SASL session is about
+    /// to end: the next caller opens a new one, and requests already on
+    /// this one are still answered.
     pub(crate) fn is_alive(&self) -> bool {
-        !self.shared.token.is_cancelled()
+        !self.shared.token.is_cancelled() && self.replace_by.is_none_or(|t| Instant::now() < t)
+    }
+
+    /// The lowest and highest version of `api` usable with the broker.
+    pub(crate) fn version_range(&self, api: ApiKey) -> Option<(i16, i16)> {
+        self.versions.range(api)
     }
 
     /// The negotiated version of `api`, if the broker supports it at all.
@@ -369,7 +418,7 @@ impl Connection {
         &self.versions
     }
 
-    fn decode<T: Decodable>(
+    pub(crate) fn decode<T: Decodable>(
         &self,
         api: ApiKey,
         version: i16,
@@ -510,8 +559,8 @@ impl Connection {
     }
 }
 
-async fn writer(
-    mut wr: OwnedWriteHalf,
+async fn writer<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut rx: mpsc::Receiver<Outgoing>,
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
@@ -585,14 +634,16 @@ async fn writer(
     let _ = wr.shutdown().await;
 }
 
-async fn write_pieces(wr: &mut OwnedWriteHalf, frame: &Encoded) -> io::Result<()> {
+async fn write_pieces<W: AsyncWrite + Unpin>(wr: &mut W, frame: &Encoded) -> io::Result<()> {
     for piece in frame.pieces() {
         wr.write_all(piece).await?;
     }
-    Ok(())
+    // TLS holds written bytes until flushed; a TCP socket's flush does
+    // nothing.
+    wr.flush().await
 }
 
-async fn reader(mut rd: OwnedReadHalf, shared: Arc<Shared>, max_frame: usize) {
+async fn reader<R: AsyncRead + Unpin>(mut rd: R, shared: Arc<Shared>, max_frame: usize) {
     let token = shared.token.clone();
     let mut buf = BytesMut::with_capacity(codec::READ_BUFFER);
     loop {
@@ -647,6 +698,21 @@ async fn reader(mut rd: OwnedReadHalf, shared: Arc<Shared>, max_frame: usize) {
                 return;
             }
         }
+    }
+}
+
+/// A TLS broker that refuses the client's certificate says so in an alert
+/// on the first read (TLS 1.3), which is the ApiVersions answer's.
+fn refused(e: KafkaError, addr: &str) -> KafkaError {
+    match &e {
+        KafkaError::Io { source, .. } => match crate::tls::refusal(source) {
+            Some(why) => KafkaError::Security {
+                broker: addr.to_owned(),
+                source: Arc::new(why),
+            },
+            None => e,
+        },
+        _ => e,
     }
 }
 

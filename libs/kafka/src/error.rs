@@ -51,6 +51,13 @@ pub enum KafkaError {
     /// brokers.
     #[error("no leader available for {topic}/{partition}")]
     NoLeader { topic: String, partition: i32 },
+    /// TLS or SASL with a broker failed (or could not be set up): which
+    /// check and what to change are in `source`.
+    #[error("Kafka broker {broker}: {source}")]
+    Security {
+        broker: String,
+        source: Arc<crate::security::SecurityError>,
+    },
     /// The client was closed.
     #[error("the Kafka client is closed")]
     Closed,
@@ -155,6 +162,7 @@ impl KafkaError {
             | KafkaError::Timeout { .. }
             | KafkaError::UnknownTopicOrPartition { .. }
             | KafkaError::NoLeader { .. } => true,
+            KafkaError::Security { source, .. } => source.is_retriable(),
             KafkaError::Protocol(_)
             | KafkaError::UnsupportedVersion { .. }
             | KafkaError::Closed => false,
@@ -175,6 +183,7 @@ impl KafkaError {
             | KafkaError::NoLeader { .. } => true,
             KafkaError::Protocol(_)
             | KafkaError::UnsupportedVersion { .. }
+            | KafkaError::Security { .. }
             | KafkaError::Closed => false,
             KafkaError::Broker { code, .. } => code_needs_refresh(*code),
         }

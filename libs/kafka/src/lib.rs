@@ -35,6 +35,16 @@
 //! could make the allocator abort the process; the workspace builds it with
 //! those allocations bounded by the bytes received (`vendor/README.md`).
 //!
+//! # Security
+//!
+//! [`Security`] (in [`ClusterConfig`]) is read from Kafka's property
+//! names: TLS on rustls (a CA file or the system's, an optional client
+//! certificate, host names checked unless turned off) and SASL PLAIN,
+//! SCRAM-SHA-256/512 and OAUTHBEARER after ApiVersions. Secrets are named
+//! by file or environment variable and read at each connection; a broker's
+//! SASL session lifetime (KIP-368) makes the connection give way to a new
+//! one before it ends.
+//!
 //! # Forwarding
 //!
 //! [`Cluster::forward`] sends a typed request at a chosen version to a
@@ -56,7 +66,11 @@ mod groups;
 pub mod pieces;
 mod produce;
 mod producers;
+mod sasl;
+pub mod scram;
+pub mod security;
 mod session;
+mod tls;
 mod transactions;
 mod types;
 
@@ -72,6 +86,7 @@ pub use groups::{
 pub use kafka_protocol;
 pub use kafka_protocol::messages::ApiKey;
 pub use producers::ActiveProducer;
+pub use security::{Security, SecurityConfigError, SecurityError, SecurityProtocol};
 pub use session::FetchSession;
 pub use transactions::{offsets_partition_of, OpenTransaction, OFFSETS_TOPIC};
 pub use types::{

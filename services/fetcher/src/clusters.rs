@@ -140,11 +140,11 @@ impl ClusterCache {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn config(&self, spec: &ClusterSpec) -> ClusterConfig {
-        let mut c = ClusterConfig::new(spec.bootstrap_servers.clone());
+    fn config(&self, spec: &ClusterSpec) -> Result<ClusterConfig, KafkaError> {
+        let mut c = ClusterConfig::with_properties(&spec.bootstrap_servers, &spec.properties)?;
         c.client_id = self.client_id.clone();
         c.request_timeout = self.timeout;
-        c
+        Ok(c)
     }
 
     /// Until when the partitions of `link` copied in `direction` waiting
@@ -274,8 +274,15 @@ impl ClusterCache {
     }
 
     async fn connect_both(&self, link: &Link) -> Result<(Cluster, Cluster), KafkaError> {
-        let source = Cluster::connect(self.config(&link.source)).await?;
-        match Cluster::connect(self.config(&link.target)).await {
+        let source = Cluster::connect(self.config(&link.source)?).await?;
+        let target = match self.config(&link.target) {
+            Ok(c) => c,
+            Err(e) => {
+                source.close().await;
+                return Err(e);
+            }
+        };
+        match Cluster::connect(target).await {
             Ok(target) => Ok((source, target)),
             Err(e) => {
                 source.close().await;

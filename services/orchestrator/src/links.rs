@@ -3,16 +3,12 @@
 use std::time::Duration;
 
 use cutover_coord::Versioned;
-use cutover_kafka::{Cluster, ClusterConfig};
+use cutover_kafka::{Cluster, ClusterConfig, Security};
 use cutover_model::{keys, validate, ClusterSpec, Link, LinkOptions, MirrorTopic};
 
 use crate::error::{ApiError, ApiResult};
 use crate::guards::delete_link_txn;
 use crate::Orchestrator;
-
-/// Client properties the fetchers understand today; anything else is refused
-/// rather than silently ignored.
-const KNOWN_PROPERTIES: &[&str] = &["client.id"];
 
 pub fn validate_cluster(side: &'static str, spec: &ClusterSpec) -> ApiResult<()> {
     if spec.bootstrap_servers.is_empty() {
@@ -24,14 +20,10 @@ pub fn validate_cluster(side: &'static str, spec: &ClusterSpec) -> ApiResult<()>
         validate::bootstrap_server(s)
             .map_err(|e| ApiError::BadRequest(format!("{side} cluster: {e}")))?;
     }
-    for k in spec.properties.keys() {
-        if !KNOWN_PROPERTIES.contains(&k.as_str()) {
-            return Err(ApiError::BadRequest(format!(
-                "{side} cluster: unsupported property {k:?} (supported: {})",
-                KNOWN_PROPERTIES.join(", ")
-            )));
-        }
-    }
+    // Anything the services would not use is refused rather than ignored,
+    // and a secret given inline is refused before it is stored.
+    Security::from_properties(&spec.properties)
+        .map_err(|e| ApiError::BadRequest(format!("{side} cluster: {e}")))?;
     Ok(())
 }
 
@@ -40,17 +32,17 @@ pub async fn connect(
     spec: &ClusterSpec,
     timeout: Duration,
 ) -> ApiResult<Cluster> {
-    let mut cfg = ClusterConfig::new(spec.bootstrap_servers.clone());
+    let unreachable = |error| ApiError::ClusterUnreachable {
+        side,
+        addrs: spec.bootstrap_servers.join(","),
+        error,
+    };
+    let mut cfg = ClusterConfig::with_properties(&spec.bootstrap_servers, &spec.properties)
+        .map_err(unreachable)?;
     cfg.client_id = "cutover-orchestrator".into();
     cfg.connect_timeout = timeout;
     cfg.request_timeout = timeout;
-    Cluster::connect(cfg)
-        .await
-        .map_err(|error| ApiError::ClusterUnreachable {
-            side,
-            addrs: spec.bootstrap_servers.join(","),
-            error,
-        })
+    Cluster::connect(cfg).await.map_err(unreachable)
 }
 
 impl Orchestrator {

@@ -62,7 +62,20 @@ async fn connect(
     cfg: &RouterConfig,
     shutdown: &CancellationToken,
 ) -> Option<Cluster> {
-    let mut c = ClusterConfig::new(spec.bootstrap_servers.clone());
+    let mut c = match ClusterConfig::with_properties(&spec.bootstrap_servers, &spec.properties) {
+        Ok(c) => c,
+        Err(source) => {
+            // The orchestrator checked the link's properties when it was
+            // created: only a link written by a newer version gets here.
+            let e = RouterError::Cluster {
+                side,
+                link: link.to_owned(),
+                source,
+            };
+            error!(error = %e, "cannot use the link's cluster settings");
+            return None;
+        }
+    };
     c.client_id = format!("cutover-router-{}", cfg.node_id);
     c.request_timeout = cfg.kafka_timeout();
     let mut backoff = CONNECT.backoff();
