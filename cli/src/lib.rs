@@ -124,6 +124,22 @@ pub enum LinkCmd {
         /// Bytes per second for the whole link (0 = unlimited).
         #[arg(long, default_value_t = 0)]
         bandwidth_limit: u64,
+        /// A source client property, `key=value` with Kafka's names
+        /// (`security.protocol=SASL_SSL`, `sasl.password.file=/run/pw`);
+        /// repeatable. Secrets only by file or variable (README, Secured
+        /// clusters).
+        #[arg(long = "source-property", value_parser = parse_property)]
+        source_properties: Vec<(String, String)>,
+        /// A target client property, as --source-property.
+        #[arg(long = "target-property", value_parser = parse_property)]
+        target_properties: Vec<(String, String)>,
+        /// A properties file (`key=value` lines, `#` comments, as Kafka's
+        /// `--command-config`) for the source; --source-property wins.
+        #[arg(long)]
+        source_config: Option<std::path::PathBuf>,
+        /// A properties file for the target, as --source-config.
+        #[arg(long)]
+        target_config: Option<std::path::PathBuf>,
     },
     Get {
         name: String,
@@ -280,6 +296,17 @@ pub enum CliError {
     Api(#[from] tonic::Status),
     #[error("{0}")]
     Output(String),
+    #[error("cannot read the properties file {}: {source}", .path.display())]
+    PropertiesFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {text:?} is not key=value", .path.display())]
+    PropertiesLine {
+        path: std::path::PathBuf,
+        line: usize,
+        text: String,
+    },
     #[error("link {link} mirrors no topic: nothing to verify (add some with `cutover mirror add --link {link} TOPIC`)")]
     NoMirrors { link: String },
 }
@@ -328,6 +355,9 @@ pub async fn run(cli: Cli) -> i32 {
                     CliError::Connect { .. } => "Unavailable".into(),
                     CliError::Output(_) => "Internal".into(),
                     CliError::NoMirrors { .. } => "FailedPrecondition".into(),
+                    CliError::PropertiesFile { .. } | CliError::PropertiesLine { .. } => {
+                        "InvalidArgument".into()
+                    }
                 };
                 println!(
                     "{}",
@@ -373,6 +403,52 @@ fn cluster(servers: &[String]) -> pb::ClusterSpec {
     }
 }
 
+/// `key=value` of --source-property / --target-property.
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("{s:?} is not key=value")),
+    }
+}
+
+/// The lines of a Java-style properties file: `key=value`, blank lines
+/// and `#` or `!` comments skipped.
+fn parse_properties_file(
+    path: &std::path::Path,
+    text: &str,
+) -> Result<Vec<(String, String)>, CliError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') || t.starts_with('!') {
+            continue;
+        }
+        out.push(parse_property(t).map_err(|_| CliError::PropertiesLine {
+            path: path.to_owned(),
+            line: i + 1,
+            text: t.to_owned(),
+        })?);
+    }
+    Ok(out)
+}
+
+/// A cluster's properties: the file's, then the flags' over them.
+fn properties(
+    file: Option<&std::path::Path>,
+    flags: &[(String, String)],
+) -> Result<std::collections::HashMap<String, String>, CliError> {
+    let mut props = std::collections::HashMap::new();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|source| CliError::PropertiesFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        props.extend(parse_properties_file(path, &text)?);
+    }
+    props.extend(flags.iter().cloned());
+    Ok(props)
+}
+
 async fn execute(cli: &Cli, trace: Option<&TraceParent>) -> Result<i32, CliError> {
     let mut c = client(&cli.server, trace).await?;
     let json = cli.json;
@@ -382,12 +458,20 @@ async fn execute(cli: &Cli, trace: Option<&TraceParent>) -> Result<i32, CliError
             source,
             target,
             bandwidth_limit,
+            source_properties,
+            target_properties,
+            source_config,
+            target_config,
         }) => {
+            let mut source = cluster(source);
+            source.properties = properties(source_config.as_deref(), source_properties)?;
+            let mut target = cluster(target);
+            target.properties = properties(target_config.as_deref(), target_properties)?;
             let l = c
                 .create_link(pb::CreateLinkRequest {
                     name: name.clone(),
-                    source: Some(cluster(source)),
-                    target: Some(cluster(target)),
+                    source: Some(source),
+                    target: Some(target),
                     options: Some(pb::LinkOptions {
                         bandwidth_limit_bytes_per_sec: *bandwidth_limit,
                     }),
@@ -806,6 +890,46 @@ async fn execute(cli: &Cli, trace: Option<&TraceParent>) -> Result<i32, CliError
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn link_properties_come_from_a_file_and_flags_over_it() {
+        assert_eq!(
+            parse_property("sasl.mechanism = SCRAM-SHA-512").unwrap(),
+            ("sasl.mechanism".into(), "SCRAM-SHA-512".into())
+        );
+        assert_eq!(
+            parse_property("ssl.endpoint.identification.algorithm=").unwrap(),
+            (
+                "ssl.endpoint.identification.algorithm".into(),
+                String::new()
+            )
+        );
+        assert!(parse_property("no-equals").is_err());
+        assert!(parse_property("=v").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("source.properties");
+        std::fs::write(
+            &file,
+            "# source\nsecurity.protocol=SASL_SSL\n\n! also a comment\nsasl.mechanism=PLAIN\n",
+        )
+        .unwrap();
+        let p = properties(
+            Some(&file),
+            &[("sasl.mechanism".into(), "SCRAM-SHA-256".into())],
+        )
+        .unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p["security.protocol"], "SASL_SSL");
+        assert_eq!(p["sasl.mechanism"], "SCRAM-SHA-256", "the flag wins");
+        std::fs::write(&file, "security.protocol=SSL\njunk\n").unwrap();
+        let e = properties(Some(&file), &[]).unwrap_err().to_string();
+        assert!(e.contains("source.properties:2"), "{e}");
+        let e = properties(Some(&dir.path().join("none")), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("none"), "{e}");
+    }
+
     use super::*;
 
     fn cli(args: &[&str]) -> Cli {
